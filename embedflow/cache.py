@@ -1,0 +1,332 @@
+"""The HDF5 embedding cache: the only module that touches h5py.
+
+Schema (format "embedflow.cache", schema_version 1), readable with plain h5py:
+
+    /embeddings       float32 (N, D)   one pooled feature vector per image, rows sorted by key
+    /keys             utf-8 str (N,)   path relative to the dataset root, "/"-separated
+    /labels           int32 (N,)       index into /classes
+    /hashes           ascii str (N,)   sha256 of the file's bytes (hex)
+    /classes          utf-8 str (C,)   class names, sorted
+    /failed/keys      utf-8 str (F,)   files that were skipped ...
+    /failed/reasons   utf-8 str (F,)   ... and why
+    /failed/hashes    ascii str (F,)   their sha256 ("" when the file could not be read)
+    attrs: format, schema_version, fingerprint (JSON), fingerprint_id, root, embedflow_version,
+           created_utc, updated_utc
+
+Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
+atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
+the new file. Vectors computed during a run are committed every few seconds to a journal folder
+(`<cache>.journal/`, one atomically-renamed .npz per chunk); an interrupted or killed run leaves them
+there and the next run with the same fingerprint picks them up instead of embedding again.
+One writer at a time: `<cache>.lock` is held with flock (released by the OS if the process dies).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CacheError, CacheLocked
+
+FORMAT = "embedflow.cache"
+SCHEMA_VERSION = 1
+BLOCK_ROWS = 4096  # rows copied at a time when writing: memory stays flat however large the cache
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def _strings(ds) -> list[str]:
+    return list(ds.asstr()[()]) if len(ds) else []
+
+
+@dataclass
+class CacheData:
+    """Everything a cache holds, in memory."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    keys: list[str]
+    hashes: list[str]
+    classes: list[str]
+    fingerprint: dict
+    root: str = ""
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, reason, hash)
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _open_read(path: Path):
+    h5py = _h5py()
+    if not path.exists():
+        raise CacheError(f"no cache at {path}: run `embedflow embed FOLDER` first")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise CacheError(f"cannot read cache {path}: {e}") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise CacheError(f"{path} is not an embedflow cache")
+    if int(f.attrs.get("schema_version", 0)) > SCHEMA_VERSION:
+        f.close()
+        raise CacheError(f"{path} has cache schema {f.attrs['schema_version']}; upgrade embedflow to read it")
+    return f
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """Fingerprint, classes, sizes and timestamps, without reading the vectors."""
+    path = Path(path)
+    with _open_read(path) as f:
+        return {
+            "path": str(path),
+            "fingerprint": json.loads(f.attrs["fingerprint"]),
+            "root": str(f.attrs.get("root", "")),
+            "classes": _strings(f["classes"]),
+            "count": int(f["keys"].shape[0]),
+            "dim": int(f["embeddings"].shape[1]),
+            "failed": int(f["failed/keys"].shape[0]),
+            "created_utc": str(f.attrs.get("created_utc", "")),
+            "updated_utc": str(f.attrs.get("updated_utc", "")),
+            "embedflow_version": str(f.attrs.get("embedflow_version", "")),
+        }
+
+
+def load(path: str | os.PathLike) -> CacheData:
+    path = Path(path)
+    with _open_read(path) as f:
+        return CacheData(
+            embeddings=f["embeddings"][()].astype(np.float32, copy=False),
+            labels=f["labels"][()].astype(np.int64),
+            keys=_strings(f["keys"]),
+            hashes=_strings(f["hashes"]),
+            classes=_strings(f["classes"]),
+            fingerprint=json.loads(f.attrs["fingerprint"]),
+            root=str(f.attrs.get("root", "")),
+            failed=list(zip(_strings(f["failed/keys"]), _strings(f["failed/reasons"]), _strings(f["failed/hashes"]))),
+            path=str(path),
+        )
+
+
+def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id: str) -> dict[str, np.ndarray]:
+    """hash -> vector for the wanted hashes a cache of that fingerprint holds; {} for no such cache."""
+    path = Path(path)
+    if not wanted or not path.exists():
+        return {}
+    try:
+        with _open_read(path) as f:
+            if f.attrs.get("fingerprint_id") != fingerprint_id:
+                return {}
+            hashes = _strings(f["hashes"])
+            rows = {h: i for i, h in enumerate(hashes) if h in wanted}
+            if not rows:
+                return {}
+            idx = np.array(sorted(set(rows.values())))
+            block = f["embeddings"][idx]
+            where = {i: j for j, i in enumerate(idx)}
+            return {h: block[where[i]] for h, i in rows.items()}
+    except CacheError:
+        return {}
+
+
+# --- writer side -------------------------------------------------------------------------------
+
+
+class CacheLock:
+    """Exclusive writer lock on a cache (flock on `<cache>.lock`, holding the writer's pid)."""
+
+    def __init__(self, cache_path: Path):
+        self.path = Path(str(cache_path) + ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> "CacheLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise CacheLocked(
+                    f"cache {str(self.path)[:-5]} is in use by process {holder}; wait for it to finish"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
+            self._fd = None
+
+
+def is_locked(cache_path: Path) -> int | None:
+    """Pid of the process writing this cache, or None."""
+    import fcntl
+
+    lock = Path(str(cache_path) + ".lock")
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return int(os.pread(fd, 32, 0).decode(errors="replace").strip() or 0) or -1
+    finally:
+        os.close(fd)
+    return None
+
+
+class Journal:
+    """Committed-but-not-yet-merged vectors of an unfinished run, one .npz per chunk."""
+
+    def __init__(self, cache_path: Path, fingerprint_id: str):
+        self.dir = Path(str(cache_path) + ".journal")
+        self.fingerprint_id = fingerprint_id
+        self._next = 0
+
+    def open(self) -> int:
+        """Prepare for appending; discard a journal of another fingerprint. Returns rows already there."""
+        meta = self.dir / "meta.json"
+        if self.dir.exists():
+            try:
+                same = json.loads(meta.read_text())["fingerprint_id"] == self.fingerprint_id
+            except (OSError, ValueError, KeyError):
+                same = False
+            if not same:
+                self.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob("*.tmp*"):
+            tmp.unlink(missing_ok=True)
+        if not meta.exists():
+            _atomic_write_bytes(meta, json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
+        chunks = self.chunks()
+        self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
+        return sum(len(np.load(c)["hashes"]) for c in chunks)
+
+    def chunks(self) -> list[Path]:
+        return sorted(self.dir.glob("[0-9]*.npz")) if self.dir.exists() else []
+
+    def append(self, hashes: list[str], vectors: np.ndarray) -> None:
+        path = self.dir / f"{self._next:08d}.npz"
+        tmp = self.dir / f"{self._next:08d}.tmp.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, hashes=np.array(hashes, dtype="S64"), vectors=np.asarray(vectors, np.float32))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._next += 1
+
+    def vectors_by_hash(self) -> dict[str, tuple[Path, int]]:
+        """hash -> (chunk file, row) for every committed vector."""
+        found: dict[str, tuple[Path, int]] = {}
+        for c in self.chunks():
+            try:
+                hashes = np.load(c)["hashes"]
+            except (OSError, ValueError, KeyError):  # a damaged chunk is only lost work, never wrong data
+                c.unlink(missing_ok=True)
+                continue
+            for i, h in enumerate(hashes):
+                found[h.decode()] = (c, i)
+        return found
+
+    def clear(self) -> None:
+        if self.dir.exists():
+            for p in self.dir.iterdir():
+                p.unlink(missing_ok=True)
+            self.dir.rmdir()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Row:
+    """One row of the cache to write, and where its vector comes from."""
+
+    key: str
+    hash: str
+    label: int
+    source: Path  # the old cache file or a journal chunk
+    index: int  # row in that source
+
+
+def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
+          failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None) -> None:
+    """Write a complete new cache to a temporary file and rename it over `path` atomically."""
+    h5py = _h5py()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: r.key)
+    failed = sorted(failed)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update({
+                "format": FORMAT, "schema_version": SCHEMA_VERSION, "fingerprint": json.dumps(fingerprint),
+                "fingerprint_id": fingerprint["id"], "root": root,
+                "embedflow_version": fingerprint.get("embedflow_version", ""),
+                "created_utc": created_utc or now, "updated_utc": now,
+            })
+            n = len(rows)
+            emb = f.create_dataset("embeddings", shape=(n, dim), dtype="float32",
+                                   chunks=(max(1, min(n, 1024)), dim) if n else None)
+            f.create_dataset("keys", data=[r.key for r in rows], dtype=str_t)
+            f.create_dataset("labels", data=np.array([r.label for r in rows], dtype=np.int32))
+            f.create_dataset("hashes", data=[r.hash for r in rows], dtype=ascii_t)
+            f.create_dataset("classes", data=list(classes), dtype=str_t)
+            g = f.create_group("failed")
+            g.create_dataset("keys", data=[k for k, _, _ in failed], dtype=str_t)
+            g.create_dataset("reasons", data=[r for _, r, _ in failed], dtype=str_t)
+            g.create_dataset("hashes", data=[h for _, _, h in failed], dtype=ascii_t)
+            for start in range(0, n, BLOCK_ROWS):
+                emb[start:start + BLOCK_ROWS] = _gather(rows[start:start + BLOCK_ROWS], dim)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
+        raise
+
+
+def _gather(block: list[Row], dim: int) -> np.ndarray:
+    """Vectors of a block of rows, reading each source once."""
+    out = np.empty((len(block), dim), dtype=np.float32)
+    by_source: dict[Path, list[tuple[int, int]]] = {}
+    for i, r in enumerate(block):
+        by_source.setdefault(r.source, []).append((r.index, i))
+    for source, pairs in by_source.items():
+        pairs.sort()
+        src_rows = np.array([p[0] for p in pairs])
+        dst_rows = np.array([p[1] for p in pairs])
+        if source.suffix == ".npz":
+            out[dst_rows] = np.load(source)["vectors"][src_rows]
+        else:
+            with _h5py().File(source, "r") as f:
+                uniq, inverse = np.unique(src_rows, return_inverse=True)
+                out[dst_rows] = f["embeddings"][uniq][inverse]
+    return out

@@ -1,0 +1,265 @@
+"""The `embedflow` command: parses options, calls embedflow.api, prints results. No logic lives here.
+
+Exit codes: 0 success (skipped files are summarised as warnings), 1 unexpected error, 2 usage or
+dataset error, 3 fingerprint mismatch, 4 cache error (missing, unreadable, locked), 5 model error
+(missing, incomplete, tampered), 6 backbone weights unavailable, 7 files skipped under --strict,
+130 interrupted (progress kept; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .__about__ import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transfer learning on image folders: embed once into an HDF5 cache, then fit heads, "
+                       "evaluate, predict.")
+
+DEFAULT_CACHE = Path("cache/embeddings.h5")
+CacheOpt = typer.Option(DEFAULT_CACHE, "--cache", "-c", help="HDF5 embedding cache.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info lines (warnings still go to stderr).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+RuntimeOpt = typer.Option("auto", "--runtime", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
+
+
+class CliReporter:
+    """Progress bar on a terminal (images, images/s, ETA); plain lines otherwise; nothing with --quiet."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.console import Console
+
+        self.quiet = quiet
+        self.console = Console(stderr=True, highlight=False)
+        self.warnings = 0
+        self._progress = None
+        self._task = None
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        self.warnings += 1
+        self.console.print(f"warning: {message}", markup=False, style="yellow")
+
+    def start(self, description: str, total: int) -> None:
+        if self.quiet or not self.console.is_terminal:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                  TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+            speed = self._progress.tasks[0].speed
+            self._progress.update(self._task, rate=f"{speed:.0f} img/s" if speed else "")
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def handle_errors(fn):
+    """Turn EmbedflowError into one line on stderr and its exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .errors import EmbedflowError
+
+        try:
+            return fn(*args, **kwargs)
+        except EmbedflowError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def emit_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@app.callback(invoke_without_command=True)
+def main(version: bool = typer.Option(False, "--version", help="Show the version and exit.")):
+    if version:
+        typer.echo(f"embedflow {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+@handle_errors
+def embed(
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
+    cache: Path = CacheOpt,
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file (default: Keras' ImageNet weights)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Replace a cache made with another backbone/weights/size."),
+    runtime: str = RuntimeOpt,
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode threads (default: CPU count)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Embed every image of FOLDER into the cache (only new or changed files are computed)."""
+    from . import api
+    from .errors import StrictModeError
+
+    rep = CliReporter(quiet or as_json)
+    s = api.embed_folder(folder, cache, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
+                         batch_size=batch_size, workers=workers, reporter=rep)
+    if as_json:
+        emit_json(s.as_dict())
+    elif not quiet:
+        rate = f" ({s.embedded / s.seconds:.0f} img/s overall)" if s.embedded else ""
+        typer.echo(f"{s.cache_path}: {s.total} images in {len(s.classes)} classes; embedded {s.embedded}, "
+                   f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.failed)} "
+                   f"in {s.seconds:.1f}s{rate}")
+    if s.failed:
+        if not rep.warnings:  # failures remembered from an earlier run were not printed one by one
+            for key, reason in s.failed[:20]:
+                rep.warn(f"skipped {key}: {reason}")
+        rep.warn(f"{len(s.failed)} file(s) skipped; `embedflow info --cache {cache}` lists them")
+        if strict:
+            raise StrictModeError(f"{len(s.failed)} file(s) were skipped and --strict is set")
+
+
+@app.command()
+@handle_errors
+def fit(
+    cache: Path = CacheOpt,
+    head: str = typer.Option("logreg", "--head", help="logreg, svm or dense."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Model folder (default: models/HEAD)."),
+    val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (0 for none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split and of the head."),
+    class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight classes."),
+    c: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation (logreg, svm)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Train a classifier head on the cached vectors and write a model folder with its report."""
+    from . import api
+    from .report import format_report
+
+    params = {"C": c} if c is not None else {}
+    if epochs is not None:
+        params["epochs"] = epochs
+    if params and head == "dense":
+        params.pop("C", None)
+    if head != "dense":
+        params.pop("epochs", None)
+    rep = CliReporter(quiet or as_json)
+    r = api.fit_head(cache, head, out, val_split=val_split, seed=seed, class_weight=class_weight, params=params,
+                     reporter=rep)
+    if as_json:
+        emit_json({"model_dir": str(r.model_dir), "head": r.head, "n_train": r.n_train, "n_val": r.n_val,
+                   "seconds": r.seconds, "report": r.report})
+        return
+    if r.report and not quiet:
+        typer.echo(format_report(r.report))
+    typer.echo(f"wrote {r.model_dir} ({r.head}, {r.n_train} train / {r.n_val} validation, {r.seconds:.1f}s)")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    model: Path = typer.Argument(..., help="Model folder written by `embedflow fit`."),
+    data: Path = typer.Argument(..., help="Labelled folder (one subfolder per class) or an embedding cache."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
+    runtime: str = RuntimeOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Score a model on a held-out labelled folder or cache; writes the same report as fit."""
+    from . import api
+    from .report import format_report
+
+    rep = CliReporter(quiet or as_json)
+    report = api.evaluate(model, data, cache_path=cache, out=out, runtime=runtime, reporter=rep)
+    if as_json:
+        emit_json(report)
+    else:
+        typer.echo(format_report(report))
+        typer.echo(f"wrote {Path(out or model) / 'eval-report.json'}")
+
+
+@app.command()
+@handle_errors
+def predict(
+    model: Path = typer.Argument(..., help="Model folder written by `embedflow fit`."),
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many labels to show per image."),
+    cache: Optional[Path] = typer.Option(DEFAULT_CACHE, "--cache", "-c", help="Reuse vectors of images already in this cache."),
+    runtime: str = RuntimeOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Label images with a trained model (top-k labels with probabilities)."""
+    from . import api
+
+    rep = CliReporter(quiet or as_json)
+    result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache, runtime=runtime,
+                         reporter=rep)
+    if as_json:
+        emit_json(result)
+    else:
+        for p in result["predictions"]:
+            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"])
+            typer.echo(f"{p['path']}\t{tops}")
+    for f in result["failed"]:
+        rep.warn(f"skipped {f['path']}: {f['reason']}")
+    if not result["predictions"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def info(cache: Path = CacheOpt, as_json: bool = JsonOpt):
+    """What a cache holds: backbone fingerprint, classes and counts, skipped files."""
+    from . import api
+    from .backbones import describe
+
+    i = api.info(cache)
+    if as_json:
+        emit_json(i)
+        return
+    typer.echo(f"cache      {i['path']} ({i['size_bytes'] / 1e6:.1f} MB, schema 1)")
+    typer.echo(f"source     {i['root']}")
+    typer.echo(f"backbone   {describe(i['fingerprint'])}")
+    typer.echo(f"vectors    {i['count']} x {i['dim']} float32   updated {i['updated_utc']}")
+    typer.echo("classes    " + ", ".join(f"{c} ({n})" for c, n in i["per_class"].items()))
+    if i["pending_journal_chunks"]:
+        typer.echo(f"pending    {i['pending_journal_chunks']} journal chunk(s) of an interrupted run: rerun embed to finish")
+    typer.echo(f"skipped    {i['failed']} file(s)")
+    for f in i["failed_files"]:
+        typer.echo(f"  {f['key']}: {f['reason']}")
+
+
+def run() -> None:  # console-script entry point
+    try:
+        app()
+    except BrokenPipeError:  # `embedflow predict ... | head`
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    run()

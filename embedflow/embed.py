@@ -1,0 +1,279 @@
+"""Embedding a folder into the cache: incremental by content hash, streaming, resumable."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import backbones, cache
+from .data import BadImage, ImageRef, discover_labelled, hash_file, load_image
+from .errors import EmbedflowError
+from .progress import SILENT, Reporter
+
+COMMIT_SECONDS = 3.0  # journal commits at least this often while embedding
+COMMIT_ROWS = 1024
+
+
+class Interrupted(EmbedflowError):
+    exit_code = 130
+
+
+@dataclass
+class EmbedSummary:
+    cache_path: str
+    total: int = 0  # images in the cache after the run
+    embedded: int = 0  # computed by the backbone in this run
+    kept: int = 0  # unchanged, kept from the cache
+    reused: int = 0  # new key but known content (renamed, copied, or resumed from the journal)
+    removed: int = 0  # in the cache before, gone from the folder now
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason), this run's skipped files
+    classes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    runtime: str = ""
+    fingerprint_id: str = ""
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def hash_all(refs: list[ImageRef], workers: int) -> Iterator[tuple[ImageRef, str | None, str | None]]:
+    """(ref, sha256, None) or (ref, None, reason) for each file, in order; hashing runs in threads."""
+
+    def one(ref: ImageRef):
+        try:
+            return ref, hash_file(ref.path), None
+        except BadImage as e:
+            return ref, None, str(e)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        yield from pool.map(one, refs)
+
+
+def decode_stream(items: list[tuple[ImageRef, str]], size: int, workers: int) -> Iterator[tuple[ImageRef, str, np.ndarray | None, str | None]]:
+    """Decode in worker threads (PIL releases the GIL), in order, with bounded look-ahead."""
+
+    def one(item):
+        ref, h = item
+        try:
+            return ref, h, load_image(ref.path, size), None
+        except BadImage as e:
+            return ref, h, None, str(e)
+
+    window = max(8, 4 * workers)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = []
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(one, item))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+def batches(stream: Iterable, batch_size: int, on_bad: Callable) -> Iterator[tuple[list, np.ndarray]]:
+    metas, pixels = [], []
+    for ref, h, arr, reason in stream:
+        if arr is None:
+            on_bad(ref, h, reason)
+            continue
+        metas.append((ref, h))
+        pixels.append(arr)
+        if len(pixels) == batch_size:
+            yield metas, np.stack(pixels)
+            metas, pixels = [], []
+    if pixels:
+        yield metas, np.stack(pixels)
+
+
+def embed_folder(
+    root: str | os.PathLike,
+    cache_path: str | os.PathLike = "cache/embeddings.h5",
+    *,
+    spec: backbones.BackboneSpec | None = None,
+    rebuild: bool = False,
+    runtime: str = "auto",
+    batch_size: int = 16,
+    workers: int | None = None,
+    reporter: Reporter = SILENT,
+    embedder_factory: Callable | None = None,
+) -> EmbedSummary:
+    """Embed every image of a class-per-subfolder tree into the cache at cache_path.
+
+    Only new or changed files (by sha256 of their bytes) are embedded; deleted ones are dropped;
+    bad files are skipped with a reason. Raises FingerprintMismatch when the cache was made with
+    another backbone/weights/size (pass rebuild=True to replace it).
+    """
+    t0 = time.perf_counter()
+    spec = spec or backbones.get_spec()
+    cache_path = Path(cache_path)
+    workers = workers or max(2, os.cpu_count() or 2)
+    images, classes, notes = discover_labelled(root)
+    for note in notes:
+        reporter.warn(note)
+    fp = backbones.fingerprint(spec)
+    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"])
+    class_index = {c: i for i, c in enumerate(classes)}
+
+    with cache.CacheLock(cache_path):
+        old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
+        old_by_hash: dict[str, int] = {}
+        old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
+        created = None
+        if cache_path.exists() and not rebuild:
+            old = cache.load(cache_path)
+            backbones.check_compatible(old.fingerprint, fp, f"cache {cache_path}",
+                                       "pass --rebuild to replace it, or --cache to write another file")
+            old_by_key = {k: (h, i) for i, (k, h) in enumerate(zip(old.keys, old.hashes))}
+            old_by_hash = {h: i for i, h in enumerate(old.hashes)}
+            old_failed = {k: (h, r) for k, r, h in old.failed if h}
+            created = cache.read_meta(cache_path)["created_utc"]
+            if old.root and os.path.abspath(root) != old.root:
+                reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
+            del old
+        journal = cache.Journal(cache_path, fp["id"])
+        journal.open()
+        journaled = journal.vectors_by_hash()
+
+        rows: list[cache.Row] = []
+        failed: list[tuple[str, str, str]] = []
+        todo: list[tuple[ImageRef, str]] = []
+        for ref, h, reason in hash_all(images, workers):
+            label = class_index[ref.label]
+            if h is None:
+                failed.append((ref.key, reason, ""))
+            elif ref.key in old_by_key and old_by_key[ref.key][0] == h:
+                rows.append(cache.Row(ref.key, h, label, cache_path, old_by_key[ref.key][1]))
+                summary.kept += 1
+            elif h in old_by_hash:
+                rows.append(cache.Row(ref.key, h, label, cache_path, old_by_hash[h]))
+                summary.reused += 1
+            elif h in journaled:
+                src, i = journaled[h]
+                rows.append(cache.Row(ref.key, h, label, src, i))
+                summary.reused += 1
+            elif ref.key in old_failed and old_failed[ref.key][0] == h:
+                failed.append((ref.key, old_failed[ref.key][1], h))
+            else:
+                todo.append((ref, h))
+        current = {r.key for r in images}
+        summary.removed = sum(1 for k in old_by_key if k not in current)
+
+        if todo:
+            pending_rows = _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers,
+                                               reporter, embedder_factory, class_index, failed, summary)
+            rows.extend(pending_rows)
+        summary.failed = [(key, reason) for key, reason, _ in failed]
+        cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
+        journal.clear()
+
+    summary.total = len(rows)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, reporter,
+                        embedder_factory, class_index, failed, summary) -> list[cache.Row]:
+    """Embed the todo list, committing to the journal every few seconds. Returns the rows to write."""
+    embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
+    summary.runtime = getattr(embedder, "runtime", "custom")
+    done: dict[str, np.ndarray] = {}  # hash -> vector, not yet committed
+    committed: dict[str, tuple[Path, int]] = {}
+    keys_for: list[tuple[ImageRef, str]] = []
+    last_commit = time.monotonic()
+
+    def commit():
+        nonlocal last_commit
+        if done:
+            hashes = list(done)
+            journal.append(hashes, np.stack([done[h] for h in hashes]))
+            chunk = journal.chunks()[-1]
+            committed.update({h: (chunk, i) for i, h in enumerate(hashes)})
+            done.clear()
+        last_commit = time.monotonic()
+
+    def on_bad(ref, h, reason):
+        failed.append((ref.key, reason, h))
+        reporter.warn(f"skipped {ref.key}: {reason}")
+        reporter.advance(1)
+
+    reporter.start("embedding", len(todo))
+    try:
+        unique, seen = [], set()
+        for ref, h in todo:
+            keys_for.append((ref, h))
+            if h not in seen:
+                seen.add(h)
+                unique.append((ref, h))
+        for metas, pixels in batches(decode_stream(unique, spec.image_size, workers), batch_size, on_bad):
+            vectors = embedder(pixels)
+            for (ref, h), v in zip(metas, vectors):
+                done[h] = v
+            reporter.advance(len(metas))
+            if len(done) >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS:
+                commit()
+        commit()
+    except KeyboardInterrupt:
+        commit()
+        raise Interrupted(
+            f"interrupted: {len(committed)} new vectors are kept in {journal.dir}; "
+            "run the same command again to resume"
+        ) from None
+    finally:
+        reporter.finish()
+    # Files sharing content were decoded once: give each its row, or its copy of the failure.
+    reason_for = {h: reason for _, reason, h in failed}
+    failed_keys = {key for key, _, _ in failed}
+    rows = []
+    for ref, h in keys_for:
+        if h in committed:
+            src, i = committed[h]
+            rows.append(cache.Row(ref.key, h, class_index[ref.label], src, i))
+            summary.embedded += 1
+        elif ref.key not in failed_keys and h in reason_for:
+            failed.append((ref.key, reason_for[h], h))
+    return rows
+
+
+def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *, runtime: str = "auto",
+                known_from: Callable[[set[str]], dict] | None = None, batch_size: int = 16, workers: int | None = None,
+                reporter: Reporter = SILENT, embedder_factory: Callable | None = None):
+    """Vectors for loose files, in memory (the cache is not written). Vectors whose content hash is in
+    `known_from(hashes)` (e.g. a cache lookup) are taken from there. Returns (ok refs, their vectors (N, D), failures [(ref, reason)])."""
+    workers = workers or max(2, os.cpu_count() or 2)
+    vectors: dict[int, np.ndarray] = {}
+    failures: list[tuple[ImageRef, str]] = []
+    hashed = []
+    for i, (ref, h, reason) in enumerate(hash_all(refs, workers)):
+        if h is None:
+            failures.append((ref, reason))
+        else:
+            hashed.append((i, ref, h))
+    known = known_from({h for _, _, h in hashed}) if known_from else {}
+    todo: list[tuple[ImageRef, str]] = []
+    for i, ref, h in hashed:
+        if h in known:
+            vectors[i] = known[h]
+        else:
+            todo.append((ref, h))
+    if todo:
+        position = {id(ref): i for i, ref in enumerate(refs)}
+        embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
+        reporter.start("embedding", len(todo))
+        try:
+            stream = decode_stream(todo, spec.image_size, workers)
+            for metas, pixels in batches(stream, batch_size, lambda ref, h, r: failures.append((ref, r))):
+                for (ref, _), v in zip(metas, embedder(pixels)):
+                    vectors[position[id(ref)]] = v
+                reporter.advance(len(metas))
+        finally:
+            reporter.finish()
+    order = sorted(vectors)
+    matrix = np.stack([vectors[i] for i in order]) if order else np.zeros((0, spec.output_dim), np.float32)
+    return [refs[i] for i in order], matrix, failures

@@ -1,0 +1,51 @@
+"""Typed exceptions. The CLI turns any EmbedflowError into one line and a non-zero exit."""
+
+
+class EmbedflowError(Exception):
+    """Base class for every error embedflow raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EmbedflowError):
+    """A user mistake: a missing folder, an impossible option, a wrong path."""
+
+    exit_code = 2
+
+
+class DatasetError(UsageError):
+    """The image folder cannot be used as it is (empty, one class, a class too small)."""
+
+
+class FingerprintMismatch(EmbedflowError):
+    """An artifact was made with another backbone, weights or image size than the one asked for."""
+
+    exit_code = 3
+
+
+class CacheError(EmbedflowError):
+    """The cache is missing, unreadable, or of a schema this version does not know."""
+
+    exit_code = 4
+
+
+class CacheLocked(CacheError):
+    """Another process is writing the cache."""
+
+
+class ModelError(EmbedflowError):
+    """A model folder is missing, incomplete, tampered with, or of an unknown kind."""
+
+    exit_code = 5
+
+
+class WeightsError(EmbedflowError):
+    """Backbone weights cannot be found or loaded."""
+
+    exit_code = 6
+
+
+class StrictModeError(EmbedflowError):
+    """Files were skipped while --strict asked for none to be."""
+
+    exit_code = 7

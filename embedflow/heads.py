@@ -1,0 +1,154 @@
+"""Classifier heads trained on cached vectors. All are scikit-learn estimators: `__init__` only stores
+parameters, learned state ends in `_`, `fit` returns self, and each works inside a sklearn Pipeline."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .errors import UsageError
+
+HEAD_KINDS = ("logreg", "svm", "dense")
+# Defaults chosen on flowers-dev with 5-fold cross-validation (benchmarks/fit_speed.py reports them).
+DEFAULTS = {
+    "logreg": {"C": 0.1},
+    "svm": {"C": 10.0},
+    "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": 32, "patience": 10},
+}
+
+
+class DenseHead(ClassifierMixin, BaseEstimator):
+    """The notebook recipe's head: Dropout + softmax Dense, Adam, sparse categorical cross-entropy,
+    early stopping on a held-out part of the training data (best weights restored)."""
+
+    def __init__(self, dropout=0.2, learning_rate=1e-3, epochs=200, batch_size=32, patience=10,
+                 validation_fraction=0.1, class_weight=None, random_state=0):
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def _build(self, dim: int, n_classes: int):
+        import keras
+
+        model = keras.Sequential([
+            keras.Input((dim,), name="embedding"),
+            keras.layers.Dropout(self.dropout),
+            keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def fit(self, X, y):
+        from .backbones import quiet_tensorflow
+
+        quiet_tensorflow()
+        import keras
+        from sklearn.model_selection import train_test_split
+        from sklearn.utils.class_weight import compute_class_weight
+
+        X = np.asarray(X, dtype=np.float32)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        keras.utils.set_random_seed(self.random_state)
+        self.model_ = self._build(X.shape[1], len(self.classes_))
+        counts = np.bincount(y_idx)
+        if self.validation_fraction and counts.min() >= 2 and len(X) * self.validation_fraction >= len(self.classes_):
+            X_tr, X_es, y_tr, y_es = train_test_split(X, y_idx, test_size=self.validation_fraction,
+                                                      stratify=y_idx, random_state=self.random_state)
+            val, monitor = (X_es, y_es), "val_loss"
+        else:
+            X_tr, y_tr, val, monitor = X, y_idx, None, "loss"
+        weights = None
+        if self.class_weight == "balanced":
+            w = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=y_idx)
+            weights = dict(enumerate(w))
+        stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=self.patience, restore_best_weights=True)
+        hist = self.model_.fit(X_tr, y_tr, validation_data=val, epochs=self.epochs, batch_size=self.batch_size,
+                               class_weight=weights, callbacks=[stop], verbose=0, shuffle=True)
+        self.n_epochs_ = len(hist.history["loss"])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        X = np.asarray(X, dtype=np.float32)
+        return np.asarray(self.model_.predict_on_batch(X), dtype=np.float64) if len(X) else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # Pickle the Keras model as its .keras bytes, so the head also travels inside joblib/Pipelines.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if "model_" in state:
+            state["model_"] = keras_to_bytes(state["model_"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("model_"), bytes):
+            state["model_"] = keras_from_bytes(state["model_"])
+        self.__dict__.update(state)
+
+
+def keras_to_bytes(model) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def keras_from_bytes(data: bytes):
+    import keras
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return keras.models.load_model(path)
+
+
+def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **params):
+    """A fresh, unfitted estimator for the head kind. Extra params override the defaults."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if kind not in HEAD_KINDS:
+        raise UsageError(f"unknown head '{kind}': choose one of {', '.join(HEAD_KINDS)}")
+    if class_weight not in (None, "balanced"):
+        raise UsageError(f"--class-weight must be 'balanced' or omitted, got '{class_weight}'")
+    p = {**DEFAULTS[kind], **{k: v for k, v in params.items() if v is not None}}
+    if kind == "logreg":
+        clf = LogisticRegression(C=p["C"], max_iter=5000, class_weight=class_weight, random_state=seed)
+        return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+    if kind == "svm":
+        clf = SVC(C=p["C"], kernel="rbf", gamma="scale", probability=True, class_weight=class_weight,
+                  random_state=seed)
+        return Pipeline([("scale", StandardScaler()), ("clf", clf)])
+    return DenseHead(class_weight=class_weight, random_state=seed, **p)
+
+
+def head_params(estimator) -> dict:
+    """JSON-friendly hyperparameters of a head (for the manifest)."""
+    params = estimator.get_params(deep=True)
+    return {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def dumps_sklearn(estimator) -> bytes:
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(estimator, buf)
+    return buf.getvalue()
