@@ -51,8 +51,12 @@ class FitResult:
 
 def fit_head(cache_path: str | os.PathLike = DEFAULT_CACHE, head: str = "logreg", out: str | os.PathLike | None = None,
              *, val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, params: dict | None = None,
-             reporter: Reporter = SILENT) -> FitResult:
-    """Train a head on cached vectors with a deterministic stratified split; write a model folder."""
+             refit: bool = True, reporter: Reporter = SILENT) -> FitResult:
+    """Train a head on cached vectors with a deterministic stratified split; write a model folder.
+
+    The validation report scores a head trained on the training split only. With refit (the default,
+    as in scikit-learn's GridSearchCV), the head that is saved is then trained again on all vectors:
+    the report is an honest estimate for it, made on images the scored head never saw."""
     from .heads import head_params, make_head
 
     t0 = time.perf_counter()
@@ -63,7 +67,6 @@ def fit_head(cache_path: str | os.PathLike = DEFAULT_CACHE, head: str = "logreg"
     train, val = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(data.embeddings[train], data.labels[train])
-    fit_seconds = time.perf_counter() - t0
     out_dir = Path(out) if out else DEFAULT_MODELS / head
     report = None
     if len(val):
@@ -71,15 +74,19 @@ def fit_head(cache_path: str | os.PathLike = DEFAULT_CACHE, head: str = "logreg"
             data.embeddings[val]).argmax(axis=1)
         report = classification_report(data.labels[val], pred, data.classes)
         write_report(report, out_dir, f"{head} head, validation split")
+        if refit:
+            reporter.info(f"refitting {head} on all {len(data)} vectors")
+            estimator = make_head(head, class_weight=class_weight, seed=seed, **(params or {}))
+            estimator.fit(data.embeddings, data.labels)
     split = {"val_split": val_split, "seed": seed, "n_train": int(len(train)), "n_val": int(len(val)),
-             "grouped_by": "sha256 (identical files share a side)",
+             "refit_on_all": bool(refit and len(val)), "grouped_by": "sha256 (identical files share a side)",
              "val_keys_sha256": hashlib.sha256("\n".join(data.keys[i] for i in val).encode()).hexdigest()}
     models.save(out_dir, estimator, head, data.classes, data.fingerprint, {
         "hyperparameters": {**head_params(estimator), "class_weight": class_weight},
         "split": split,
         "cache": {"path": str(cache_path), "count": len(data), "root": data.root},
         "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
-        "fit_seconds": fit_seconds,
+        "fit_seconds": round(time.perf_counter() - t0, 3),
     })
     return FitResult(out_dir, head, report, len(train), len(val), time.perf_counter() - t0)
 

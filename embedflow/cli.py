@@ -152,6 +152,7 @@ def fit(
     class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight classes."),
     c: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation (logreg, svm)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -168,7 +169,7 @@ def fit(
         params.pop("epochs", None)
     rep = CliReporter(quiet or as_json)
     r = api.fit_head(cache, head, out, val_split=val_split, seed=seed, class_weight=class_weight, params=params,
-                     reporter=rep)
+                     refit=refit, reporter=rep)
     if as_json:
         emit_json({"model_dir": str(r.model_dir), "head": r.head, "n_train": r.n_train, "n_val": r.n_val,
                    "seconds": r.seconds, "report": r.report})

@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny random-weight backbone file, synthetic image folders, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FLOWERS = Path(os.environ.get("EMBEDFLOW_DATA", SHARED / "data" / "flowers-dev"))
+SIZE = 96  # the smallest input size: fast tests
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CLASS_COLOURS = {"apples": (200, 40, 40), "limes": (60, 190, 60), "plums": (90, 50, 160), "lemons": (230, 220, 50)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedflow_home(tmp_path_factory):
+    """Converted backbones go to a per-session folder, never to the user's ~/.cache."""
+    home = tmp_path_factory.mktemp("embedflow-home")
+    old = os.environ.get("EMBEDFLOW_HOME")
+    os.environ["EMBEDFLOW_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("EMBEDFLOW_HOME", None)
+    else:
+        os.environ["EMBEDFLOW_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory) -> Path:
+    """A MobileNetV2 weights file with seeded random weights (no download; same structure as ImageNet's)."""
+    import keras
+
+    keras.utils.set_random_seed(1234)
+    base = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None, pooling="avg")
+    # Random weights give vanishing activations; calibrate batch-norm statistics on one batch of coloured
+    # noise (momentum 0: the moving statistics become that batch's), so vectors are well scaled.
+    rng = np.random.default_rng(0)
+    colours = rng.uniform(-1, 1, (32, 1, 1, 3))
+    batch = np.clip(colours + rng.normal(0, 0.3, (32, SIZE, SIZE, 3)), -1, 1).astype("float32")
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    base(batch, training=True)
+    path = tmp_path_factory.mktemp("weights") / "random.weights.h5"
+    base.save_weights(path)
+    return path
+
+
+def make_image(path: Path, colour, seed: int, size=(64, 48), mode="RGB", fmt=None) -> Path:
+    """A noisy, class-coloured picture with a seed-dependent bar, so images differ but classes separate."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    x = int(rng.integers(0, w - 8))
+    arr[:, x:x + 6] = 255 - arr[:, x:x + 6]
+    img = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+def make_dataset(root: Path, per_class=6, classes=("apples", "limes", "plums"), seed=0) -> Path:
+    for ci, c in enumerate(classes):
+        for i in range(per_class):
+            ext = [".jpg", ".png", ".JPEG"][i % 3]
+            make_image(root / c / f"{c}_{i:03d}{ext}", CLASS_COLOURS[c], seed * 1000 + ci * 100 + i)
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def cli(weights_file, tmp_path, monkeypatch):
+    """Run `embedflow ...` in-process in a temporary working folder; embed/evaluate get the tiny backbone."""
+    from typer.testing import CliRunner
+
+    from embedflow.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args, expect=0, tiny=True):
+        args = [str(a) for a in args]
+        if tiny and args and args[0] == "embed":
+            args += ["--weights", str(weights_file), "--image-size", str(SIZE)]
+        result = runner.invoke(app, args, catch_exceptions=False)
+        if expect is not None:
+            assert result.exit_code == expect, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        return result
+
+    return run
+
+
+@pytest.fixture
+def tiny_spec(weights_file):
+    from embedflow import backbones
+
+    return backbones.get_spec("mobilenet_v2", SIZE, str(weights_file))
+
+
+def seeded(seed=0):
+    random.seed(seed)
+    np.random.seed(seed)

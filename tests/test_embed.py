@@ -1,0 +1,179 @@
+"""embed: the cache schema, incremental runs, bad files, fingerprints, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from embedflow import backbones, cache
+from embedflow.embed import Interrupted, embed_folder
+from embedflow.errors import CacheLocked, FingerprintMismatch
+
+from .conftest import SIZE, make_image
+
+
+def test_cache_schema_is_plain_hdf5(cli, dataset, weights_file):
+    out = cli("embed", dataset, "--quiet")
+    assert out.stdout == ""
+    with h5py.File("cache/embeddings.h5", "r") as f:
+        assert f.attrs["format"] == "embedflow.cache" and f.attrs["schema_version"] == 1
+        fp = json.loads(f.attrs["fingerprint"])
+        assert fp["backbone"] == "mobilenet_v2" and fp["image_size"] == SIZE and fp["output_dim"] == 1280
+        assert fp["weights_sha256"] == backbones.file_sha256(weights_file)
+        assert f.attrs["fingerprint_id"] == fp["id"]
+        assert f["embeddings"].shape == (18, 1280) and f["embeddings"].dtype == np.float32
+        keys = list(f["keys"].asstr()[()])
+        assert keys == sorted(keys) and keys[0] == "apples/apples_000.jpg"
+        assert list(f["classes"].asstr()[()]) == ["apples", "limes", "plums"]
+        labels = f["labels"][()]
+        assert [list(f["classes"].asstr()[()])[i] for i in labels] == [k.split("/")[0] for k in keys]
+        assert all(len(h) == 64 for h in f["hashes"].asstr()[()])
+        assert f["failed/keys"].shape == (0,)
+        assert np.isfinite(f["embeddings"][()]).all()
+
+
+def test_incremental_rerun(cli, dataset, tiny_spec):
+    first = json.loads(cli("embed", dataset, "--json").stdout)
+    assert first["embedded"] == 18 and first["total"] == 18
+    before = cache.load("cache/embeddings.h5")
+
+    def no_backbone(*a, **k):
+        raise AssertionError("an unchanged rerun must not build the backbone")
+
+    again = embed_folder(dataset, "cache/embeddings.h5", spec=tiny_spec, embedder_factory=no_backbone)
+    assert (again.embedded, again.kept, again.removed) == (0, 18, 0)
+    after = cache.load("cache/embeddings.h5")
+    np.testing.assert_array_equal(before.embeddings, after.embeddings)
+
+    (dataset / "apples" / "apples_000.jpg").unlink()  # deleted
+    make_image(dataset / "limes" / "limes_001.png", (0, 0, 0), 99, fmt="PNG")  # changed
+    make_image(dataset / "plums" / "new.jpg", (90, 50, 160), 77)  # new
+    shutil.copy(dataset / "plums" / "plums_000.jpg", dataset / "plums" / "copy.jpg")  # known content
+    third = json.loads(cli("embed", dataset, "--json").stdout)
+    assert (third["embedded"], third["kept"], third["reused"], third["removed"]) == (2, 16, 1, 1)
+    final = cache.load("cache/embeddings.h5")
+    assert len(final) == 19 and "apples/apples_000.jpg" not in final.keys
+    i, j = final.keys.index("plums/copy.jpg"), final.keys.index("plums/plums_000.jpg")
+    np.testing.assert_array_equal(final.embeddings[i], final.embeddings[j])
+    k = final.keys.index("limes/limes_001.png")
+    assert not np.allclose(final.embeddings[k], before.embeddings[before.keys.index("limes/limes_001.png")])
+
+
+def test_bad_files_are_skipped_and_reported(cli, dataset):
+    (dataset / "apples" / "zero.jpg").write_bytes(b"")
+    (dataset / "apples" / "text.jpg").write_text("hello, I am not a JPEG")
+    good = (dataset / "limes" / "limes_000.jpg").read_bytes()
+    (dataset / "limes" / "cut.jpg").write_bytes(good[: len(good) // 3])
+    make_image(dataset / "plums" / "cmyk.jpg", (90, 50, 160), 5, mode="CMYK", fmt="JPEG")
+    make_image(dataset / "plums" / "gray.png", (90, 50, 160), 6, mode="L", fmt="PNG")
+    r = cli("embed", dataset)
+    assert "skipped 3" in r.stdout
+    assert "apples/zero.jpg: empty file" in r.stderr and "apples/text.jpg: not an image" in r.stderr
+    held = cache.load("cache/embeddings.h5")
+    assert "plums/cmyk.jpg" in held.keys and "plums/gray.png" in held.keys and len(held) == 20
+    reasons = {k: r for k, r, _ in held.failed}
+    assert set(reasons) == {"apples/zero.jpg", "apples/text.jpg", "limes/cut.jpg"}
+    # A rerun does not retry unchanged bad files, but still reports them; --strict fails.
+    r2 = cli("embed", dataset, "--strict", expect=7)
+    assert "embedded 0" in r2.stdout and "3 file(s) skipped" in r2.stderr
+    info = cli("info")
+    assert "limes/cut.jpg" in info.stdout and "skipped    3" in info.stdout
+
+
+def test_fingerprint_mismatch_is_refused(cli, dataset, weights_file):
+    cli("embed", dataset)
+    r = cli("embed", dataset, "--weights", weights_file, "--image-size", "128", tiny=False, expect=3)
+    assert "was made with" in r.stderr and "image_size" in r.stderr and "--rebuild" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    cli("embed", dataset, "--weights", weights_file, "--image-size", "128", "--rebuild", tiny=False)
+    assert json.loads(h5py.File("cache/embeddings.h5", "r").attrs["fingerprint"])["image_size"] == 128
+
+
+def test_user_mistakes_get_one_line(cli, tmp_path):
+    r = cli("embed", tmp_path / "missing", expect=2)
+    assert r.stderr.strip() == f"error: folder not found: {tmp_path / 'missing'}"
+    (tmp_path / "empty").mkdir()
+    r = cli("embed", tmp_path / "empty", expect=2)
+    assert r.stderr.startswith("error: no images found") and len(r.stderr.strip().splitlines()) == 1
+    r = cli("embed", tmp_path, "--image-size", "50", tiny=False, expect=2)
+    assert "between 96 and 224" in r.stderr
+    r = cli("info", "--cache", tmp_path / "none.h5", expect=4)
+    assert "run `embedflow embed FOLDER` first" in r.stderr
+
+
+def test_interrupt_keeps_progress_and_resume_matches_uninterrupted(dataset, tiny_spec, tmp_path):
+    fp = backbones.fingerprint(tiny_spec)
+    reference = embed_folder(dataset, tmp_path / "ref.h5", spec=tiny_spec, batch_size=4)
+    calls = {"n": 0}
+
+    def flaky_factory(spec, fp_, **kw):
+        real = backbones.make_embedder(spec, fp_, **kw)
+
+        def embed(pixels):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return real(pixels)
+
+        return embed
+
+    path = tmp_path / "c.h5"
+    import embedflow.embed as E
+
+    old = E.COMMIT_ROWS
+    E.COMMIT_ROWS = 4  # commit after every batch
+    try:
+        with pytest.raises(Interrupted, match="run the same command again"):
+            embed_folder(dataset, path, spec=tiny_spec, batch_size=4, embedder_factory=flaky_factory)
+    finally:
+        E.COMMIT_ROWS = old
+    assert not path.exists()  # nothing half-written
+    journal = cache.Journal(path, fp["id"])
+    assert sum(len(np.load(c)["hashes"]) for c in journal.chunks()) == 8
+    resumed = embed_folder(dataset, path, spec=tiny_spec, batch_size=4)
+    assert resumed.reused == 8 and resumed.embedded == 10
+    assert not journal.dir.exists()
+    a, b = cache.load(tmp_path / "ref.h5"), cache.load(path)
+    assert a.keys == b.keys and a.hashes == b.hashes
+    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=1e-5, atol=1e-5)
+
+
+def test_second_writer_is_refused(dataset, tiny_spec, tmp_path):
+    path = tmp_path / "c.h5"
+    with cache.CacheLock(path):
+        with pytest.raises(CacheLocked, match=f"in use by process {os.getpid()}"):
+            embed_folder(dataset, path, spec=tiny_spec)
+    embed_folder(dataset, path, spec=tiny_spec)  # released: works
+
+
+def test_failed_write_keeps_previous_cache(dataset, tiny_spec, tmp_path, monkeypatch):
+    path = tmp_path / "c.h5"
+    embed_folder(dataset, path, spec=tiny_spec)
+    before = cache.load(path)
+    make_image(dataset / "apples" / "extra.jpg", (1, 1, 1), 3)
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "_gather", disk_full)
+    with pytest.raises(cache.CacheError, match="No space left on device; its previous content is intact"):
+        embed_folder(dataset, path, spec=tiny_spec)
+    after = cache.load(path)
+    assert after.keys == before.keys
+    assert not list(tmp_path.glob(".c.h5.tmp*"))
+
+
+def test_litert_matches_keras_reference(dataset, tiny_spec):
+    from embedflow.data import load_image
+
+    fp = backbones.fingerprint(tiny_spec)
+    pixels = np.stack([load_image(p, SIZE) for p in sorted(dataset.rglob("*.*"))[:6]])
+    fast = backbones.make_embedder(tiny_spec, fp, runtime="litert")(pixels)
+    ref = backbones.make_embedder(tiny_spec, fp, runtime="keras")(pixels)
+    cos = (fast * ref).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.9999
