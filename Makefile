@@ -1,0 +1,30 @@
+# Two entry points, each doing all set-up on a fresh machine:
+#   make demo   get flower_photos (or use $EMBEDFLOW_DATA), embed, fit logreg + SVM, report
+#   make test   the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: demo test install bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+bench: install
+	$(PY) benchmarks/embed_throughput.py
+	$(PY) benchmarks/fit_speed.py
+
+clean:
+	rm -rf $(VENV) cache/*.h5 cache/*.lock models

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The main job: get flower_photos, embed it once, train the logreg and SVM heads, report.
+# Offline, set EMBEDFLOW_DATA to a class-per-subfolder copy of the photos.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA="${EMBEDFLOW_DATA:-data/flower_photos}"
+if [ ! -d "$DATA" ]; then
+  echo "downloading flower_photos (218 MB, CC-BY) into data/ ..."
+  mkdir -p data
+  python3 - <<'PY'
+import tarfile, urllib.request
+url = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+path, _ = urllib.request.urlretrieve(url, "data/flower_photos.tgz")
+with tarfile.open(path) as t:
+    t.extractall("data", filter="data")
+PY
+fi
+
+set -x
+embedflow embed "$DATA"
+embedflow embed "$DATA"            # unchanged: hashing only, nothing re-embedded
+embedflow info
+embedflow fit --head logreg
+embedflow fit --head svm
+first=$(find "$DATA" -iname '*.jpg' | sort | head -n 3)
+# shellcheck disable=SC2086
+embedflow predict models/svm $first --top-k 2
