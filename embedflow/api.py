@@ -21,7 +21,7 @@ from . import backbones, cache, models
 from .data import discover_inputs
 from .embed import EmbedSummary, embed_files
 from .embed import embed_folder as _embed_folder
-from .errors import DatasetError, UsageError
+from .errors import CacheError, DatasetError, UsageError
 from .progress import SILENT, Reporter
 from .report import classification_report, write_report
 
@@ -64,6 +64,10 @@ def fit_head(cache_path: str | os.PathLike = DEFAULT_CACHE, head: str = "logreg"
     data = cache.load(cache_path)
     if len(data) == 0:
         raise DatasetError(f"cache {cache_path} holds no vectors")
+    bad = ~np.isfinite(data.embeddings).all(axis=1)
+    if bad.any():
+        raise CacheError(f"cache {cache_path} holds {int(bad.sum())} non-finite vector(s) (e.g. {data.keys[int(np.argmax(bad))]}); "
+                         "embed again with --rebuild")
     train, val = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(data.embeddings[train], data.labels[train])

@@ -238,21 +238,50 @@ def convert_to_tflite(model) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+CONVERTER_VERSION = 2  # part of the converted file's name: a new conversion recipe never reuses old files
+
+
 def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
-    """The converted (float32) backbone for this fingerprint, converting once and keeping it on disk."""
-    path = embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-float32.tflite"
+    """The converted (float32) backbone for this fingerprint, converting once and keeping it on disk.
+
+    A fresh conversion is checked against the Keras model on a probe batch before it is kept."""
+    path = embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-float32-c{CONVERTER_VERSION}.tflite"
     if path.is_file():
         return path
     if reporter:
         reporter.info(f"converting {spec.name} to TFLite once (kept in {path.parent})")
     model = build_keras_backbone(spec)
     flatbuffer = convert_to_tflite(model)
+    probe = np.random.default_rng(0).integers(0, 256, (2, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    want = np.asarray(model.predict_on_batch(probe))
+    got = run_tflite(make_interpreter(model_content=flatbuffer), probe)
+    if min_cosine(got, want) < 0.9999:
+        raise WeightsError(f"the TFLite conversion of {spec.name} disagrees with Keras "
+                           f"(cosine {min_cosine(got, want):.4f}); use --runtime keras")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(flatbuffer)
     os.replace(tmp, path)
     return path
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest row-wise cosine similarity of two (N, D) arrays (nan-safe: nan counts as -1)."""
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.where(den > 0, num / np.where(den > 0, den, 1), np.where(num == 0, 1.0, 0.0))
+    return float(np.nan_to_num(cos, nan=-1.0).min())
+
+
+def run_tflite(interpreter, pixels: np.ndarray) -> np.ndarray:
+    """One batch through an interpreter, resizing its input to the batch."""
+    inp = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(inp, list(pixels.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp, pixels)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
 
 
 def make_interpreter(model_path: str | None = None, model_content: bytes | None = None, threads: int | None = None):

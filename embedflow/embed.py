@@ -24,6 +24,20 @@ class Interrupted(EmbedflowError):
     exit_code = 130
 
 
+class BackboneFailure(EmbedflowError):
+    """The backbone returned vectors that cannot be right (NaN/inf or of the wrong shape)."""
+
+
+def checked(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (n, dim) or not np.isfinite(vectors).all():
+        raise BackboneFailure(
+            f"the backbone returned {'non-finite values' if vectors.shape == (n, dim) else f'shape {vectors.shape}'} "
+            f"instead of {n} finite {dim}-d vectors; nothing of this batch was cached (try --runtime keras)"
+        )
+    return vectors
+
+
 @dataclass
 class EmbedSummary:
     cache_path: str
@@ -212,7 +226,7 @@ def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, r
                 seen.add(h)
                 unique.append((ref, h))
         for metas, pixels in batches(decode_stream(unique, spec.image_size, workers), batch_size, on_bad):
-            vectors = embedder(pixels)
+            vectors = checked(embedder(pixels), len(metas), spec.output_dim)
             for (ref, h), v in zip(metas, vectors):
                 done[h] = v
             reporter.advance(len(metas))
@@ -269,7 +283,7 @@ def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *,
         try:
             stream = decode_stream(todo, spec.image_size, workers)
             for metas, pixels in batches(stream, batch_size, lambda ref, h, r: failures.append((ref, r))):
-                for (ref, _), v in zip(metas, embedder(pixels)):
+                for (ref, _), v in zip(metas, checked(embedder(pixels), len(metas), spec.output_dim)):
                     vectors[position[id(ref)]] = v
                 reporter.advance(len(metas))
         finally:

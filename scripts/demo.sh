@@ -23,6 +23,6 @@ embedflow embed "$DATA"            # unchanged: hashing only, nothing re-embedde
 embedflow info
 embedflow fit --head logreg
 embedflow fit --head svm
-first=$(find "$DATA" -iname '*.jpg' | sort | head -n 3)
+first=$(find "$DATA" -iname '*.jpg' | sort | sed -n 1,3p)
 # shellcheck disable=SC2086
 embedflow predict models/svm $first --top-k 2

@@ -177,3 +177,14 @@ def test_litert_matches_keras_reference(dataset, tiny_spec):
     ref = backbones.make_embedder(tiny_spec, fp, runtime="keras")(pixels)
     cos = (fast * ref).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= 0.9999
+
+
+def test_non_finite_vectors_are_never_cached(dataset, tiny_spec, tmp_path):
+    from embedflow.embed import BackboneFailure
+
+    def broken(spec, fp, **kw):
+        return lambda pixels: np.full((len(pixels), 1280), np.nan, np.float32)
+
+    with pytest.raises(BackboneFailure, match="non-finite"):
+        embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec, embedder_factory=broken)
+    assert not (tmp_path / "c.h5").exists()
