@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,11 +103,14 @@ def read_meta(path: str | os.PathLike) -> dict:
         }
 
 
-def load(path: str | os.PathLike) -> CacheData:
+def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
+    """The whole cache in memory; with vectors=False everything but the vectors (embeddings is then an
+    empty (0, D) array), which is cheap for a cache of any size."""
     path = Path(path)
     with _open_read(path) as f:
+        emb = f["embeddings"]
         return CacheData(
-            embeddings=f["embeddings"][()].astype(np.float32, copy=False),
+            embeddings=emb[()].astype(np.float32, copy=False) if vectors else np.zeros((0, emb.shape[1]), np.float32),
             labels=f["labels"][()].astype(np.int64),
             keys=_strings(f["keys"]),
             hashes=_strings(f["hashes"]),
@@ -137,6 +141,55 @@ def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id
             return {h: block[where[i]] for h, i in rows.items()}
     except CacheError:
         return {}
+
+
+@dataclass
+class CacheColumns:
+    """Everything a cache holds except the vectors: what a search needs to name its results."""
+
+    keys: list[str]
+    hashes: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    fingerprint: dict
+    root: str
+    dim: int
+    updated_utc: str
+    path: str
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def load_columns(path: str | os.PathLike) -> CacheColumns:
+    """Keys, hashes, labels and attributes, without reading the (possibly huge) vector matrix."""
+    path = Path(path)
+    with _open_read(path) as f:
+        return CacheColumns(
+            keys=_strings(f["keys"]), hashes=_strings(f["hashes"]), labels=f["labels"][()].astype(np.int64),
+            classes=_strings(f["classes"]), fingerprint=json.loads(f.attrs["fingerprint"]),
+            root=str(f.attrs.get("root", "")), dim=int(f["embeddings"].shape[1]),
+            updated_utc=str(f.attrs.get("updated_utc", "")), path=str(path),
+        )
+
+
+def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS):
+    """(first row, float32 block of at most `rows` vectors) over the whole cache, in row order:
+    memory stays bounded by the block size however large the cache is."""
+    with _open_read(Path(path)) as f:
+        emb = f["embeddings"]
+        for start in range(0, emb.shape[0], rows):
+            yield start, emb[start:start + rows].astype(np.float32, copy=False)
+
+
+def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
+    """The vectors of the given rows (any order, repeats allowed)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    with _open_read(Path(path)) as f:
+        if not len(rows):
+            return np.zeros((0, f["embeddings"].shape[1]), np.float32)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return f["embeddings"][uniq].astype(np.float32, copy=False)[inverse]
 
 
 # --- writer side -------------------------------------------------------------------------------
@@ -201,7 +254,8 @@ class Journal:
         self._next = 0
 
     def open(self) -> int:
-        """Prepare for appending; discard a journal of another fingerprint. Returns rows already there."""
+        """Prepare for appending; discard a journal of another fingerprint. Returns the chunks already there
+        (their content is checked by vectors_by_hash, which drops a damaged one)."""
         meta = self.dir / "meta.json"
         if self.dir.exists():
             try:
@@ -217,28 +271,41 @@ class Journal:
             _atomic_write_bytes(meta, json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
         chunks = self.chunks()
         self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
-        return sum(len(np.load(c)["hashes"]) for c in chunks)
+        return len(chunks)
 
     def chunks(self) -> list[Path]:
         return sorted(self.dir.glob("[0-9]*.npz")) if self.dir.exists() else []
 
-    def append(self, hashes: list[str], vectors: np.ndarray) -> None:
+    def append(self, hashes: list[str], vectors: np.ndarray) -> Path:
+        """Commit one chunk (written to a temporary file, fsynced, renamed). Returns its path."""
         path = self.dir / f"{self._next:08d}.npz"
         tmp = self.dir / f"{self._next:08d}.tmp.npz"
-        with open(tmp, "wb") as f:
-            np.savez(f, hashes=np.array(hashes, dtype="S64"), vectors=np.asarray(vectors, np.float32))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, hashes=np.array(hashes, dtype="S64"), vectors=np.asarray(vectors, np.float32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            kept = len(self.chunks())
+            raise CacheError(
+                f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact and the "
+                f"{kept} chunk(s) committed before are kept: free space and run the same command again"
+            ) from None
         self._next += 1
+        return path
 
     def vectors_by_hash(self) -> dict[str, tuple[Path, int]]:
         """hash -> (chunk file, row) for every committed vector."""
         found: dict[str, tuple[Path, int]] = {}
         for c in self.chunks():
-            try:
-                hashes = np.load(c)["hashes"]
-            except (OSError, ValueError, KeyError):  # a damaged chunk is only lost work, never wrong data
+            try:  # read it all: a damaged chunk is only lost work, never wrong data or a crash later
+                with np.load(c) as z:
+                    hashes, vectors = z["hashes"], z["vectors"]
+                if vectors.ndim != 2 or len(vectors) != len(hashes):
+                    raise ValueError("hashes and vectors disagree")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 c.unlink(missing_ok=True)
                 continue
             for i, h in enumerate(hashes):
@@ -279,6 +346,8 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r.key)
     failed = sorted(failed)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed writer (we hold the lock)
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")

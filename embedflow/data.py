@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +120,13 @@ def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:
 def hash_file(path: Path) -> str:
     """sha256 of the file's bytes, hex. Raises BadImage when it cannot be read."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device named .jpg would block or never end
+            raise BadImage("not a regular file")
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise BadImage(f"broken symbolic link (to {os.readlink(path)})") from None
         raise BadImage("file vanished while the run was going") from None
     except PermissionError:
         raise BadImage("permission denied") from None

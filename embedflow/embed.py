@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -16,7 +16,8 @@ from .data import BadImage, ImageRef, discover_labelled, hash_file, load_image
 from .errors import EmbedflowError
 from .progress import SILENT, Reporter
 
-COMMIT_SECONDS = 3.0  # journal commits at least this often while embedding
+# Journal commits at least this often while embedding (EMBEDFLOW_COMMIT_SECONDS overrides it, e.g. in crash tests).
+COMMIT_SECONDS = float(os.environ.get("EMBEDFLOW_COMMIT_SECONDS") or 3.0)
 COMMIT_ROWS = 1024
 
 
@@ -69,41 +70,46 @@ def hash_all(refs: list[ImageRef], workers: int) -> Iterator[tuple[ImageRef, str
         yield from pool.map(one, refs)
 
 
-def decode_stream(items: list[tuple[ImageRef, str]], size: int, workers: int) -> Iterator[tuple[ImageRef, str, np.ndarray | None, str | None]]:
-    """Decode in worker threads (PIL releases the GIL), in order, with bounded look-ahead."""
+@dataclass
+class BatchResult:
+    ok: list[tuple[ImageRef, str]]  # (ref, hash) of the images embedded, in input order
+    vectors: np.ndarray  # (len(ok), D)
+    bad: list[tuple[ImageRef, str, str]]  # (ref, hash, reason)
 
-    def one(item):
-        ref, h = item
-        try:
-            return ref, h, load_image(ref.path, size), None
-        except BadImage as e:
-            return ref, h, None, str(e)
 
-    window = max(8, 4 * workers)
+def embed_stream(items: list[tuple[ImageRef, str]], embedder: Callable, size: int, dim: int, *,
+                 batch_size: int, workers: int) -> Iterator[BatchResult]:
+    """Decode and embed (ref, hash) items in order, `workers` batches at a time.
+
+    Each worker thread decodes one batch (PIL releases the GIL) and then runs the embedder on it; the
+    LiteRT embedder gives every thread its own single-threaded interpreter, so the cores are never
+    oversubscribed and decoding overlaps inference. Look-ahead is bounded: memory stays flat.
+    """
+
+    def work(chunk: list[tuple[ImageRef, str]]) -> BatchResult:
+        ok, pixels, bad = [], [], []
+        for ref, h in chunk:
+            try:
+                pixels.append(load_image(ref.path, size))
+                ok.append((ref, h))
+            except BadImage as e:
+                bad.append((ref, h, str(e)))
+        vectors = checked(embedder(np.stack(pixels)), len(ok), dim) if ok else np.zeros((0, dim), np.float32)
+        return BatchResult(ok, vectors, bad)
+
+    chunks = (items[i:i + batch_size] for i in range(0, len(items), batch_size))
     with ThreadPoolExecutor(max(1, workers)) as pool:
         pending = []
-        it = iter(items)
-        for item in it:
-            pending.append(pool.submit(one, item))
-            if len(pending) >= window:
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(work, chunk))
+                if len(pending) > workers:
+                    yield pending.pop(0).result()
+            while pending:
                 yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()
-
-
-def batches(stream: Iterable, batch_size: int, on_bad: Callable) -> Iterator[tuple[list, np.ndarray]]:
-    metas, pixels = [], []
-    for ref, h, arr, reason in stream:
-        if arr is None:
-            on_bad(ref, h, reason)
-            continue
-        metas.append((ref, h))
-        pixels.append(arr)
-        if len(pixels) == batch_size:
-            yield metas, np.stack(pixels)
-            metas, pixels = [], []
-    if pixels:
-        yield metas, np.stack(pixels)
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def embed_folder(
@@ -141,7 +147,7 @@ def embed_folder(
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
         created = None
         if cache_path.exists() and not rebuild:
-            old = cache.load(cache_path)
+            old = cache.load(cache_path, vectors=False)  # memory stays flat however large the cache
             backbones.check_compatible(old.fingerprint, fp, f"cache {cache_path}",
                                        "pass --rebuild to replace it, or --cache to write another file")
             old_by_key = {k: (h, i) for i, (k, h) in enumerate(zip(old.keys, old.hashes))}
@@ -206,8 +212,7 @@ def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, r
         nonlocal last_commit
         if done:
             hashes = list(done)
-            journal.append(hashes, np.stack([done[h] for h in hashes]))
-            chunk = journal.chunks()[-1]
+            chunk = journal.append(hashes, np.stack([done[h] for h in hashes]))
             committed.update({h: (chunk, i) for i, h in enumerate(hashes)})
             done.clear()
         last_commit = time.monotonic()
@@ -225,11 +230,13 @@ def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, r
             if h not in seen:
                 seen.add(h)
                 unique.append((ref, h))
-        for metas, pixels in batches(decode_stream(unique, spec.image_size, workers), batch_size, on_bad):
-            vectors = checked(embedder(pixels), len(metas), spec.output_dim)
-            for (ref, h), v in zip(metas, vectors):
+        for batch in embed_stream(unique, embedder, spec.image_size, spec.output_dim,
+                                  batch_size=batch_size, workers=workers):
+            for ref, h, reason in batch.bad:
+                on_bad(ref, h, reason)
+            for (ref, h), v in zip(batch.ok, batch.vectors):
                 done[h] = v
-            reporter.advance(len(metas))
+            reporter.advance(len(batch.ok))
             if len(done) >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS:
                 commit()
         commit()
@@ -281,11 +288,12 @@ def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *,
         embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
         reporter.start("embedding", len(todo))
         try:
-            stream = decode_stream(todo, spec.image_size, workers)
-            for metas, pixels in batches(stream, batch_size, lambda ref, h, r: failures.append((ref, r))):
-                for (ref, _), v in zip(metas, checked(embedder(pixels), len(metas), spec.output_dim)):
+            for batch in embed_stream(todo, embedder, spec.image_size, spec.output_dim,
+                                      batch_size=batch_size, workers=workers):
+                failures.extend((ref, reason) for ref, _, reason in batch.bad)
+                for (ref, _), v in zip(batch.ok, batch.vectors):
                     vectors[position[id(ref)]] = v
-                reporter.advance(len(metas))
+                reporter.advance(len(batch.ok) + len(batch.bad))
         finally:
             reporter.finish()
     order = sorted(vectors)
