@@ -295,40 +295,56 @@ def make_interpreter(model_path: str | None = None, model_content: bytes | None 
 
 
 class KerasEmbedder:
-    """Reference path: Keras predict on the backbone."""
+    """Reference path: Keras on the backbone (the right one on a GPU). Calls are serialised."""
 
     runtime = "keras"
 
-    def __init__(self, spec: BackboneSpec, batch_size: int = 32):
+    def __init__(self, spec: BackboneSpec):
+        import threading
+
         self.model = build_keras_backbone(spec)
-        self.batch_size = batch_size
+        self._lock = threading.Lock()
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        out = self.model.predict_on_batch(np.asarray(pixels, dtype=np.uint8))
+        with self._lock:
+            out = self.model.predict_on_batch(np.asarray(pixels, dtype=np.uint8))
         return np.asarray(out, dtype=np.float32)
 
 
 class LiteRTEmbedder:
     """Fast CPU path: the same weights converted to TFLite, run by XNNPACK. Vectors match the Keras
-    path to cosine >= 0.9999 (tested), so both write the same fingerprint."""
+    path to cosine >= 0.9999 (tested), so both write the same fingerprint.
+
+    Thread-safe: each calling thread gets its own interpreter with `threads` threads (default 1), so
+    several pipeline workers run inference side by side instead of sharing one oversubscribed pool."""
 
     runtime = "litert"
 
     def __init__(self, spec: BackboneSpec, fp: dict, threads: int | None = None, reporter=None):
-        self.interpreter = make_interpreter(str(tflite_backbone_path(spec, fp, reporter)), threads=threads)
-        self._input = self.interpreter.get_input_details()[0]["index"]
-        self._output = self.interpreter.get_output_details()[0]["index"]
-        self._batch = 0
+        import threading
+
+        self.model_path = str(tflite_backbone_path(spec, fp, reporter))
+        self.threads = threads or 1
+        self._local = threading.local()
+
+    def _interpreter(self, batch: int, shape: tuple):
+        local = self._local
+        if getattr(local, "interpreter", None) is None:
+            local.interpreter = make_interpreter(self.model_path, threads=self.threads)
+            local.input = local.interpreter.get_input_details()[0]["index"]
+            local.output = local.interpreter.get_output_details()[0]["index"]
+            local.batch = 0
+        if local.batch != batch:
+            local.interpreter.resize_tensor_input(local.input, [batch, *shape])
+            local.interpreter.allocate_tensors()
+            local.batch = batch
+        return local
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        n = len(pixels)
-        if n != self._batch:
-            self.interpreter.resize_tensor_input(self._input, [n, *pixels.shape[1:]])
-            self.interpreter.allocate_tensors()
-            self._batch = n
-        self.interpreter.set_tensor(self._input, np.ascontiguousarray(pixels, dtype=np.uint8))
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output).copy()
+        local = self._interpreter(len(pixels), pixels.shape[1:])
+        local.interpreter.set_tensor(local.input, np.ascontiguousarray(pixels, dtype=np.uint8))
+        local.interpreter.invoke()
+        return local.interpreter.get_tensor(local.output).copy()
 
 
 def has_gpu() -> bool:
