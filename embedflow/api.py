@@ -21,7 +21,7 @@ from . import backbones, cache, models
 from .data import discover_inputs
 from .embed import EmbedSummary, embed_files
 from .embed import embed_folder as _embed_folder
-from .errors import CacheError, DatasetError, UsageError
+from .errors import CacheError, DatasetError, FingerprintMismatch, UsageError
 from .progress import SILENT, Reporter
 from .report import classification_report, write_report
 
@@ -105,7 +105,12 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: s
              reporter: Reporter = SILENT) -> dict:
     """Score a model on a labelled folder (embedded through a cache of its own) or on a cache file.
 
-    Writes eval-report.json / eval-confusion.{json,png} to `out` (default: the model folder)."""
+    Writes eval-report.json / eval-confusion.{json,png} to `out` (default: the model folder).
+    Fine-tuned, fused and TFLite models run on the decoded images of a folder (no cache)."""
+    from .imagemodels import is_image_model
+
+    if is_image_model(model):
+        return _evaluate_image_model(model, data, out=out, reporter=reporter)
     loaded = models.load(model)
     data = Path(data)
     if data.is_dir():
@@ -148,8 +153,12 @@ def predict(model: str | os.PathLike, inputs: list[str | os.PathLike], *, top_k:
             reporter: Reporter = SILENT) -> dict:
     """Top-k labels for image files and folders. Vectors of images already in the cache (same sha256)
     are reused. Returns {"predictions": [{"path", "top": [{"label", "probability"}]}], "failed": [...]}."""
+    from .imagemodels import is_image_model
+
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    if is_image_model(model):
+        return _predict_image_model(model, inputs, top_k=top_k, reporter=reporter)
     loaded = models.load(model)
     refs = discover_inputs(inputs)
     spec = backbones.spec_from_fingerprint(loaded.fingerprint)
@@ -167,13 +176,248 @@ def predict(model: str | os.PathLike, inputs: list[str | os.PathLike], *, top_k:
             "failed": [{"path": str(ref.path), "reason": reason} for ref, reason in failures]}
 
 
+# --- image models: fine-tuned, fused, TFLite (embedflow.finetune, embedflow.export, embedflow.explain) ---
+
+
+def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / "finetuned", *,
+             backbone: str = "mobilenet_v2", image_size: int | None = None, weights: str | None = None,
+             spec: backbones.BackboneSpec | None = None, val_split: float = 0.2, seed: int = 0,
+             params: dict | None = None, reporter: Reporter = SILENT):
+    """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
+    Returns embedflow.finetune.FinetuneResult; see that module for the recipe and its defaults."""
+    from . import finetune as _finetune
+
+    spec = spec or backbones.get_spec(backbone, image_size, weights)
+    return _finetune.finetune(data, out, spec=spec, val_split=val_split, seed=seed, params=params,
+                              reporter=reporter)
+
+
+def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
+           *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
+           reporter: Reporter = SILENT):
+    """Export a fine-tuned model or a fusable cached head (logreg, dense) to TFLite or a fused Keras model,
+    with a parity check on the validation images. Returns embedflow.export.ExportResult."""
+    from . import export as _export
+
+    return _export.export(model, fmt, quantize, out, data_root=str(data) if data else None,
+                          cache_path=str(cache_path) if cache_path else None, reporter=reporter)
+
+
+def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,
+            reporter: Reporter = SILENT) -> dict:
+    """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model."""
+    from .explain import explain as _explain
+
+    return _explain(model, [str(i) for i in images], out, reporter=reporter)
+
+
+def _evaluate_image_model(model, data, *, out, reporter: Reporter) -> dict:
+    from .imagedata import decode_folder
+    from .imagemodels import load as load_image_model
+
+    clf = load_image_model(model)
+    data = Path(data)
+    if not data.is_dir():
+        raise UsageError(f"{model} is a {clf.kind} model: evaluate it on a labelled folder of images, not {data}")
+    decoded = decode_folder(data, clf.image_size, reporter=reporter)
+    unknown = sorted(set(decoded.classes) - set(clf.classes))
+    if unknown:
+        raise DatasetError(f"classes not known to model {model}: {', '.join(unknown)} "
+                           f"(the model knows: {', '.join(clf.classes)})")
+    if not len(decoded):
+        raise DatasetError(f"no images to evaluate in {data}")
+    to_model = np.array([clf.classes.index(c) for c in decoded.classes])
+    y_pred = clf.predict_pixels(decoded.pixels).argmax(axis=1)
+    report = classification_report(to_model[decoded.labels], y_pred, clf.classes)
+    report["model"], report["data"] = str(model), str(data)
+    report["skipped"] = [{"key": r.key, "reason": why} for r, why in decoded.failed]
+    out_dir = Path(out) if out else (Path(model) if Path(model).is_dir() else Path(model).parent)
+    write_report(report, out_dir, f"{Path(model).name} on {data.name}", prefix="eval-")
+    return report
+
+
+def _predict_image_model(model, inputs, *, top_k: int, reporter: Reporter) -> dict:
+    from .imagedata import decode_refs
+    from .imagemodels import load as load_image_model
+
+    clf = load_image_model(model)
+    decoded = decode_refs(discover_inputs(inputs), clf.image_size, reporter=reporter)
+    proba = clf.predict_pixels(decoded.pixels) if len(decoded) else np.zeros((0, len(clf.classes)))
+    k = min(top_k, len(clf.classes))
+    predictions = []
+    for ref, p in zip(decoded.refs, proba):
+        top = np.argsort(-p, kind="stable")[:k]
+        predictions.append({"path": str(ref.path),
+                            "top": [{"label": clf.classes[i], "probability": float(p[i])} for i in top]})
+    return {"model": str(model), "predictions": predictions,
+            "failed": [{"path": str(ref.path), "reason": reason} for ref, reason in decoded.failed]}
+
+
 def info(cache_path: str | os.PathLike = DEFAULT_CACHE) -> dict:
-    """What a cache holds: fingerprint, classes with counts, failed files, pending journal."""
-    held = cache.load(cache_path)
+    """What a cache holds: fingerprint, classes with counts, failed files, pending journal.
+
+    Safe while a writer runs: it describes one complete snapshot (re-read if a new one was renamed in
+    between its two reads)."""
+    cache_path = Path(cache_path)
+    journal = cache.Journal(cache_path, "").chunks()
+    if journal and not cache_path.exists():
+        raise CacheError(f"no cache at {cache_path} yet: an interrupted run left {len(journal)} committed journal "
+                         f"chunk(s) in {cache_path}.journal; run the same `embedflow embed` command again to finish")
+    for _ in range(5):
+        before = cache_path.stat() if cache_path.exists() else None
+        meta = cache.read_meta(cache_path)
+        held = cache.load(cache_path, vectors=False)
+        after = cache_path.stat()
+        if before and (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns):
+            break
     counts = np.bincount(held.labels, minlength=len(held.classes)) if len(held) else np.zeros(len(held.classes), int)
-    meta = cache.read_meta(cache_path)
-    journal = cache.Journal(Path(cache_path), "").chunks()
     return {**meta, "per_class": {c: int(n) for c, n in zip(held.classes, counts)},
             "failed_files": [{"key": k, "reason": r} for k, r, _ in held.failed],
-            "size_bytes": Path(cache_path).stat().st_size,
+            "size_bytes": after.st_size,
             "pending_journal_chunks": len(journal)}
+
+
+def _image_queries(images, columns: cache.CacheColumns, cache_path, runtime: str, reporter: Reporter):
+    """(names, hashes, vectors, failures) for image files/folders: cached content is read from the cache,
+    the rest is embedded with the cache's own backbone."""
+    from .data import BadImage, hash_file
+
+    refs, hashes, failures = [], [], []
+    for ref in discover_inputs(images):
+        try:
+            hashes.append(hash_file(ref.path))
+            refs.append(ref)
+        except BadImage as e:
+            failures.append({"path": str(ref.path), "reason": str(e)})
+    fp = columns.fingerprint
+    known = cache.vectors_for_hashes(cache_path, set(hashes), fp["id"])
+    if all(h in known for h in hashes):
+        vectors = np.stack([known[h] for h in hashes]) if hashes else np.zeros((0, columns.dim), np.float32)
+        return [str(r.path) for r in refs], hashes, vectors, failures
+    hash_of = {id(r): h for r, h in zip(refs, hashes)}
+    ok, vectors, failed = embed_files(refs, backbones.spec_from_fingerprint(fp), fp, runtime=runtime,
+                                      reporter=reporter, known_from=lambda wanted: known)
+    failures += [{"path": str(ref.path), "reason": reason} for ref, reason in failed]
+    return [str(r.path) for r in ok], [hash_of[id(r)] for r in ok], vectors, failures
+
+
+def _key_queries(keys, columns: cache.CacheColumns, cache_path):
+    import difflib
+
+    row_of = {k: i for i, k in enumerate(columns.keys)}
+    for key in keys:
+        if key not in row_of:
+            close = difflib.get_close_matches(key, columns.keys, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"no image with key '{key}' in cache {cache_path}{hint}")
+    rows = [row_of[k] for k in keys]
+    return list(keys), [columns.hashes[r] for r in rows], cache.read_vectors(cache_path, rows)
+
+
+def _vector_queries(vectors, fingerprint, columns: cache.CacheColumns, cache_path):
+    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = vectors[None, :] if vectors.ndim == 1 else vectors
+    if fingerprint is not None:
+        have = {"id": fingerprint} if isinstance(fingerprint, str) else fingerprint
+        backbones.check_compatible(have, columns.fingerprint, f"cache {cache_path}",
+                                   "query vectors must come from the backbone the cache was made with")
+    if vectors.ndim != 2 or vectors.shape[1] != columns.dim:
+        raise FingerprintMismatch(f"query vectors have shape {vectors.shape}, cache {cache_path} holds "
+                                  f"{columns.dim}-d vectors: they come from another backbone")
+    if not np.isfinite(vectors).all():
+        raise UsageError("query vectors hold NaN or infinite values")
+    return [f"vector[{i}]" for i in range(len(vectors))], [None] * len(vectors), vectors
+
+
+def _searchable(cache_path) -> cache.CacheColumns:
+    columns = cache.load_columns(cache_path)
+    if len(columns) == 0:
+        raise DatasetError(f"cache {cache_path} holds no vectors: embed a folder with images into it first")
+    return columns
+
+
+def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] | None = None,
+              vectors: np.ndarray | None = None, fingerprint: dict | str | None = None, k: int = 5,
+              cache_path: str | os.PathLike = DEFAULT_CACHE, include_self: bool = False, method: str = "auto",
+              sheet: str | os.PathLike | None = None, runtime: str = "auto", reporter: Reporter = SILENT) -> dict:
+    """The k most similar cached images (cosine) for image files/folders, cached keys, and/or raw vectors.
+
+    Images already in the cache (same sha256) are read from it, others are embedded with the cache's
+    backbone. Rows with the query's own content are left out unless include_self (then they score 1.0).
+    `vectors` may carry the `fingerprint` (dict or id) they were made with; another one is refused.
+    method: auto (exact below neighbors.INDEX_MIN_ROWS vectors, else the faiss index), exact or index.
+    Returns {"cache", "method", "k", "results": [{"query", "hash", "neighbors": [{"key", "label",
+    "score"}]}], "failed": [{"path", "reason"}], "sheet"}."""
+    from . import neighbors as nn
+
+    if k < 1:
+        raise UsageError("--k must be at least 1")
+    if not images and not keys and vectors is None:
+        raise UsageError("give query images, --key KEY, or vectors")
+    columns = _searchable(cache_path)
+    names, hashes, parts, failed = [], [], [], []
+    if images:
+        n, h, v, failed = _image_queries(images, columns, cache_path, runtime, reporter)
+        names, hashes, parts = names + n, hashes + h, parts + [v]
+    if keys:
+        n, h, v = _key_queries(keys, columns, cache_path)
+        names, hashes, parts = names + n, hashes + h, parts + [v]
+    if vectors is not None:
+        n, h, v = _vector_queries(vectors, fingerprint, columns, cache_path)
+        names, hashes, parts = names + n, hashes + h, parts + [v]
+    queries = np.vstack(parts) if parts else np.zeros((0, columns.dim), np.float32)
+    results = []
+    if not len(queries):
+        method_used = nn.choose_method(method, len(columns), reporter)
+    else:
+        hits, method_used = nn.search(cache_path, columns, queries, hashes, k, include_self, method, reporter)
+        for i, (name, h) in enumerate(zip(names, hashes)):
+            results.append({"query": name, "hash": h, "neighbors": [
+                {"key": columns.keys[r], "label": columns.classes[columns.labels[r]], "score": round(s, 6)}
+                for r, s in hits.for_query(i)]})
+    out = {"cache": str(cache_path), "method": method_used, "k": k, "results": results, "failed": failed,
+           "sheet": None}
+    if sheet and results:
+        out["sheet"] = str(_neighbors_sheet(out, columns, keys or [], sheet))
+    return out
+
+
+def _neighbors_sheet(result: dict, columns: cache.CacheColumns, keys: list[str], out) -> Path:
+    from . import sheet
+
+    root = Path(columns.root) if columns.root else None
+    label_of = dict(zip(columns.keys, (columns.classes[i] for i in columns.labels)))
+    cached_key = dict(zip(columns.hashes, columns.keys))
+    rows = []
+    for r in result["results"]:
+        query = r["query"]
+        if query in keys:
+            image = root / query if root else None
+        else:
+            image = None if query.startswith("vector[") else Path(query)
+        own_key = query if query in keys else cached_key.get(r["hash"])
+        own_label = label_of.get(own_key) if own_key else None
+        rows.append({"image": image, "title": "query" + (f": {own_label}" if own_label else ""),
+                     "detail": Path(query).name, "neighbors": [
+            {"image": root / n["key"] if root else None, "title": f"{n['score']:.3f}  {n['label']}",
+             "detail": Path(n["key"]).name, "mismatch": bool(own_label) and n["label"] != own_label}
+            for n in r["neighbors"]]})
+    return sheet.render(rows, out, f"{result['cache']}: {len(columns)} vectors, {result['method']} search, "
+                                   f"k={result['k']}")
+
+
+def duplicates(cache_path: str | os.PathLike = DEFAULT_CACHE, *, threshold: float = 0.97, method: str = "auto",
+               reporter: Reporter = SILENT) -> dict:
+    """Groups of near-duplicate images (cosine >= threshold; identical files always, at 1.0), those whose
+    members carry different labels first (flagged cross_class: likely label noise).
+    Returns {"cache", "threshold", "method", "groups": [{"size", "cross_class", "labels", "min_score",
+    "members": [{"key", "label", "hash"}], "pairs": [{"a", "b", "score"}]}], "n_groups", "n_cross_class"}."""
+    from . import neighbors as nn
+
+    if not 0.0 < threshold <= 1.0:
+        raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
+    columns = _searchable(cache_path)
+    groups, method_used = nn.find_duplicates(cache_path, columns, threshold, method, reporter)
+    return {"cache": str(cache_path), "threshold": threshold, "method": method_used, "groups": groups,
+            "n_groups": len(groups), "n_cross_class": sum(g["cross_class"] for g in groups),
+            "n_images_in_groups": sum(g["size"] for g in groups)}

@@ -210,7 +210,7 @@ class CacheLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            holder = _holder_pid(fd)
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise CacheLocked(
@@ -228,6 +228,18 @@ class CacheLock:
             self._fd = None
 
 
+def _holder_pid(fd: int) -> str:
+    """The pid written in a lock file by its holder. A holder that has just taken the lock writes its pid
+    right after: wait a moment for it, so a stale pid or an empty file is not reported."""
+    time.sleep(0.05)
+    for _ in range(20):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "?"
+
+
 def is_locked(cache_path: Path) -> int | None:
     """Pid of the process writing this cache, or None."""
     import fcntl
@@ -239,7 +251,8 @@ def is_locked(cache_path: Path) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return int(os.pread(fd, 32, 0).decode(errors="replace").strip() or 0) or -1
+        text = _holder_pid(fd)
+        return int(text) if text.isdigit() else -1
     finally:
         os.close(fd)
     return None

@@ -86,7 +86,7 @@ def handle_errors(fn):
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            typer.echo("interrupted: nothing was half-written; run the same command again to resume", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -145,13 +145,14 @@ def embed(
 @handle_errors
 def fit(
     cache: Path = CacheOpt,
-    head: str = typer.Option("logreg", "--head", help="logreg, svm or dense."),
+    head: str = typer.Option("logreg", "--head", help="logreg, svm, dense or knn."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Model folder (default: models/HEAD)."),
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (0 for none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of the head."),
     class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight classes."),
     c: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation (logreg, svm)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Neighbours that vote (knn; default 7)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -167,6 +168,8 @@ def fit(
         params.pop("C", None)
     if head != "dense":
         params.pop("epochs", None)
+    if head == "knn":
+        params = {"k": k} if k is not None else {}
     rep = CliReporter(quiet or as_json)
     r = api.fit_head(cache, head, out, val_split=val_split, seed=seed, class_weight=class_weight, params=params,
                      refit=refit, reporter=rep)
@@ -232,6 +235,73 @@ def predict(
         raise typer.Exit(1)
 
 
+MethodOpt = typer.Option(None, "--exact/--index",
+                         help="Force exact search / the approximate faiss index (default: the index from 50,000 vectors on).")
+
+
+@app.command()
+@handle_errors
+def neighbors(
+    images: Optional[List[Path]] = typer.Argument(None, help="Query image files and/or folders."),
+    key: Optional[List[str]] = typer.Option(None, "--key", help="A cached image (its key, e.g. roses/123.jpg) as a query; repeatable."),
+    k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
+    cache: Path = CacheOpt,
+    include_self: bool = typer.Option(False, "--include-self", help="Also return the query's own cached row(s), at 1.0."),
+    exact: Optional[bool] = MethodOpt,
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a contact sheet PNG of queries and neighbours."),
+    runtime: str = RuntimeOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """The most similar cached images (cosine similarity) for query images or cached keys."""
+    from . import api
+
+    rep = CliReporter(quiet or as_json)
+    method = "auto" if exact is None else ("exact" if exact else "index")
+    result = api.neighbors([str(p) for p in images or []], keys=key or None, k=k, cache_path=cache,
+                           include_self=include_self, method=method, sheet=sheet, runtime=runtime, reporter=rep)
+    if as_json:
+        emit_json(result)
+    else:
+        for r in result["results"]:
+            typer.echo(r["query"])
+            for n in r["neighbors"]:
+                typer.echo(f"  {n['score']:.4f}  {n['label']}\t{n['key']}")
+        if result["sheet"]:
+            typer.echo(f"wrote {result['sheet']}")
+    for f in result["failed"]:
+        rep.warn(f"skipped {f['path']}: {f['reason']}")
+    if not result["results"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def duplicates(
+    cache: Path = CacheOpt,
+    threshold: float = typer.Option(0.97, "--threshold", "-t", help="Cosine similarity from which two images are near-duplicates."),
+    exact: Optional[bool] = MethodOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Groups of near-duplicate images in the cache; groups mixing labels (likely label noise) come first."""
+    from . import api
+
+    rep = CliReporter(quiet or as_json)
+    method = "auto" if exact is None else ("exact" if exact else "index")
+    result = api.duplicates(cache, threshold=threshold, method=method, reporter=rep)
+    if as_json:
+        emit_json(result)
+        return
+    for g in result["groups"]:
+        flag = "CROSS-CLASS " if g["cross_class"] else ""
+        typer.echo(f"{flag}group of {g['size']} (min similarity {g['min_score']:.4f}): {', '.join(g['labels'])}")
+        for m in g["members"]:
+            typer.echo(f"  {m['label']}\t{m['key']}")
+    typer.echo(f"{result['n_groups']} group(s) of near-duplicates ({result['n_images_in_groups']} images) at "
+               f"threshold {threshold}, {result['n_cross_class']} with mixed labels")
+
+
 @app.command()
 @handle_errors
 def info(cache: Path = CacheOpt, as_json: bool = JsonOpt):
@@ -253,6 +323,106 @@ def info(cache: Path = CacheOpt, as_json: bool = JsonOpt):
     typer.echo(f"skipped    {i['failed']} file(s)")
     for f in i["failed_files"]:
         typer.echo(f"  {f['key']}: {f['reason']}")
+
+
+@app.command()
+@handle_errors
+def finetune(
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
+    out: Path = typer.Option(Path("models/finetuned"), "--out", "-o", help="Model folder to write."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Stage 1 epochs: the head on the frozen base (default 10)."),
+    fine_tune_epochs: Optional[int] = typer.Option(None, "--fine-tune-epochs", help="Stage 2 epochs: top of the base + head (default 10)."),
+    unfreeze_top: Optional[int] = typer.Option(None, "--unfreeze-top", help="Layers of the base trained in stage 2 (default 54)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Stage 1 Adam learning rate (default 1e-3)."),
+    fine_tune_learning_rate: Optional[float] = typer.Option(None, "--fine-tune-learning-rate", help="Stage 2 Adam learning rate (default 1e-4)."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (default 0.1)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the softmax layer (default 0.2)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 32)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stage 2 early-stopping patience on validation loss (default 3; 0 = off)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation and zoom in stage 2."),
+    rotation: Optional[float] = typer.Option(None, "--rotation", help="Random rotation, fraction of a full turn (default 0.1)."),
+    zoom: Optional[float] = typer.Option(None, "--zoom", help="Random zoom fraction (default 0.1)."),
+    val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (same split as fit)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split and of training."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Starting backbone weights file (default: Keras' ImageNet weights)."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Fine-tune the backbone with a softmax head end to end on images (bypasses the cache)."""
+    from . import api
+    from .report import format_report
+
+    params = {"epochs": epochs, "fine_tune_epochs": fine_tune_epochs, "unfreeze_top": unfreeze_top,
+              "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
+              "label_smoothing": label_smoothing, "dropout": dropout, "batch_size": batch_size,
+              "patience": patience, "augment": augment, "rotation": rotation, "zoom": zoom}
+    rep = CliReporter(quiet or as_json)
+    r = api.finetune(folder, out, image_size=image_size, weights=weights, val_split=val_split, seed=seed,
+                     params=params, reporter=rep)
+    if as_json:
+        emit_json({"model_dir": str(r.model_dir), "n_train": r.n_train, "n_val": r.n_val, "seconds": r.seconds,
+                   "epoch_seconds": r.epoch_seconds, "report": r.report})
+        return
+    if r.report and not quiet:
+        typer.echo(format_report(r.report))
+    typer.echo(f"wrote {r.model_dir} (fine-tuned, {r.n_train} train / {r.n_val} validation, {r.seconds:.0f}s)")
+
+
+@app.command()
+@handle_errors
+def export(
+    model: Path = typer.Argument(..., help="A fine-tuned model folder, or a logreg/dense head from `embedflow fit`."),
+    fmt: str = typer.Option("tflite", "--format", "-f", help="tflite, or keras (fuse a cached head with its backbone)."),
+    quantize: str = typer.Option("none", "--quantize", help="TFLite: none, dynamic, float16 or int8."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Export a model to TFLite (optionally quantized) or a fused Keras model, checking parity on the
+    validation images."""
+    from . import api
+
+    rep = CliReporter(quiet or as_json)
+    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, reporter=rep)
+    if as_json:
+        emit_json({"out_dir": str(r.out_dir), "model_file": str(r.model_file), "format": r.fmt,
+                   "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
+        return
+    for what, p in r.parity.items():
+        if isinstance(p, dict):
+            typer.echo(f"parity ({what}): top-1 agreement {p['top1_agreement']:.2%} with the source on {p['n']} "
+                       f"validation images; accuracy {p['accuracy']:.2%} (source {p['source_accuracy']:.2%})")
+    typer.echo(f"wrote {r.model_file} and {r.out_dir / 'labels.txt'} ({r.seconds:.0f}s)")
+
+
+@app.command()
+@handle_errors
+def explain(
+    model: Path = typer.Argument(..., help="A fine-tuned or fused model folder."),
+    images: List[Path] = typer.Argument(..., help="Image files and/or folders."),
+    out: Path = typer.Option(Path("gradcam"), "--out", "-o", help="Folder for the overlays and grid.png."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Grad-CAM heatmaps over images: where the model looked for its top class."""
+    from . import api
+
+    rep = CliReporter(quiet or as_json)
+    r = api.explain(model, [str(p) for p in images], out, reporter=rep)
+    if as_json:
+        emit_json(r)
+    else:
+        for e in r["explanations"]:
+            typer.echo(f"{e['path']}\t{e['label']} {e['probability']:.3f}\t{e['overlay']}")
+        if r["grid"]:
+            typer.echo(f"grid: {r['grid']}")
+    for f in r["failed"]:
+        rep.warn(f"skipped {f['path']}: {f['reason']}")
+    if not r["explanations"]:
+        raise typer.Exit(1)
 
 
 def run() -> None:  # console-script entry point
