@@ -43,11 +43,11 @@ class CliReporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)  # never break a path across lines
 
     def warn(self, message: str) -> None:
         self.warnings += 1
-        self.console.print(f"warning: {message}", markup=False, style="yellow")
+        self.console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def start(self, description: str, total: int) -> None:
         if self.quiet or not self.console.is_terminal:

@@ -13,14 +13,44 @@ from sklearn.utils.validation import check_is_fitted
 
 from .errors import UsageError
 
-HEAD_KINDS = ("logreg", "svm", "dense")
+HEAD_KINDS = ("logreg", "svm", "dense", "knn")
 # Defaults chosen on flowers-dev by 5-fold cross-validation (logreg: standardised, C in 0.01..1, best
 # 0.01-0.03 at 89.1%; svm: L2-normalised RBF beat standardised, C in 1..30, best 10 at 89.8%).
 DEFAULTS = {
     "logreg": {"C": 0.03},
     "svm": {"C": 10.0},
     "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": 32, "patience": 10},
+    # 5-fold CV on flowers-dev, cosine, distance-weighted: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%
+    "knn": {"k": 7},
 }
+
+
+class KNNHead(ClassifierMixin, BaseEstimator):
+    """k nearest training vectors by cosine similarity, votes weighted by 1 / cosine distance (an exact
+    copy of a training vector decides alone). k is capped at the number of training vectors."""
+
+    def __init__(self, k=7):
+        self.k = k
+
+    def fit(self, X, y):
+        from sklearn.neighbors import KNeighborsClassifier
+
+        if int(self.k) < 1:
+            raise UsageError(f"--k must be at least 1, got {self.k}")
+        X = np.asarray(X, dtype=np.float32)
+        self.knn_ = KNeighborsClassifier(n_neighbors=min(int(self.k), len(X)), weights="distance",
+                                         metric="cosine", algorithm="brute").fit(X, y)
+        self.classes_ = self.knn_.classes_
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "knn_")
+        X = np.asarray(X, dtype=np.float32)
+        return self.knn_.predict_proba(X) if len(X) else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 class DenseHead(ClassifierMixin, BaseEstimator):
@@ -140,6 +170,10 @@ def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **pa
         # Platt scaling on cross-validated decision values (what SVC(probability=True) did before 1.9).
         clf = CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
         return Pipeline([("l2", Normalizer()), ("clf", clf)])
+    if kind == "knn":
+        if class_weight is not None:
+            raise UsageError("the knn head has no --class-weight (its votes come from the neighbours found)")
+        return KNNHead(k=p["k"])
     return DenseHead(class_weight=class_weight, random_state=seed, **p)
 
 
