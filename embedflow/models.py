@@ -146,6 +146,8 @@ def load(model_dir: str | Path) -> LoadedModel:
     """Load a model folder, refusing a head file whose sha256 differs from the manifest."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
+    if manifest.get("kind", "cached-head") != "cached-head":
+        raise ModelError(f"{model_dir} is a {manifest['kind']} model, which runs on images, not on cached vectors")
     head_file = model_dir / manifest["head_file"]
     if not head_file.is_file():
         raise ModelError(f"{model_dir} is incomplete: {manifest['head_file']} is missing")

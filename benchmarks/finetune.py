@@ -1,0 +1,65 @@
+"""Fine-tuning benchmark: time per epoch and final validation accuracy on flowers-dev.
+
+    KERAS_HOME=/work/shared/keras .venv/bin/python benchmarks/finetune.py [DATA] [--set key=value ...]
+
+Writes benchmarks/results/finetune-<UTC time>.json (and the model folder under /tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from embedflow import backbones, finetune  # noqa: E402
+from embedflow.progress import Reporter  # noqa: E402
+
+
+class Printer(Reporter):
+    def info(self, message):
+        print(time.strftime("%H:%M:%S"), message, flush=True)
+
+    def warn(self, message):
+        print(time.strftime("%H:%M:%S"), "warning:", message, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", nargs="?", default=str(HERE.parent.parent / "shared" / "data" / "flowers-dev"))
+    ap.add_argument("--out", default="/tmp/embedflow-bench-ft")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--set", action="append", default=[], help="hyperparameter override, e.g. unfreeze_top=80")
+    args = ap.parse_args()
+    params = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        params[key] = type(finetune.DEFAULTS[key])(float(value) if isinstance(finetune.DEFAULTS[key], (int, float))
+                                                   and not isinstance(finetune.DEFAULTS[key], bool) else value)
+    spec = backbones.get_spec("mobilenet_v2", args.image_size)
+    t0 = time.perf_counter()
+    r = finetune.finetune(args.data, args.out, spec=spec, params=params, reporter=Printer())
+    result = {
+        "benchmark": "finetune", "data": args.data, "image_size": args.image_size,
+        "hyperparameters": {**finetune.DEFAULTS, **params}, "n_train": r.n_train, "n_val": r.n_val,
+        "val_accuracy": r.report["accuracy"], "val_macro_f1": r.report["macro_f1"],
+        "stage1_val_accuracy_last": (r.history["stage1"].get("val_accuracy") or [None])[-1],
+        "epoch_seconds": r.epoch_seconds, "epochs_run": {k: len(v) for k, v in r.epoch_seconds.items()},
+        "total_seconds": round(time.perf_counter() - t0, 1), "cpus": os.cpu_count(),
+        "machine": platform.machine(), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = HERE / "results" / f"finetune-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Grad-CAM heatmaps for Keras image models (fine-tuned or fused): which regions drove the prediction.
+
+The class score's gradient with respect to the last convolutional feature map of the MobileNetV2 base
+(`out_relu`) is averaged per channel; the channel-weighted map, rectified and normalised, is the heatmap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .progress import SILENT, Reporter
+
+CONV_LAYER = "out_relu"
+
+
+@dataclass
+class Explanation:
+    path: Path  # the input image
+    label: str
+    probability: float
+    heatmap: np.ndarray  # (h, w) in [0, 1], h x w the conv map's size
+    overlay: Path  # the PNG written
+
+
+def gradcam_model(model):
+    """(preprocessing layers, conv model: preprocessed -> out_relu map, head layers after the pooling)."""
+    import keras
+
+    from .finetune import split_parts
+
+    pre, base, head = split_parts(model)
+    try:
+        conv = base.get_layer(CONV_LAYER)
+    except ValueError:
+        raise ModelError(f"the model's base has no '{CONV_LAYER}' layer: Grad-CAM needs a MobileNetV2 base") from None
+    if not isinstance(base.layers[-1], keras.layers.GlobalAveragePooling2D) or base.layers[-2] is not conv:
+        raise ModelError("expected the base to end with out_relu and global average pooling")
+    return pre, keras.Model(base.inputs, conv.output), head
+
+
+def gradcam(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (N, h, w) in [0, 1] for each image's top class, and the probabilities (N, C)."""
+    import tensorflow as tf
+
+    pre, conv_model, head = gradcam_model(model)
+    x = tf.convert_to_tensor(pixels)
+    for layer in pre:
+        x = layer(x)
+    conv = conv_model(x, training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(conv)
+        out = tf.reduce_mean(conv, axis=(1, 2))
+        for layer in head:
+            out = layer(out, training=False)
+        top = tf.argmax(out, axis=1)
+        score = tf.gather(out, top, axis=1, batch_dims=1)
+    grads = tape.gradient(score, conv)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1)).numpy()
+    peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
+    cam = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+    return cam, out.numpy()
+
+
+def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -> dict:
+    """Write IMAGE-gradcam.png overlays (and grid.png for several images) into out_dir."""
+    from .data import BadImage, discover_inputs, load_image
+    from .imagemodels import load_keras_model
+    from .models import read_manifest
+
+    model_path = Path(model_path)
+    if model_path.suffix == ".tflite":
+        raise ModelError("Grad-CAM needs gradients, which a .tflite file does not have: explain the Keras model "
+                         "it was exported from")
+    manifest = read_manifest(model_path)
+    keras_file = manifest.get("keras_file") or (manifest.get("model_file") if manifest.get("kind") in
+                                                ("finetuned", "fused") else None)
+    if not keras_file:
+        raise ModelError(f"{model_path} holds no Keras model (kind {manifest.get('kind')}); Grad-CAM works on "
+                         "fine-tuned and fused models: export a cached head with --format keras, or explain "
+                         f"{manifest.get('source', {}).get('path', 'the source model')}")
+    model = load_keras_model(model_path, manifest, keras_file)
+    size, classes = int(manifest["fingerprint"]["image_size"]), manifest["classes"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done, failed = [], []
+    for ref in discover_inputs(images):
+        try:
+            pixels = load_image(ref.path, size)
+        except BadImage as e:
+            failed.append({"path": str(ref.path), "reason": str(e)})
+            reporter.warn(f"skipped {ref.path}: {e}")
+            continue
+        cam, proba = gradcam(model, pixels[None])
+        top = int(proba[0].argmax())
+        overlay = out_dir / f"{_stem(ref.path, len(done))}-gradcam.png"
+        write_overlay(ref.path, pixels, cam[0], overlay)
+        done.append(Explanation(ref.path, classes[top], float(proba[0, top]), cam[0], overlay))
+        reporter.info(f"{ref.path}: {classes[top]} {proba[0, top]:.3f} -> {overlay}")
+    grid = out_dir / "grid.png" if len(done) > 1 else None
+    if grid:
+        write_grid(done, grid)
+    return {"model": str(model_path), "out": str(out_dir), "grid": str(grid) if grid else None,
+            "explanations": [{"path": str(e.path), "label": e.label, "probability": e.probability,
+                              "overlay": str(e.overlay)} for e in done], "failed": failed}
+
+
+def _stem(path: Path, i: int) -> str:
+    return f"{i:03d}-{path.stem}"
+
+
+def overlay_image(path: Path, pixels: np.ndarray, cam: np.ndarray, max_side: int = 512) -> np.ndarray:
+    """The image (original aspect, EXIF-rotated; the decoded square if it cannot be reopened) with the
+    heatmap blended in, as uint8 RGB."""
+    import matplotlib
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            base = ImageOps.exif_transpose(img).convert("RGB")
+            base.thumbnail((max_side, max_side))
+    except Exception:  # decoded once already; fall back to what the model saw
+        base = Image.fromarray(pixels)
+    heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(base.size, Image.BILINEAR)
+    colours = matplotlib.colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
+    blended = 0.6 * np.asarray(base, dtype=np.float64) / 255 + 0.4 * colours
+    return (np.clip(blended, 0, 1) * 255).astype(np.uint8)
+
+
+def write_overlay(path: Path, pixels: np.ndarray, cam: np.ndarray, out: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(overlay_image(path, pixels, cam)).save(out)
+
+
+def write_grid(done: list[Explanation], out: Path, columns: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    rows = (len(done) + columns - 1) // columns
+    cols = min(columns, len(done))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, e in zip(axes.flat, done):
+        with Image.open(e.overlay) as img:
+            ax.imshow(np.asarray(img))
+        ax.set_title(f"{e.path.name[:24]}\n{e.label} {e.probability:.2f}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

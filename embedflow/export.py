@@ -1,0 +1,297 @@
+"""Deployable models: TFLite export (optionally quantized) and fusing a cached head with its backbone.
+
+A head trained on cached vectors (logreg or dense) is fused with the backbone into ONE Keras model,
+uint8 image -> class probabilities (logreg: StandardScaler and LogisticRegression folded into one
+softmax Dense layer; dense: its own layers), so deployment needs neither the cache nor scikit-learn.
+Every export runs a parity check on the source model's validation images and records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import backbones, cache, models
+from .errors import CacheError, DatasetError, ModelError, UsageError
+from .imagedata import Decoded, decode_refs, refs_for_keys
+from .imagemodels import load_keras_model
+from .progress import SILENT, Reporter
+
+QUANTIZE = ("none", "dynamic", "float16", "int8")
+FORMATS = ("tflite", "keras")
+FLOAT_PARITY = 0.99  # top-1 agreement a float export must reach with its source
+REPRESENTATIVE_IMAGES = 100
+
+
+class NotFusable(ModelError):
+    """The head cannot be written as layers on top of the backbone (an RBF SVM, kNN...)."""
+
+
+@dataclass
+class Source:
+    """What is exported: a Keras image model, the validation images and the source model's outputs on them."""
+
+    model: object  # keras.Model, uint8 pixels -> probabilities
+    manifest: dict
+    classes: list[str]
+    fingerprint: dict
+    val: Decoded
+    source_proba: np.ndarray  # the source model's probabilities on val
+    train_refs: list  # for int8 calibration
+    split: dict
+    data_root: str
+    fused_from: str | None = None
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    model_file: Path
+    fmt: str
+    quantize: str
+    parity: dict
+    seconds: float
+
+
+# --- fusing --------------------------------------------------------------------------------------
+
+
+def fuse(loaded: models.LoadedModel, spec, weights_path=None):
+    """keras.Model: uint8 image -> probabilities of the cached head (logreg or dense) on the backbone."""
+    from .finetune import assemble, split_parts
+
+    head = loaded.manifest.get("head")
+    backbone = backbones.build_keras_backbone(spec, weights_path)
+    pre, base, _ = split_parts(backbone)
+    if head == "logreg":
+        layers = [logreg_dense_layer(loaded.estimator, len(loaded.classes), spec.output_dim)]
+    elif head == "dense":
+        layers = [layer for layer in loaded.estimator.model_.layers]
+    else:
+        raise NotFusable(f"a {head} head cannot be fused into the network (only logreg and dense heads are "
+                         "layers on the features); fit a logreg or dense head to export it")
+    return assemble(pre, base, layers, spec.image_size, f"embedflow_fused_{head}")
+
+
+def logreg_dense_layer(pipeline, n_classes: int, dim: int):
+    """One softmax Dense layer equal to StandardScaler + (multinomial) LogisticRegression."""
+    import keras
+
+    scaler, clf = pipeline.named_steps["scale"], pipeline.named_steps["clf"]
+    mean = scaler.mean_ if scaler.with_mean else np.zeros(dim)
+    scale = scaler.scale_ if scaler.with_std and scaler.scale_ is not None else np.ones(dim)
+    coef, intercept = np.asarray(clf.coef_, dtype=np.float64), np.asarray(clf.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1:  # binary: sigmoid(z) == softmax([0, z])
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    kernel_part = (coef / scale).T  # (dim, k)
+    bias_part = intercept - (mean / scale) @ coef.T
+    kernel = np.zeros((dim, n_classes))
+    bias = np.full(n_classes, -1e9)  # classes the head never saw get probability 0
+    cols = [int(c) for c in clf.classes_]
+    kernel[:, cols], bias[cols] = kernel_part, bias_part
+    layer = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")
+    layer.build((None, dim))
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return layer
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+def load_source(model_dir: Path, *, data_root: str | None = None, cache_path: str | None = None,
+                reporter: Reporter = SILENT) -> Source:
+    manifest = models.read_manifest(model_dir)
+    kind = manifest.get("kind")
+    if kind in ("finetuned", "fused"):
+        return _image_model_source(model_dir, manifest, data_root, reporter)
+    if kind == "cached-head":
+        return _cached_head_source(model_dir, manifest, data_root, cache_path, reporter)
+    raise UsageError(f"{model_dir} is already an export ({kind}); export its source model instead")
+
+
+def _image_model_source(model_dir, manifest, data_root, reporter) -> Source:
+    from .data import discover_labelled
+    from .finetune import predict_pixels
+
+    model = load_keras_model(model_dir, manifest, manifest["model_file"])
+    root = Path(data_root or manifest["data"]["root"])
+    val_keys = manifest["split"]["val_keys"]
+    if not root.is_dir():
+        raise DatasetError(f"the parity check needs the validation images of {model_dir}, from {root}, which is "
+                           "not there; pass --data FOLDER")
+    refs, _, _ = discover_labelled(root)
+    in_val = set(val_keys)
+    val_refs = [r for r in refs if r.key in in_val]
+    train_refs = [r for r in refs if r.key not in in_val]
+    val = _decode(val_refs, manifest, reporter)
+    return Source(model, manifest, manifest["classes"], manifest["fingerprint"], val, predict_pixels(model, val.pixels),
+                  train_refs, manifest["split"], str(root.resolve()))
+
+
+def _cached_head_source(model_dir, manifest, data_root, cache_path, reporter) -> Source:
+    loaded = models.load(model_dir)
+    spec = backbones.spec_from_fingerprint(loaded.fingerprint)
+    backbones.check_compatible(backbones.fingerprint(spec), loaded.fingerprint, "the backbone weights found now",
+                               f"model {model_dir} was trained on vectors of another backbone")
+    model = fuse(loaded, spec)
+    cache_path = Path(cache_path or manifest.get("cache", {}).get("path", ""))
+    if not cache_path.is_file():
+        raise CacheError(f"the parity check needs the cache {model_dir} was trained from ({cache_path or 'unknown'}), "
+                         "which is not there; pass --cache PATH")
+    held = cache.load(cache_path)
+    backbones.check_compatible(held.fingerprint, loaded.fingerprint, f"cache {cache_path}")
+    split = manifest.get("split", {})
+    train_rows, val_rows = models.split_indices(held.labels, held.hashes, held.classes, split.get("val_split", 0.2),
+                                                split.get("seed", 0))
+    if not len(val_rows):
+        raise DatasetError(f"{model_dir} was fitted without a validation split: nothing to check parity on")
+    root = Path(data_root or held.root)
+    if not root.is_dir():
+        raise DatasetError(f"the parity check needs the images of {cache_path}, in {root}, which is not there; "
+                           "pass --data FOLDER")
+    val_refs = refs_for_keys(root, [held.keys[i] for i in val_rows], [held.classes[held.labels[i]] for i in val_rows])
+    val = _decode(val_refs, manifest, reporter)
+    val.labels = np.array([loaded.classes.index(r.label) for r in val.refs], dtype=np.int64)
+    row_of = {held.keys[i]: i for i in val_rows}
+    source_proba = loaded.predict_proba(held.embeddings[[row_of[r.key] for r in val.refs]])
+    train_refs = refs_for_keys(root, [held.keys[i] for i in train_rows],
+                               [held.classes[held.labels[i]] for i in train_rows])
+    return Source(model, manifest, loaded.classes, loaded.fingerprint, val, source_proba, train_refs,
+                  {**split, "val_keys": [r.key for r in val.refs]}, str(root.resolve()), fused_from=manifest.get("head"))
+
+
+def _decode(refs, manifest, reporter) -> Decoded:
+    val = decode_refs(refs, int(manifest["fingerprint"]["image_size"]), manifest["classes"], reporter=reporter,
+                      description="decoding validation images")
+    for ref, reason in val.failed:
+        reporter.warn(f"skipped {ref.key}: {reason}")
+    if not len(val):
+        raise DatasetError("none of the validation images could be read: cannot check parity")
+    return val
+
+
+# --- conversion ----------------------------------------------------------------------------------
+
+
+def to_tflite(model, quantize: str, representative: np.ndarray | None = None) -> bytes:
+    backbones.quiet_tensorflow()
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        def samples():
+            for i in range(len(representative)):
+                yield [representative[i:i + 1]]
+
+        converter.representative_dataset = samples
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints every captured variable
+        return converter.convert()
+
+
+def parity(proba: np.ndarray, source_proba: np.ndarray, labels: np.ndarray) -> dict:
+    pred, want = proba.argmax(1), source_proba.argmax(1)
+    return {"n": int(len(pred)), "top1_agreement": float(np.mean(pred == want)),
+            "accuracy": float(np.mean(pred == labels)), "source_accuracy": float(np.mean(want == labels)),
+            "max_abs_probability_diff": float(np.abs(proba - source_proba).max()) if len(pred) else 0.0}
+
+
+# --- the export ----------------------------------------------------------------------------------
+
+
+def export(model_dir, fmt: str = "tflite", quantize: str = "none", out=None, *, data_root: str | None = None,
+           cache_path: str | None = None, reporter: Reporter = SILENT) -> ExportResult:
+    from .finetune import predict_pixels
+    from .imagedata import decode_refs as _decode_refs
+    from .imagemodels import TFLiteImageClassifier
+
+    t0 = time.perf_counter()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format '{fmt}': use {' or '.join(FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise UsageError(f"unknown quantization '{quantize}': use {', '.join(QUANTIZE)}")
+    if fmt == "keras" and quantize != "none":
+        raise UsageError("--quantize applies to --format tflite only")
+    model_dir = Path(model_dir)
+    src = load_source(model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
+    if fmt == "keras" and not src.fused_from:
+        raise UsageError(f"{model_dir} is already a Keras image model ({src.manifest['kind']}): nothing to fuse")
+    out_dir = Path(out) if out else model_dir.parent / default_name(model_dir, fmt, quantize)
+    if out_dir.resolve() == model_dir.resolve():
+        raise UsageError("--out must differ from the source model folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = src.val.labels
+    result = {}
+    files = {}
+    if src.fused_from:
+        fused_proba = predict_pixels(src.model, src.val.pixels)
+        result["fused_keras"] = parity(fused_proba, src.source_proba, labels)
+        reporter.info(_parity_line("fused Keras model", result["fused_keras"]))
+        src.model.save(out_dir / "model.keras")
+        files["model.keras"] = models.sha256_file(out_dir / "model.keras")
+    if fmt == "tflite":
+        representative = None
+        if quantize == "int8":
+            rng = np.random.default_rng(0)
+            pick = rng.choice(len(src.train_refs), min(REPRESENTATIVE_IMAGES, len(src.train_refs)), replace=False)
+            representative = _decode_refs([src.train_refs[i] for i in sorted(pick)],
+                                          int(src.fingerprint["image_size"]), src.classes).pixels
+            if not len(representative):
+                raise DatasetError("no training image could be read for the int8 representative set")
+        reporter.info(f"converting to TFLite ({quantize if quantize != 'none' else 'float32'})")
+        (out_dir / "model.tflite").write_bytes(to_tflite(src.model, quantize, representative))
+        files["model.tflite"] = models.sha256_file(out_dir / "model.tflite")
+        tfl = TFLiteImageClassifier(out_dir, {"classes": src.classes}, out_dir / "model.tflite")
+        result["tflite"] = parity(tfl.predict_pixels(src.val.pixels), src.source_proba, labels)
+        reporter.info(_parity_line(f"TFLite {quantize}", result["tflite"]))
+    checked = result.get("tflite", result.get("fused_keras"))
+    ok = quantize not in ("none", "float16") or checked["top1_agreement"] >= FLOAT_PARITY
+    if not ok:
+        reporter.warn(f"parity below {FLOAT_PARITY:.0%}: the export disagrees with its source on "
+                      f"{1 - checked['top1_agreement']:.1%} of the validation images")
+    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in src.classes))
+    files["labels.txt"] = models.sha256_file(out_dir / "labels.txt")
+    model_file = "model.tflite" if fmt == "tflite" else "model.keras"
+    _write_manifest(out_dir, src, model_dir, fmt, quantize, model_file, files, {**result, "ok": ok},
+                    time.perf_counter() - t0)
+    return ExportResult(out_dir, out_dir / model_file, fmt, quantize, {**result, "ok": ok}, time.perf_counter() - t0)
+
+
+def default_name(model_dir: Path, fmt: str, quantize: str) -> str:
+    if fmt == "keras":
+        return f"{model_dir.name}-fused"
+    return f"{model_dir.name}-tflite" + ("" if quantize == "none" else f"-{quantize}")
+
+
+def _parity_line(what: str, p: dict) -> str:
+    return (f"parity {what}: top-1 agreement {p['top1_agreement']:.2%} with the source on {p['n']} validation "
+            f"images; accuracy {p['accuracy']:.2%} (source {p['source_accuracy']:.2%})")
+
+
+def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, files, parity_result, seconds):
+    kind = "tflite" if fmt == "tflite" else "fused"
+    manifest = {
+        "format": models.FORMAT, "schema_version": models.SCHEMA_VERSION, "kind": kind,
+        "model_file": model_file, "keras_file": "model.keras" if "model.keras" in files else None,
+        "classes": src.classes, "labels_file": "labels.txt", "fingerprint": src.fingerprint,
+        "image_size": int(src.fingerprint["image_size"]),
+        "input": "uint8 RGB (N, S, S, 3): EXIF-rotated, RGB over white, bilinear resize to a square (no crop)",
+        "preprocessing": f"inside the model: {src.fingerprint['preprocessing']}",
+        "output": "float32 (N, classes) softmax probabilities, columns in labels.txt order",
+        "quantize": quantize if fmt == "tflite" else None,
+        "source": {"path": str(model_dir), "kind": src.manifest.get("kind"), "head": src.fused_from,
+                   "metrics": src.manifest.get("metrics", {})},
+        "data": {"root": src.data_root}, "split": src.split,
+        "parity": parity_result, "files": files, "export_seconds": round(seconds, 2),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))

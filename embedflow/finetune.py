@@ -1,0 +1,343 @@
+"""Fine-tuning: train MobileNetV2 + a softmax head end to end on images, bypassing the cache.
+
+Stage 1 trains the head with the base frozen. Because a frozen base in inference mode maps each image to
+a fixed vector, stage 1 runs on the pooled features of the (un-augmented) training images computed once,
+which is exactly the frozen-base model and many times faster on a CPU. Stage 2 unfreezes the top of the
+base (BatchNormalization stays frozen, in inference mode) and trains the whole model on augmented images
+from a tf.data pipeline at a much lower learning rate, with early stopping on the validation loss and
+the best weights restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import backbones, models
+from .errors import EmbedflowError, UsageError
+from .imagedata import Decoded, decode_folder
+from .progress import SILENT, Reporter
+from .report import classification_report, write_report
+
+MODEL_FILE = "model.keras"
+DEFAULTS = {
+    "epochs": 10,  # stage 1 (head only)
+    "fine_tune_epochs": 10,  # stage 2 (top of the base + head)
+    "unfreeze_top": 54,  # layers of the base trained in stage 2 (block_13 onwards at 54)
+    "learning_rate": 1e-3,
+    "fine_tune_learning_rate": 1e-4,
+    "dropout": 0.2,
+    "label_smoothing": 0.1,
+    "batch_size": 32,
+    "patience": 3,
+    "augment": True,
+    "flip": True,
+    "rotation": 0.1,
+    "zoom": 0.1,
+}
+
+
+class Interrupted(EmbedflowError):
+    exit_code = 130
+
+
+@dataclass
+class FinetuneResult:
+    model_dir: Path
+    report: dict | None
+    history: dict
+    n_train: int
+    n_val: int
+    seconds: float
+    epoch_seconds: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def split_parts(model) -> tuple:
+    """(rescaling layer, MobileNetV2 base model, head layers after the base) of an embedflow pixel model."""
+    import keras
+
+    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(bases) != 1:
+        raise UsageError("not an embedflow image model (expected one nested backbone)")
+    base = bases[0]
+    at = model.layers.index(base)
+    pre = [layer for layer in model.layers[1:at]]
+    return pre, base, model.layers[at + 1:]
+
+
+def assemble(pre_layers, base, head_layers, size: int, name: str):
+    """uint8 pixels -> preprocessing -> base (inference mode) -> head layers, as one flat functional model."""
+    import keras
+
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="pixels")
+    x = inputs
+    for layer in pre_layers:
+        x = layer(x)
+    x = base(x, training=False)
+    for layer in head_layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_model(spec, n_classes: int, dropout: float, weights_path=None):
+    import keras
+
+    backbone = backbones.build_keras_backbone(spec, weights_path)
+    pre, base, _ = split_parts(backbone)
+    head = [keras.layers.Dropout(dropout, name="head_dropout"),
+            keras.layers.Dense(n_classes, activation="softmax", name="probabilities")]
+    return assemble(pre, base, head, spec.image_size, f"embedflow_finetuned_{spec.name}"), backbone, base, head
+
+
+def set_trainable(base, unfreeze_top: int) -> int:
+    """Unfreeze the top `unfreeze_top` layers of the base, BatchNormalization excepted; returns how many train."""
+    import keras
+
+    base.trainable = True
+    cut = max(0, len(base.layers) - unfreeze_top)
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+    return sum(1 for layer in base.layers if layer.trainable and layer.weights)
+
+
+def augmenter(p: dict, seed: int):
+    """A tf function on uint8 batches (random flip/rotation/zoom), or None when augmentation is off."""
+    import keras
+    import tensorflow as tf
+
+    layers = []
+    if p["flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if p["rotation"]:
+        layers.append(keras.layers.RandomRotation(p["rotation"], fill_mode="reflect", seed=seed + 1))
+    if p["zoom"]:
+        layers.append(keras.layers.RandomZoom(p["zoom"], fill_mode="reflect", seed=seed + 2))
+    if not p["augment"] or not layers:
+        return None
+    pipeline = keras.Sequential(layers, name="augmentation")
+
+    def augment(x, y):
+        x = pipeline(tf.cast(x, tf.float32), training=True)
+        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y
+
+    return augment
+
+
+def image_dataset(pixels: np.ndarray, onehot: np.ndarray, batch_size: int, augment=None, shuffle_seed=None):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((pixels, onehot))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_callbacks(stage: str, epochs: int, reporter: Reporter, times: list):
+    """Per-epoch progress through the reporter, and an in-memory copy of the best weights (val_loss)."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            dt = time.perf_counter() - self.t0
+            times.append(dt)
+            logs = logs or {}
+            parts = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in
+                              ("loss", "accuracy", "val_loss", "val_accuracy"))
+            reporter.info(f"{stage} epoch {epoch + 1}/{epochs}: {parts}  ({dt:.0f}s)")
+
+    class KeepBest(keras.callbacks.Callback):
+        best = np.inf
+        weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("val_loss", (logs or {}).get("loss"))
+            if loss is not None and loss < self.best:
+                self.best, self.weights = loss, self.model.get_weights()
+
+    return Progress(), KeepBest()
+
+
+def compile_model(model, learning_rate: float, label_smoothing: float):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=["accuracy"])
+
+
+def fit_stage(model, train, val, epochs, patience, stage, reporter, times, restore_best: bool):
+    """Run model.fit; on Ctrl-C put back the best weights seen and re-raise. Returns the history dict."""
+    import keras
+
+    progress, keep = make_callbacks(stage, epochs, reporter, times)
+    callbacks = [progress, keep]
+    if patience and val is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                       restore_best_weights=restore_best))
+    try:
+        hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        if keep.weights is not None:
+            model.set_weights(keep.weights)
+        raise
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: dict | None = None,
+             reporter: Reporter = SILENT) -> FinetuneResult:
+    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring)."""
+    backbones.quiet_tensorflow()
+    import keras
+
+    t0 = time.perf_counter()
+    p = {**DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
+    _check_params(p)
+    fp = backbones.fingerprint(spec)
+    data = decode_folder(root, spec.image_size, reporter=reporter)
+    train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
+    train, val = data.subset(train_rows), data.subset(val_rows)
+    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
+                  f"{len(data.failed)} skipped)")
+    keras.utils.set_random_seed(seed)
+    model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"])
+    out_dir = Path(out)
+    history, times = {"stage1": {}, "stage2": {}}, {"stage1": [], "stage2": []}
+    interrupted = False
+    try:
+        history["stage1"] = _train_head(backbone, head, train, val, p, len(data.classes), reporter, times["stage1"])
+        n_trainable = set_trainable(base, p["unfreeze_top"])
+        reporter.info(f"stage 2: {n_trainable} layers of the base unfrozen (BatchNormalization frozen), "
+                      f"learning rate {p['fine_tune_learning_rate']:g}")
+        history["stage2"] = _train_end_to_end(model, train, val, p, seed, len(data.classes), reporter, times["stage2"])
+    except KeyboardInterrupt:
+        interrupted = True
+        reporter.warn("interrupted: saving the best model so far")
+    base.trainable = False
+    report = None
+    if len(val):
+        proba = predict_pixels(model, val.pixels)
+        report = classification_report(val.labels, proba.argmax(axis=1), data.classes)
+        write_report(report, out_dir, "fine-tuned, validation split")
+    _save(out_dir, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
+          time.perf_counter() - t0)
+    result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
+                            {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
+    if interrupted:
+        raise Interrupted(f"interrupted; the best model so far was written to {out_dir}")
+    return result
+
+
+def _check_params(p: dict) -> None:
+    if p["epochs"] < 0 or p["fine_tune_epochs"] < 0:
+        raise UsageError("--epochs and --fine-tune-epochs must be >= 0")
+    if p["unfreeze_top"] < 0:
+        raise UsageError("--unfreeze-top must be >= 0")
+    if not 0 <= p["dropout"] < 1 or not 0 <= p["label_smoothing"] < 1:
+        raise UsageError("--dropout and --label-smoothing must be in [0, 1)")
+
+
+def _onehot(labels: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n, dtype=np.float32)[labels]
+
+
+def _train_head(backbone, head, train: Decoded, val: Decoded, p, n_classes, reporter, times) -> dict:
+    """Stage 1: the head on the frozen base's pooled features (computed once per image)."""
+    import keras
+
+    if not p["epochs"]:
+        return {}
+    reporter.info("stage 1: computing the frozen base's features once")
+    feats = predict_pixels(backbone, train.pixels)
+    val_feats = predict_pixels(backbone, val.pixels) if len(val) else None
+    inputs = keras.Input((feats.shape[1],), name="features")
+    x = inputs
+    for layer in head:
+        x = layer(x)
+    head_model = keras.Model(inputs, x)
+    compile_model(head_model, p["learning_rate"], p["label_smoothing"])
+    val_data = (val_feats, _onehot(val.labels, n_classes)) if len(val) else None
+    train_data = image_dataset(feats, _onehot(train.labels, n_classes), p["batch_size"], shuffle_seed=0)
+    return fit_stage(head_model, train_data, val_data, p["epochs"], 0, "stage 1", reporter, times, False)
+
+
+def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, reporter, times) -> dict:
+    """Stage 2: top of the base + head on augmented images; early stopping, best weights restored."""
+    if not p["fine_tune_epochs"]:
+        return {}
+    compile_model(model, p["fine_tune_learning_rate"], p["label_smoothing"])
+    train_data = image_dataset(train.pixels, _onehot(train.labels, n_classes), p["batch_size"],
+                               augment=augmenter(p, seed), shuffle_seed=seed)
+    val_data = image_dataset(val.pixels, _onehot(val.labels, n_classes), 64) if len(val) else None
+    return fit_stage(model, train_data, val_data, p["fine_tune_epochs"], p["patience"], "stage 2", reporter,
+                     times, True)
+
+
+def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Model outputs for a uint8 array, batch by batch (inference mode)."""
+    outs = [np.asarray(model.predict_on_batch(pixels[i:i + batch_size]))
+            for i in range(0, len(pixels), batch_size)]
+    return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, model.output_shape[-1]))
+
+
+def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
+          root, seconds) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / MODEL_FILE)
+    (out_dir / "history.json").write_text(json.dumps({"history": history, "epoch_seconds": times}, indent=2))
+    plot_history(history, out_dir / "learning_curve.png")
+    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
+    split = {"val_split": val_split, "seed": seed, "n_train": len(train), "n_val": len(val),
+             "grouped_by": "sha256 (identical files share a side)",
+             "val_keys": [r.key for r in val.refs],
+             "val_keys_sha256": hashlib.sha256("\n".join(r.key for r in val.refs).encode()).hexdigest()}
+    manifest = {
+        "format": models.FORMAT, "schema_version": models.SCHEMA_VERSION, "kind": "finetuned",
+        "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,
+        "image_size": fp["image_size"], "input": "uint8 RGB (N, S, S, 3), resized without crop; preprocessing inside",
+        "preprocessing": fp["preprocessing"], "data": {"root": str(Path(root).resolve()), "count": len(data),
+                                                       "skipped": [[r.key, why] for r, why in data.failed]},
+        "split": split, "hyperparameters": p, "interrupted": interrupted,
+        "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
+        "epochs_run": {k: len(v.get("loss", [])) for k, v in history.items()},
+        "fit_seconds": round(seconds, 2),
+        "files": {name: models.sha256_file(out_dir / name) for name in (MODEL_FILE, "labels.txt")},
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def plot_history(history: dict, path: Path) -> None:
+    """Accuracy and loss over both stages, the boundary marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s1, s2 = history.get("stage1", {}), history.get("stage2", {})
+    n1 = len(s1.get("loss", []))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            values = s1.get(key, []) + s2.get(key, [])
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker=".", label=label)
+        if n1 and s2.get("loss"):
+            ax.axvline(n1 + 0.5, color="grey", linestyle="--", label="start of fine-tuning")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

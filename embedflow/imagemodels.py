@@ -1,0 +1,144 @@
+"""Image classifiers: models that map raw uint8 pixels to class probabilities without the cache.
+
+Three kinds share one interface (`classes`, `fingerprint`, `image_size`, `predict_pixels`):
+a fine-tuned model folder (`kind: finetuned`, model.keras), a cached head fused with its backbone
+(`kind: fused`, model.keras) and a TFLite export (`kind: tflite`, model.tflite, or a bare .tflite file
+with labels.txt beside it). `predict` and `evaluate` use them on decoded images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+from .errors import ModelError
+
+IMAGE_KINDS = ("finetuned", "fused", "tflite")
+
+
+class ImageClassifier:
+    """uint8 (N, S, S, 3) -> (N, len(classes)) probabilities, columns in `classes` order."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.manifest["fingerprint"]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest.get("image_size") or self.fingerprint["image_size"])
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class KerasImageClassifier(ImageClassifier):
+    def __init__(self, path: Path, manifest: dict, model):
+        super().__init__(path, manifest)
+        self.model = model
+
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        from .finetune import predict_pixels
+
+        return predict_pixels(self.model, np.asarray(pixels, dtype=np.uint8), batch_size)
+
+
+class TFLiteImageClassifier(ImageClassifier):
+    def __init__(self, path: Path, manifest: dict, model_file: Path, threads: int | None = None):
+        from .backbones import make_interpreter
+
+        super().__init__(path, manifest)
+        self.interpreter = make_interpreter(str(model_file), threads=threads)
+
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        from .backbones import run_tflite
+
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        outs = [run_tflite(self.interpreter, pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
+        return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, len(self.classes)))
+
+
+def is_image_model(path: str | Path) -> bool:
+    """A .tflite file, or a model folder whose manifest kind runs on images."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return True
+    manifest_path = path / models.MANIFEST
+    if not manifest_path.is_file():
+        return False
+    try:
+        return json.loads(manifest_path.read_text()).get("kind") in IMAGE_KINDS
+    except (OSError, ValueError):
+        return False
+
+
+def checked_file(model_dir: Path, manifest: dict, name: str) -> Path:
+    """model_dir/name after checking its sha256 against the manifest (model files can run code)."""
+    path = model_dir / name
+    if not path.is_file():
+        raise ModelError(f"{model_dir} is incomplete: {name} is missing")
+    if models.sha256_file(path) != manifest.get("files", {}).get(name):
+        raise ModelError(f"{path} does not match the sha256 in its manifest: it was modified or replaced; "
+                         "refusing to load it (model files can run code: only use ones from sources you trust)")
+    return path
+
+
+def load_keras_model(model_dir: Path, manifest: dict, name: str):
+    from .backbones import quiet_tensorflow
+
+    path = checked_file(model_dir, manifest, name)
+    quiet_tensorflow()
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # a damaged or foreign file
+        raise ModelError(f"cannot load {path}: {e}") from None
+
+
+def load(path: str | Path, threads: int | None = None) -> ImageClassifier:
+    """The image classifier at `path` (a model folder of an image kind, or a .tflite file)."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return _load_bare_tflite(path, threads)
+    manifest = models.read_manifest(path)
+    kind = manifest.get("kind")
+    if kind in ("finetuned", "fused"):
+        return KerasImageClassifier(path, manifest, load_keras_model(path, manifest, manifest["model_file"]))
+    if kind == "tflite":
+        return TFLiteImageClassifier(path, manifest, checked_file(path, manifest, manifest["model_file"]), threads)
+    raise ModelError(f"{path} is a {kind} model, which runs on cached vectors, not on images")
+
+
+def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
+    """A .tflite file: its folder's manifest when it describes this file, else labels.txt beside it."""
+    if not path.is_file():
+        raise ModelError(f"no such TFLite file: {path}")
+    folder = path.parent
+    if (folder / models.MANIFEST).is_file():
+        manifest = models.read_manifest(folder)
+        if manifest.get("model_file") == path.name:
+            return TFLiteImageClassifier(folder, manifest, checked_file(folder, manifest, path.name), threads)
+    labels = folder / "labels.txt"
+    if not labels.is_file():
+        raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it: cannot name its classes")
+    classes = [line for line in labels.read_text().splitlines() if line]
+    clf = TFLiteImageClassifier(folder, {"kind": "tflite", "classes": classes}, path, threads)
+    shape = clf.interpreter.get_input_details()[0]["shape"]
+    clf.manifest["image_size"] = int(shape[1])
+    clf.manifest["fingerprint"] = {"id": "unknown", "image_size": int(shape[1])}
+    return clf

@@ -1,0 +1,116 @@
+"""Fine-tuning, export (TFLite, quantized, fused heads), image-model predict/evaluate, and Grad-CAM,
+end to end through the CLI on tiny synthetic images with the random-weight 96 px backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import SIZE, make_dataset
+
+TINY = ["--epochs", "1", "--fine-tune-epochs", "1", "--image-size", str(SIZE)]
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def top_labels(result) -> dict:
+    return {p["path"]: p["top"][0]["label"] for p in json.loads(result.stdout)["predictions"]}
+
+
+def test_finetune_export_predict_evaluate_explain(cli, weights_file, tmp_path, tiny_spec):
+    from embedflow import backbones
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    cli("finetune", data, "--out", "models/ft", *TINY, "--weights", weights_file, "--quiet")
+    ft = tmp_path / "models" / "ft"
+    manifest = read_json(ft / "manifest.json")
+    assert manifest["kind"] == "finetuned"
+    assert manifest["classes"] == ["apples", "limes", "plums"]
+    assert manifest["fingerprint"]["id"] == backbones.fingerprint(tiny_spec)["id"]
+    assert manifest["split"]["n_train"] + manifest["split"]["n_val"] == 18 and manifest["split"]["n_val"] == 4
+    assert manifest["files"]["model.keras"] and manifest["metrics"]["accuracy"] >= 0
+    history = read_json(ft / "history.json")["history"]
+    assert len(history["stage1"]["loss"]) == 1 and len(history["stage2"]["val_loss"]) == 1
+    for name in ("model.keras", "learning_curve.png", "report.json", "confusion.png", "labels.txt"):
+        assert (ft / name).is_file(), name
+
+    # float TFLite: parity with the Keras model recorded in the manifest, labels.txt beside it
+    out = cli("export", "models/ft", "--format", "tflite").stdout
+    assert "top-1 agreement 100.00%" in out
+    tfl = tmp_path / "models" / "ft-tflite"
+    exported = read_json(tfl / "manifest.json")
+    assert exported["kind"] == "tflite" and exported["quantize"] == "none"
+    assert exported["parity"]["tflite"]["top1_agreement"] == 1.0
+    assert exported["parity"]["tflite"]["max_abs_probability_diff"] < 1e-3
+    assert (tfl / "labels.txt").read_text().split() == manifest["classes"]
+    assert exported["preprocessing"].startswith("inside the model")
+
+    # a quantized variant reports agreement and accuracy
+    cli("export", "models/ft", "--quantize", "dynamic", "--quiet")
+    quant = read_json(tmp_path / "models" / "ft-tflite-dynamic" / "manifest.json")
+    assert quant["quantize"] == "dynamic"
+    assert {"top1_agreement", "accuracy"} <= set(quant["parity"]["tflite"])
+    assert (tmp_path / "models" / "ft-tflite-dynamic" / "model.tflite").stat().st_size < \
+        (tfl / "model.tflite").stat().st_size / 2
+
+    # predict and evaluate accept the fine-tuned folder and the bare .tflite file alike
+    from_keras = top_labels(cli("predict", "models/ft", data / "apples", data / "plums", "--json"))
+    from_tflite = top_labels(cli("predict", tfl / "model.tflite", data / "apples", data / "plums", "--json"))
+    assert len(from_keras) == 12 and from_keras == from_tflite
+    report_keras = json.loads(cli("evaluate", "models/ft", data, "--json", "--out", "ek").stdout)
+    report_tflite = json.loads(cli("evaluate", tfl / "model.tflite", data, "--json", "--out", "et").stdout)
+    assert report_keras["n"] == report_tflite["n"] == 18
+    assert report_keras["accuracy"] == report_tflite["accuracy"]
+    assert (tmp_path / "et" / "eval-report.json").is_file()
+
+    # Grad-CAM: one overlay per image at the image's own size, plus a grid
+    images = [data / "apples" / "apples_000.jpg", data / "limes" / "limes_001.png"]
+    result = json.loads(cli("explain", "models/ft", *images, "--out", "gradcam", "--json").stdout)
+    assert len(result["explanations"]) == 2 and result["grid"]
+    overlay = Image.open(result["explanations"][0]["overlay"])
+    assert overlay.size == Image.open(images[0]).size
+    assert not np.array_equal(np.asarray(overlay.convert("RGB")), np.asarray(Image.open(images[0]).convert("RGB")))
+    assert (tmp_path / "gradcam" / "grid.png").is_file()
+    bad = cli("explain", tfl / "model.tflite", images[0], expect=5)
+    assert "gradients" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+    # a modified model file is refused before it is loaded
+    with open(ft / "model.keras", "ab") as f:
+        f.write(b"x")
+    assert "sha256" in cli("predict", "models/ft", images[0], expect=5).stderr
+
+
+def test_fused_logreg_matches_cached_head_and_svm_is_refused(cli, tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=8)
+    cli("embed", data, "--runtime", "keras", "--quiet")
+    cli("fit", "--head", "logreg", "--quiet")
+    cli("export", "models/logreg", "--format", "keras", "--quiet")
+    fused = tmp_path / "models" / "logreg-fused"
+    manifest = read_json(fused / "manifest.json")
+    assert manifest["kind"] == "fused" and manifest["source"]["head"] == "logreg"
+    parity = manifest["parity"]["fused_keras"]
+    assert parity["top1_agreement"] == 1.0 and parity["max_abs_probability_diff"] < 1e-3
+    cached = top_labels(cli("predict", "models/logreg", data, "--json"))
+    assert top_labels(cli("predict", fused, data, "--json")) == cached
+    cli("fit", "--head", "svm", "--quiet")
+    refused = cli("export", "models/svm", "--format", "tflite", expect=5)
+    assert "cannot be fused" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_logreg_folds_into_one_dense_layer(n_classes):
+    from embedflow.export import logreg_dense_layer
+    from embedflow.heads import make_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(3, 2, (80, 16)).astype(np.float32)
+    y = rng.integers(0, n_classes, 80)
+    X[np.arange(80), y] += 4
+    head = make_head("logreg", C=1.0).fit(X, y)
+    layer = logreg_dense_layer(head, n_classes, 16)
+    np.testing.assert_allclose(np.asarray(layer(X)), head.predict_proba(X), atol=1e-5)
