@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backbones, cache
 from .data import BadImage, ImageRef, discover_labelled, hash_file, load_image
-from .errors import EmbedflowError
+from .errors import EmbedflowError, UsageError
 from .progress import SILENT, Reporter
 
 # Journal commits at least this often while embedding (EMBEDFLOW_COMMIT_SECONDS overrides it, e.g. in crash tests).
@@ -123,8 +123,13 @@ def embed_folder(
     workers: int | None = None,
     reporter: Reporter = SILENT,
     embedder_factory: Callable | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> EmbedSummary:
     """Embed every image of a class-per-subfolder tree into the cache at cache_path.
+
+    engine "local" embeds in this process; "ray" sends the images to embed to a Ray cluster
+    (`address`, default: a new local one) and merges what comes back into the same cache.
 
     Only new or changed files (by sha256 of their bytes) are embedded; deleted ones are dropped;
     bad files are skipped with a reason. Raises FingerprintMismatch when the cache was made with
@@ -168,6 +173,7 @@ def embed_folder(
             label = class_index[ref.label]
             if h is None:
                 failed.append((ref.key, reason, ""))
+                reporter.warn(f"skipped {ref.key}: {reason}")
             elif ref.key in old_by_key and old_by_key[ref.key][0] == h:
                 rows.append(cache.Row(ref.key, h, label, cache_path, old_by_key[ref.key][1]))
                 summary.kept += 1
@@ -186,8 +192,10 @@ def embed_folder(
         summary.removed = sum(1 for k in old_by_key if k not in current)
 
         if todo:
-            pending_rows = _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers,
-                                               reporter, embedder_factory, class_index, failed, summary)
+            stream_for = _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter,
+                                         embedder_factory, summary)
+            pending_rows = _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed)
+            summary.embedded = len(pending_rows)
             rows.extend(pending_rows)
         summary.failed = [(key, reason) for key, reason, _ in failed]
         cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
@@ -198,11 +206,27 @@ def embed_folder(
     return summary
 
 
-def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, reporter,
-                        embedder_factory, class_index, failed, summary) -> list[cache.Row]:
+def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary):
+    """A function (ref, hash) items -> iterator of BatchResult, for the chosen engine."""
+    if engine == "ray":
+        from .distributed import ray_stream
+
+        summary.runtime = f"ray ({'litert' if runtime == 'auto' else runtime})"
+        return lambda items: ray_stream(items, spec, fp, address=address, workers=workers,
+                                        batch_size=batch_size, runtime=runtime)
+    if engine != "local":
+        raise UsageError(f"unknown engine '{engine}': use local or ray")
+
+    def local(items):
+        embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
+        summary.runtime = getattr(embedder, "runtime", "custom")
+        return embed_stream(items, embedder, spec.image_size, spec.output_dim, batch_size=batch_size, workers=workers)
+
+    return local
+
+
+def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed) -> list[cache.Row]:
     """Embed the todo list, committing to the journal every few seconds. Returns the rows to write."""
-    embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
-    summary.runtime = getattr(embedder, "runtime", "custom")
     done: dict[str, np.ndarray] = {}  # hash -> vector, not yet committed
     committed: dict[str, tuple[Path, int]] = {}
     keys_for: list[tuple[ImageRef, str]] = []
@@ -230,8 +254,7 @@ def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, r
             if h not in seen:
                 seen.add(h)
                 unique.append((ref, h))
-        for batch in embed_stream(unique, embedder, spec.image_size, spec.output_dim,
-                                  batch_size=batch_size, workers=workers):
+        for batch in stream_for(unique):
             for ref, h, reason in batch.bad:
                 on_bad(ref, h, reason)
             for (ref, h), v in zip(batch.ok, batch.vectors):
@@ -256,7 +279,6 @@ def _embed_into_journal(todo, spec, fp, journal, runtime, batch_size, workers, r
         if h in committed:
             src, i = committed[h]
             rows.append(cache.Row(ref.key, h, class_index[ref.label], src, i))
-            summary.embedded += 1
         elif ref.key not in failed_keys and h in reason_for:
             failed.append((ref.key, reason_for[h], h))
     return rows
