@@ -32,11 +32,14 @@ DEFAULT_MODELS = Path("models")
 def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike = DEFAULT_CACHE, *,
                  backbone: str = "mobilenet_v2", image_size: int | None = None, weights: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int = 16, workers: int | None = None,
-                 reporter: Reporter = SILENT) -> EmbedSummary:
-    """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed."""
+                 engine: str = "local", address: str | None = None, reporter: Reporter = SILENT) -> EmbedSummary:
+    """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.
+
+    engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
+    local one) with `workers` actors; the cache is the same as a local run's."""
     spec = backbones.get_spec(backbone, image_size, weights)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
-                         batch_size=batch_size, workers=workers, reporter=reporter)
+                         batch_size=batch_size, workers=workers, engine=engine, address=address, reporter=reporter)
 
 
 @dataclass
@@ -120,8 +123,6 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: s
         cache_path = Path(cache_path) if cache_path else _eval_cache_path(data)
         summary = _embed_folder(data, cache_path, spec=spec, runtime=runtime, reporter=reporter)
         reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")
-        for key, reason in summary.failed:
-            reporter.warn(f"skipped {key}: {reason}")
     elif data.suffix in (".h5", ".hdf5") or data.is_file():
         cache_path = data
     else:
@@ -144,6 +145,8 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: s
     y_pred = loaded.predict_proba(held.embeddings).argmax(axis=1)
     report = classification_report(y_true, y_pred, loaded.classes)
     report["model"], report["data"] = str(model), str(data)
+    report["skipped"] = [{"key": k, "reason": r} for k, r, _ in held.failed]  # files the evaluation could not use
+    report["cache"] = str(cache_path)
     write_report(report, Path(out) if out else Path(model), f"{Path(model).name} on {data.name}", prefix="eval-")
     return report
 
@@ -318,9 +321,15 @@ def _vector_queries(vectors, fingerprint, columns: cache.CacheColumns, cache_pat
     vectors = np.asarray(vectors, dtype=np.float32)
     vectors = vectors[None, :] if vectors.ndim == 1 else vectors
     if fingerprint is not None:
-        have = {"id": fingerprint} if isinstance(fingerprint, str) else fingerprint
-        backbones.check_compatible(have, columns.fingerprint, f"cache {cache_path}",
-                                   "query vectors must come from the backbone the cache was made with")
+        have_id = fingerprint if isinstance(fingerprint, str) else fingerprint.get("id")
+        want = columns.fingerprint
+        if have_id != want["id"]:
+            try:
+                made_with = backbones.describe(want)
+            except KeyError:
+                made_with = f"backbone id {want['id']}"
+            raise FingerprintMismatch(f"the query vectors come from backbone id {have_id}, but cache {cache_path} "
+                                      f"holds vectors of {made_with}: embed the queries with the cache's backbone")
     if vectors.ndim != 2 or vectors.shape[1] != columns.dim:
         raise FingerprintMismatch(f"query vectors have shape {vectors.shape}, cache {cache_path} holds "
                                   f"{columns.dim}-d vectors: they come from another backbone")

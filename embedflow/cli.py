@@ -113,7 +113,9 @@ def embed(
     rebuild: bool = typer.Option(False, "--rebuild", help="Replace a cache made with another backbone/weights/size."),
     runtime: str = RuntimeOpt,
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decode threads (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -124,7 +126,7 @@ def embed(
 
     rep = CliReporter(quiet or as_json)
     s = api.embed_folder(folder, cache, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
-                         batch_size=batch_size, workers=workers, reporter=rep)
+                         batch_size=batch_size, workers=workers, engine=engine, address=address, reporter=rep)
     if as_json:
         emit_json(s.as_dict())
     elif not quiet:
@@ -190,11 +192,13 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
     """Score a model on a held-out labelled folder or cache; writes the same report as fit."""
     from . import api
+    from .errors import StrictModeError
     from .report import format_report
 
     rep = CliReporter(quiet or as_json)
@@ -204,6 +208,12 @@ def evaluate(
     else:
         typer.echo(format_report(report))
         typer.echo(f"wrote {Path(out or model) / 'eval-report.json'}")
+    skipped = report.get("skipped") or []
+    if skipped:
+        where = f"; `embedflow info --cache {report['cache']}` lists them" if report.get("cache") else ""
+        rep.warn(f"{len(skipped)} file(s) skipped, not part of this evaluation{where}")
+        if strict:
+            raise StrictModeError(f"{len(skipped)} file(s) were skipped and --strict is set")
 
 
 @app.command()
@@ -333,6 +343,7 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Stage 1 epochs: the head on the frozen base (default 10)."),
     fine_tune_epochs: Optional[int] = typer.Option(None, "--fine-tune-epochs", help="Stage 2 epochs: top of the base + head (default 10)."),
     unfreeze_top: Optional[int] = typer.Option(None, "--unfreeze-top", help="Layers of the base trained in stage 2 (default 54)."),
+    unfreeze_from: Optional[str] = typer.Option(None, "--unfreeze-from", help="Or: name of the first base layer trained in stage 2 (e.g. block_13_expand)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Stage 1 Adam learning rate (default 1e-3)."),
     fine_tune_learning_rate: Optional[float] = typer.Option(None, "--fine-tune-learning-rate", help="Stage 2 Adam learning rate (default 1e-4)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (default 0.1)."),
@@ -354,6 +365,7 @@ def finetune(
     from .report import format_report
 
     params = {"epochs": epochs, "fine_tune_epochs": fine_tune_epochs, "unfreeze_top": unfreeze_top,
+              "unfreeze_from": unfreeze_from,
               "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
               "label_smoothing": label_smoothing, "dropout": dropout, "batch_size": batch_size,
               "patience": patience, "augment": augment, "rotation": rotation, "zoom": zoom}

@@ -1,0 +1,104 @@
+"""Embedding on a Ray cluster: the batch-inference pattern of Ray Data (map_batches over a pool of
+actors that each hold the backbone). Only the embedding is distributed; the driver keeps doing what a
+local run does (hashing, the incremental plan, the journal, the final cache), so the cache is the same.
+
+Each batch that comes back is committed to the cache's journal (`<cache>.journal/`, one shard per
+commit) exactly like a local run; the driver merges the shards into the HDF5 cache at the end. A worker
+that dies is restarted and its batch retried by Ray; an interrupted driver resumes from the shards.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from . import backbones
+from .data import BadImage, ImageRef, load_image
+from .errors import UsageError
+
+# Environment that workers need to find weights and converted backbones the way the driver does.
+FORWARDED_ENV = ("KERAS_HOME", "EMBEDFLOW_HOME", "TFHUB_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
+
+
+class EmbedActor:
+    """Ray Data actor: decodes a batch of paths and embeds it with its own LiteRT interpreter."""
+
+    def __init__(self, spec: backbones.BackboneSpec, fp: dict, runtime: str, threads: int):
+        self.spec = spec
+        self.embedder = backbones.make_embedder(spec, fp, runtime=runtime, threads=threads)
+
+    def __call__(self, batch: dict) -> dict:
+        size, dim = self.spec.image_size, self.spec.output_dim
+        pixels, ok, errors = [], [], []
+        for path in batch["path"]:
+            try:
+                pixels.append(load_image(path, size))
+                ok.append(True)
+                errors.append("")
+            except BadImage as e:
+                ok.append(False)
+                errors.append(str(e))
+        vectors = np.zeros((len(ok), dim), np.float32)
+        if pixels:
+            vectors[np.array(ok)] = self.embedder(np.stack(pixels))
+        return {"hash": batch["hash"], "error": np.array(errors, dtype=object), "vector": vectors}
+
+
+def _connect(address: str | None, workers: int):
+    try:
+        import ray
+    except ImportError:
+        raise UsageError('--engine ray needs Ray: pip install "embedflow[ray]"') from None
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False,
+                      configure_logging=False)
+        if address:
+            kwargs["address"] = address
+        else:  # a local cluster of this machine's cores
+            kwargs["num_cpus"] = max(workers, os.cpu_count() or 1)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UsageError(f"cannot reach the Ray cluster at {address or 'a new local cluster'}: {e}") from None
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray, started_here
+
+
+def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, fp: dict, *,
+               address: str | None = None, workers: int = 2, batch_size: int = 16,
+               runtime: str = "litert", threads_per_worker: int = 1) -> Iterator:
+    """BatchResults (see embed.embed_stream) computed by `workers` Ray actors, in completion order."""
+    from .embed import BatchResult, checked
+
+    if runtime == "litert" or runtime == "auto":
+        runtime = "litert"
+        backbones.tflite_backbone_path(spec, fp)  # convert once here, so local workers only load it
+    ray, started_here = _connect(address, workers)
+    by_hash: dict[str, ImageRef] = {}
+    for ref, h in items:
+        by_hash.setdefault(h, ref)
+    try:
+        blocks = max(1, min(len(by_hash) // batch_size, 64 * workers))
+        ds = ray.data.from_items([{"path": str(ref.path), "hash": h} for h, ref in by_hash.items()],
+                                 override_num_blocks=blocks)
+        ds = ds.map_batches(EmbedActor, fn_constructor_args=(spec, fp, runtime, threads_per_worker),
+                            batch_size=batch_size, batch_format="numpy", concurrency=min(workers, blocks),
+                            num_cpus=threads_per_worker, max_restarts=3, max_task_retries=3)
+        for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+            ok, vectors, bad = [], [], []
+            for h, err, v in zip(out["hash"], out["error"], out["vector"]):
+                ref = by_hash[str(h)]
+                if err:
+                    bad.append((ref, str(h), str(err)))
+                else:
+                    ok.append((ref, str(h)))
+                    vectors.append(v)
+            vecs = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, spec.output_dim), np.float32)
+            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad)
+    finally:
+        if started_here:
+            ray.shutdown()
