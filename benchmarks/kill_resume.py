@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         report = kill_resume(args.data, args.work, kills=args.kills, seed=args.seed, extra=args.embed_args,
-                             commit_seconds=args.commit_seconds)
+                             commit_seconds=args.commit_seconds, log=lambda line: print(line, flush=True))
     except CheckFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ One writer at a time: `<cache>.lock` is held with flock (released by the OS if t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -85,10 +86,20 @@ def _open_read(path: Path):
     return f
 
 
+@contextlib.contextmanager
+def _reading(path: Path):
+    """An open cache; a dataset or attribute that is missing or unreadable becomes one CacheError."""
+    with _open_read(path) as f:
+        try:
+            yield f
+        except (KeyError, ValueError, OSError, TypeError) as e:
+            raise CacheError(f"cache {path} is damaged ({type(e).__name__}: {e}); embed again with --rebuild") from None
+
+
 def read_meta(path: str | os.PathLike) -> dict:
     """Fingerprint, classes, sizes and timestamps, without reading the vectors."""
     path = Path(path)
-    with _open_read(path) as f:
+    with _reading(path) as f:
         return {
             "path": str(path),
             "fingerprint": json.loads(f.attrs["fingerprint"]),
@@ -107,7 +118,7 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
     """The whole cache in memory; with vectors=False everything but the vectors (embeddings is then an
     empty (0, D) array), which is cheap for a cache of any size."""
     path = Path(path)
-    with _open_read(path) as f:
+    with _reading(path) as f:
         emb = f["embeddings"]
         return CacheData(
             embeddings=emb[()].astype(np.float32, copy=False) if vectors else np.zeros((0, emb.shape[1]), np.float32),
@@ -128,7 +139,7 @@ def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id
     if not wanted or not path.exists():
         return {}
     try:
-        with _open_read(path) as f:
+        with _reading(path) as f:
             if f.attrs.get("fingerprint_id") != fingerprint_id:
                 return {}
             hashes = _strings(f["hashes"])
@@ -164,7 +175,7 @@ class CacheColumns:
 def load_columns(path: str | os.PathLike) -> CacheColumns:
     """Keys, hashes, labels and attributes, without reading the (possibly huge) vector matrix."""
     path = Path(path)
-    with _open_read(path) as f:
+    with _reading(path) as f:
         return CacheColumns(
             keys=_strings(f["keys"]), hashes=_strings(f["hashes"]), labels=f["labels"][()].astype(np.int64),
             classes=_strings(f["classes"]), fingerprint=json.loads(f.attrs["fingerprint"]),
@@ -176,7 +187,7 @@ def load_columns(path: str | os.PathLike) -> CacheColumns:
 def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS):
     """(first row, float32 block of at most `rows` vectors) over the whole cache, in row order:
     memory stays bounded by the block size however large the cache is."""
-    with _open_read(Path(path)) as f:
+    with _reading(Path(path)) as f:
         emb = f["embeddings"]
         for start in range(0, emb.shape[0], rows):
             yield start, emb[start:start + rows].astype(np.float32, copy=False)
@@ -185,7 +196,7 @@ def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS):
 def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
     """The vectors of the given rows (any order, repeats allowed)."""
     rows = np.asarray(rows, dtype=np.int64)
-    with _open_read(Path(path)) as f:
+    with _reading(Path(path)) as f:
         if not len(rows):
             return np.zeros((0, f["embeddings"].shape[1]), np.float32)
         uniq, inverse = np.unique(rows, return_inverse=True)

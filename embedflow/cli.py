@@ -187,7 +187,7 @@ def fit(
 @app.command()
 @handle_errors
 def evaluate(
-    model: Path = typer.Argument(..., help="Model folder written by `embedflow fit`."),
+    model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
     data: Path = typer.Argument(..., help="Labelled folder (one subfolder per class) or an embedding cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
@@ -219,7 +219,7 @@ def evaluate(
 @app.command()
 @handle_errors
 def predict(
-    model: Path = typer.Argument(..., help="Model folder written by `embedflow fit`."),
+    model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many labels to show per image."),
     cache: Optional[Path] = typer.Option(DEFAULT_CACHE, "--cache", "-c", help="Reuse vectors of images already in this cache."),

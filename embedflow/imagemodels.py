@@ -81,7 +81,8 @@ def is_image_model(path: str | Path) -> bool:
     if not manifest_path.is_file():
         return False
     try:
-        return json.loads(manifest_path.read_text()).get("kind") in IMAGE_KINDS
+        manifest = json.loads(manifest_path.read_text())
+        return isinstance(manifest, dict) and manifest.get("kind") in IMAGE_KINDS
     except (OSError, ValueError):
         return False
 

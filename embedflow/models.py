@@ -135,11 +135,46 @@ def read_manifest(model_dir: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot read {path}: {e}") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelError(f"{path} is not an embedflow model manifest")
-    if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
+    try:
+        schema = int(manifest.get("schema_version", 0))
+    except (TypeError, ValueError):
+        raise ModelError(f"{path} has an invalid schema_version: damaged or tampered with") from None
+    if schema > SCHEMA_VERSION:
         raise ModelError(f"{model_dir} was written by a newer embedflow; upgrade to load it")
     return manifest
+
+
+def checked_member(model_dir: Path, manifest: dict, name) -> Path:
+    """model_dir/name, after checking that the manifest names a plain file of the folder and that its
+    sha256 is the one the manifest records. Call before loading anything that can run code."""
+    where = model_dir / MANIFEST
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise ModelError(f"{where} names {name!r} as its model file, which is not a file of the folder: "
+                         "damaged or tampered with; refusing to load it")
+    path = model_dir / name
+    if not path.is_file():
+        raise ModelError(f"{model_dir} is incomplete: {name} is missing")
+    files = manifest.get("files")
+    recorded = files.get(name) if isinstance(files, dict) else None
+    if not recorded:
+        raise ModelError(f"{where} records no sha256 for {name}: damaged or tampered with; refusing to load it")
+    if sha256_file(path) != recorded:
+        raise ModelError(
+            f"{path} does not match the sha256 in its manifest: it was modified or replaced; refusing to "
+            "load it (model files can run code: only use ones from sources you trust)"
+        )
+    return path
+
+
+def _require(manifest: dict, model_dir: Path, fields: dict) -> None:
+    """Fields a loader needs, with their types: a missing or mistyped one is one clear error."""
+    for name, kind in fields.items():
+        if not isinstance(manifest.get(name), kind):
+            raise ModelError(f"{model_dir / MANIFEST} has no valid '{name}': damaged or tampered with")
+    if "id" not in manifest.get("fingerprint", {"id": ""}):
+        raise ModelError(f"{model_dir / MANIFEST} has no fingerprint id: damaged or tampered with")
 
 
 def load(model_dir: str | Path) -> LoadedModel:
@@ -148,15 +183,17 @@ def load(model_dir: str | Path) -> LoadedModel:
     manifest = read_manifest(model_dir)
     if manifest.get("kind", "cached-head") != "cached-head":
         raise ModelError(f"{model_dir} is a {manifest['kind']} model, which runs on images, not on cached vectors")
-    head_file = model_dir / manifest["head_file"]
-    if not head_file.is_file():
-        raise ModelError(f"{model_dir} is incomplete: {manifest['head_file']} is missing")
-    if sha256_file(head_file) != manifest["files"].get(manifest["head_file"]):
-        raise ModelError(
-            f"{head_file} does not match the sha256 in its manifest: it was modified or replaced; refusing to "
-            "load it (model files can run code: only use ones from sources you trust)"
-        )
-    if manifest["head_file"].endswith(".keras"):
+    _require(manifest, model_dir, {"head_file": str, "classes": list, "fingerprint": dict})
+    head_file = checked_member(model_dir, manifest, manifest["head_file"])
+    try:
+        est = _load_head(head_file, manifest)
+    except Exception as e:  # noqa: BLE001 - a file that matches its hash but is not a head (a forged manifest)
+        raise ModelError(f"cannot load {head_file}: {type(e).__name__}: {e}") from None
+    return LoadedModel(model_dir, manifest, est)
+
+
+def _load_head(head_file: Path, manifest: dict):
+    if head_file.suffix == ".keras":
         from .backbones import quiet_tensorflow
         from .heads import DenseHead
 
@@ -167,8 +204,7 @@ def load(model_dir: str | Path) -> LoadedModel:
                            if k in DenseHead().get_params()})
         est.model_ = keras.models.load_model(head_file)
         est.classes_ = np.arange(len(manifest["classes"]))
-    else:
-        import joblib
+        return est
+    import joblib
 
-        est = joblib.load(head_file)
-    return LoadedModel(model_dir, manifest, est)
+    return joblib.load(head_file)
