@@ -2,11 +2,12 @@
 
 from .__about__ import __version__
 
-__all__ = ["__version__", "embed_folder", "fit_head", "evaluate", "predict", "info", "EmbedflowError"]
+__all__ = ["__version__", "embed_folder", "fit_head", "evaluate", "predict", "info", "neighbors", "duplicates",
+           "EmbedflowError"]
 
 
 def __getattr__(name):  # lazy: `import embedflow` (and `embedflow --help`) stays instant
-    if name in ("embed_folder", "fit_head", "evaluate", "predict", "info"):
+    if name in ("embed_folder", "fit_head", "evaluate", "predict", "info", "neighbors", "duplicates"):
         from . import api
 
         return getattr(api, name)

@@ -354,10 +354,10 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
     Images already in the cache (same sha256) are read from it, others are embedded with the cache's
     backbone. Rows with the query's own content are left out unless include_self (then they score 1.0).
     `vectors` may carry the `fingerprint` (dict or id) they were made with; another one is refused.
-    method: auto (exact below neighbors.INDEX_MIN_ROWS vectors, else the faiss index), exact or index.
+    method: auto (exact below similarity.INDEX_MIN_ROWS vectors, else the faiss index), exact or index.
     Returns {"cache", "method", "k", "results": [{"query", "hash", "neighbors": [{"key", "label",
     "score"}]}], "failed": [{"path", "reason"}], "sheet"}."""
-    from . import neighbors as nn
+    from . import similarity as nn
 
     if k < 1:
         raise UsageError("--k must be at least 1")
@@ -421,7 +421,7 @@ def duplicates(cache_path: str | os.PathLike = DEFAULT_CACHE, *, threshold: floa
     members carry different labels first (flagged cross_class: likely label noise).
     Returns {"cache", "threshold", "method", "groups": [{"size", "cross_class", "labels", "min_score",
     "members": [{"key", "label", "hash"}], "pairs": [{"a", "b", "score"}]}], "n_groups", "n_cross_class"}."""
-    from . import neighbors as nn
+    from . import similarity as nn
 
     if not 0.0 < threshold <= 1.0:
         raise UsageError(f"--threshold must be in (0, 1], got {threshold}")

@@ -122,7 +122,7 @@ def faiss_module():
     try:
         import faiss
     except ImportError:
-        raise UsageError("the approximate index needs faiss-cpu: pip install faiss-cpu (or use --exact)") from None
+        raise UsageError("the approximate index needs faiss-cpu: pip install 'embedflow[index]' (or use --exact)") from None
     return faiss
 
 

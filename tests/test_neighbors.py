@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedflow import api, cache, neighbors
+from embedflow import api, cache, similarity as neighbors
 from embedflow.errors import DatasetError, FingerprintMismatch, UsageError
 from embedflow.heads import KNNHead, make_head
 
