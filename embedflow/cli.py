@@ -289,7 +289,7 @@ def neighbors(
 @handle_errors
 def duplicates(
     cache: Path = CacheOpt,
-    threshold: float = typer.Option(0.97, "--threshold", "-t", help="Cosine similarity from which two images are near-duplicates."),
+    threshold: float = typer.Option(0.92, "--threshold", "-t", help="Cosine similarity from which two images are near-duplicates."),
     exact: Optional[bool] = MethodOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
