@@ -30,6 +30,7 @@ INDEX_FORMAT = "embedflow.index"
 INDEX_VERSION = 1
 NPROBE_FRACTION = 1 / 16  # inverted lists scanned per query (see benchmarks/neighbors.py)
 MAX_NLIST = 4096
+DUPLICATE_NPROBE = 8  # lists probed per row when `duplicates` scans a large cache with the index
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -273,8 +274,10 @@ def similar_pairs_exact(cache_path, threshold: float, block_rows: int = SEARCH_R
 
 
 def similar_pairs_index(index, cache_path, threshold: float, k: int = 32) -> Iterator[tuple[int, int, float]]:
-    """Pairs with cosine >= threshold among each row's k approximate neighbours (for very large caches)."""
-    index.nprobe = max(1, int(np.ceil(index.nlist * NPROBE_FRACTION)))
+    """Pairs with cosine >= threshold among each row's k approximate neighbours (for very large caches).
+    Near-duplicates sit next to each other, so a few probed lists find them: DUPLICATE_NPROBE keeps an
+    all-rows scan affordable."""
+    index.nprobe = min(index.nlist, DUPLICATE_NPROBE)
     for start, block in cache.iter_vector_blocks(cache_path, QUERY_ROWS):
         scores, rows = index.search(normalise(block), min(k, index.ntotal))
         for qi in range(len(block)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -137,6 +138,10 @@ def test_planted_duplicates_are_grouped_and_cross_class_copies_flagged(tmp_path)
     assert {m["key"] for m in cross["members"]} == {"c/k0008.png", "a/k0021.png"}
     assert not same["cross_class"] and {m["key"] for m in same["members"]} == {"b/k0004.png", "b/k0010.png", "b/k0022.png"}
     assert 0.97 <= same["min_score"] < 1.0
+    if importlib.util.find_spec("faiss"):
+        by_index = api.duplicates(path, threshold=0.97, method="index")
+        assert by_index["method"] == "index"
+        assert [g["members"] for g in by_index["groups"]] == [g["members"] for g in out["groups"]]
     at_one = api.duplicates(path, threshold=1.0)["groups"]  # identical bytes always reach 1.0, a noisy copy not
     assert {"c/k0008.png", "a/k0021.png"} in [{m["key"] for m in g["members"]} for g in at_one]
     assert "b/k0010.png" not in {m["key"] for g in at_one for m in g["members"]}
