@@ -40,8 +40,9 @@ def main() -> None:
     params = {}
     for item in args.set:
         key, value = item.split("=", 1)
-        params[key] = type(finetune.DEFAULTS[key])(float(value) if isinstance(finetune.DEFAULTS[key], (int, float))
-                                                   and not isinstance(finetune.DEFAULTS[key], bool) else value)
+        default = finetune.DEFAULTS[key]
+        params[key] = value if default is None else type(default)(float(value) if isinstance(default, (int, float))
+                                                   and not isinstance(default, bool) else value)
     spec = backbones.get_spec("mobilenet_v2", args.image_size)
     t0 = time.perf_counter()
     r = finetune.finetune(args.data, args.out, spec=spec, params=params, reporter=Printer())

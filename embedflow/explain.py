@@ -42,11 +42,12 @@ def gradcam_model(model):
     return pre, keras.Model(base.inputs, conv.output), head
 
 
-def gradcam(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps (N, h, w) in [0, 1] for each image's top class, and the probabilities (N, C)."""
+def gradcam(model, pixels: np.ndarray, parts=None) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (N, h, w) in [0, 1] for each image's top class, and the probabilities (N, C).
+    `parts` is gradcam_model(model), to build it once for many calls."""
     import tensorflow as tf
 
-    pre, conv_model, head = gradcam_model(model)
+    pre, conv_model, head = parts or gradcam_model(model)
     x = tf.convert_to_tensor(pixels)
     for layer in pre:
         x = layer(x)
@@ -85,6 +86,7 @@ def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -
                          f"{manifest.get('source', {}).get('path', 'the source model')}")
     model = load_keras_model(model_path, manifest, keras_file)
     size, classes = int(manifest["fingerprint"]["image_size"]), manifest["classes"]
+    parts = gradcam_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done, failed = [], []
@@ -95,7 +97,7 @@ def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -
             failed.append({"path": str(ref.path), "reason": str(e)})
             reporter.warn(f"skipped {ref.path}: {e}")
             continue
-        cam, proba = gradcam(model, pixels[None])
+        cam, proba = gradcam(model, pixels[None], parts)
         top = int(proba[0].argmax())
         overlay = out_dir / f"{_stem(ref.path, len(done))}-gradcam.png"
         write_overlay(ref.path, pixels, cam[0], overlay)

@@ -29,6 +29,7 @@ DEFAULTS = {
     "epochs": 10,  # stage 1 (head only)
     "fine_tune_epochs": 10,  # stage 2 (top of the base + head)
     "unfreeze_top": 54,  # layers of the base trained in stage 2 (block_13 onwards at 54)
+    "unfreeze_from": None,  # or: the name of the first base layer to train (e.g. block_13_expand)
     "learning_rate": 1e-3,
     "fine_tune_learning_rate": 1e-4,
     "dropout": 0.2,
@@ -95,12 +96,16 @@ def build_model(spec, n_classes: int, dropout: float, weights_path=None):
     return assemble(pre, base, head, spec.image_size, f"embedflow_finetuned_{spec.name}"), backbone, base, head
 
 
-def set_trainable(base, unfreeze_top: int) -> int:
-    """Unfreeze the top `unfreeze_top` layers of the base, BatchNormalization excepted; returns how many train."""
+def set_trainable(base, unfreeze_top: int, unfreeze_from: str | None = None) -> int:
+    """Unfreeze the top `unfreeze_top` layers of the base (or those from the layer named `unfreeze_from`
+    on), BatchNormalization excepted; returns how many layers with weights train."""
     import keras
 
+    names = [layer.name for layer in base.layers]
+    if unfreeze_from and unfreeze_from not in names:
+        raise UsageError(f"--unfreeze-from: the base has no layer '{unfreeze_from}' (e.g. block_13_expand, Conv_1)")
     base.trainable = True
-    cut = max(0, len(base.layers) - unfreeze_top)
+    cut = names.index(unfreeze_from) if unfreeze_from else max(0, len(base.layers) - unfreeze_top)
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
     return sum(1 for layer in base.layers if layer.trainable and layer.weights)
@@ -217,7 +222,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     interrupted = False
     try:
         history["stage1"] = _train_head(backbone, head, train, val, p, len(data.classes), reporter, times["stage1"])
-        n_trainable = set_trainable(base, p["unfreeze_top"])
+        n_trainable = set_trainable(base, p["unfreeze_top"], p["unfreeze_from"])
         reporter.info(f"stage 2: {n_trainable} layers of the base unfrozen (BatchNormalization frozen), "
                       f"learning rate {p['fine_tune_learning_rate']:g}")
         history["stage2"] = _train_end_to_end(model, train, val, p, seed, len(data.classes), reporter, times["stage2"])

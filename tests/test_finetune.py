@@ -97,6 +97,10 @@ def test_fused_logreg_matches_cached_head_and_svm_is_refused(cli, tmp_path):
     assert parity["top1_agreement"] == 1.0 and parity["max_abs_probability_diff"] < 1e-3
     cached = top_labels(cli("predict", "models/logreg", data, "--json"))
     assert top_labels(cli("predict", fused, data, "--json")) == cached
+    cli("fit", "--head", "dense", "--epochs", "20", "--quiet")
+    cli("export", "models/dense", "--format", "keras", "--quiet")
+    dense = read_json(tmp_path / "models" / "dense-fused" / "manifest.json")["parity"]["fused_keras"]
+    assert dense["top1_agreement"] == 1.0 and dense["max_abs_probability_diff"] < 1e-3
     cli("fit", "--head", "svm", "--quiet")
     refused = cli("export", "models/svm", "--format", "tflite", expect=5)
     assert "cannot be fused" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
