@@ -45,11 +45,13 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def walk_images(folder: Path) -> list[Path]:
-    """Every image file below folder, sorted, following symlinks but never looping."""
-    found: list[Path] = []
+def walk_images(folder: Path) -> list[tuple[Path, str]]:
+    """(path, path relative to folder) of every image file below folder, sorted, following symlinks
+    but never looping."""
+    found: list[tuple[Path, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    top = str(folder)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         try:
             st = os.stat(dirpath)
         except OSError:
@@ -61,7 +63,9 @@ def walk_images(folder: Path) -> list[Path]:
             continue
         seen_dirs.add(ident)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if is_image_name(f))
+        rel_dir = dirpath[len(top) + 1:]  # os.walk's dirpath is always top joined with the subfolders
+        found.extend((Path(dirpath, f), os.path.join(rel_dir, f) if rel_dir else f)
+                     for f in filenames if is_image_name(f))
     return sorted(found)
 
 
@@ -92,7 +96,7 @@ def discover_labelled(root: str | os.PathLike) -> tuple[list[ImageRef], list[str
             notes.append(f"class folder '{label}' holds no images: ignored")
             continue
         classes.append(label)
-        images.extend(ImageRef(_key_for(os.path.relpath(f, root)), f, label) for f in files)
+        images.extend(ImageRef(_key_for(os.path.join(entry, rel)), f, label) for f, rel in files)
     if not images:
         raise DatasetError(
             f"no images found in {root}: expected one subfolder per class holding "
@@ -107,7 +111,7 @@ def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:
     refs: list[ImageRef] = []
     for p in map(Path, paths):
         if p.is_dir():
-            refs.extend(ImageRef(_key_for(str(f)), f, None) for f in walk_images(p))
+            refs.extend(ImageRef(_key_for(str(f)), f, None) for f, _ in walk_images(p))
         elif p.exists() or p.is_symlink():
             refs.append(ImageRef(_key_for(str(p)), p, None))
         else:

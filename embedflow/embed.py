@@ -66,8 +66,12 @@ def hash_all(refs: list[ImageRef], workers: int) -> Iterator[tuple[ImageRef, str
         except BadImage as e:
             return ref, None, str(e)
 
+    def chunk(start: int):  # files are small: hand them out in chunks, not one future each
+        return [one(ref) for ref in refs[start:start + 64]]
+
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        yield from pool.map(one, refs)
+        for results in pool.map(chunk, range(0, len(refs), 64)):
+            yield from results
 
 
 @dataclass
@@ -151,6 +155,7 @@ def embed_folder(
         old_by_hash: dict[str, int] = {}
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
         created = None
+        unchanged_if: tuple | None = None  # what the new cache must equal for the write to be skipped
         if cache_path.exists() and not rebuild:
             old = cache.load(cache_path, vectors=False)  # memory stays flat however large the cache
             backbones.check_compatible(old.fingerprint, fp, f"cache {cache_path}",
@@ -161,6 +166,7 @@ def embed_folder(
             created = cache.read_meta(cache_path)["created_utc"]
             if old.root and os.path.abspath(root) != old.root:
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
+            unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys))
             del old
         journal = cache.Journal(cache_path, fp["id"])
         journal.open()
@@ -198,7 +204,8 @@ def embed_folder(
             summary.embedded = len(pending_rows)
             rows.extend(pending_rows)
         summary.failed = [(key, reason) for key, reason, _ in failed]
-        cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
+        if (classes, sorted(failed), os.path.abspath(root), summary.kept) != unchanged_if or len(rows) != summary.kept:
+            cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
         journal.clear()
 
     summary.total = len(rows)
