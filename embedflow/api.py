@@ -29,15 +29,61 @@ DEFAULT_CACHE = Path("cache/embeddings.h5")
 DEFAULT_MODELS = Path("models")
 
 
-def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike = DEFAULT_CACHE, *,
-                 backbone: str = "mobilenet_v2", image_size: int | None = None, weights: str | None = None,
+def default_cache_for(spec: backbones.BackboneSpec) -> Path:
+    """cache/embeddings.h5 for the default backbone (whatever --image-size/--weights), else
+    cache/embeddings-<backbone slug>.h5, so caches of several backbones live side by side."""
+    if spec.arg == backbones.DEFAULT_BACKBONE:
+        return DEFAULT_CACHE
+    return DEFAULT_CACHE.with_name(f"{DEFAULT_CACHE.stem}-{spec.slug}{DEFAULT_CACHE.suffix}")
+
+
+def embedding_caches(folder: Path = DEFAULT_CACHE.parent) -> list[Path]:
+    """The embedding caches `embed` wrote by default in a folder (cache/embeddings*.h5)."""
+    return sorted(folder.glob(f"{DEFAULT_CACHE.stem}*{DEFAULT_CACHE.suffix}"))
+
+
+def choose_cache(cache_path: str | os.PathLike | None, reporter: Reporter = SILENT) -> Path:
+    """The cache to use when none was given: the default one if it exists, else the only one in
+    cache/; with several and no default, a UsageError that lists them."""
+    if cache_path is not None:
+        return Path(cache_path)
+    if DEFAULT_CACHE.exists():
+        return DEFAULT_CACHE
+    found = embedding_caches()
+    if len(found) > 1:
+        raise UsageError(f"several caches in {DEFAULT_CACHE.parent}/ and none is the default: choose one with "
+                         f"--cache ({', '.join(str(p) for p in found)})")
+    if found:
+        reporter.info(f"using {found[0]}")
+        return found[0]
+    return DEFAULT_CACHE
+
+
+def _cache_for_model(loaded: models.LoadedModel) -> Path | None:
+    """A cache made with the model's fingerprint, to reuse its vectors: the one it was fitted on, else
+    one of cache/embeddings*.h5."""
+    recorded = (loaded.manifest.get("cache") or {}).get("path")
+    for path in ([Path(recorded)] if recorded else []) + embedding_caches():
+        try:
+            if path.exists() and cache.read_meta(path)["fingerprint"].get("id") == loaded.fingerprint.get("id"):
+                return path
+        except (CacheError, KeyError, OSError):
+            continue
+    return None
+
+
+def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None = None, *,
+                 backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int = 16, workers: int | None = None,
                  engine: str = "local", address: str | None = None, reporter: Reporter = SILENT) -> EmbedSummary:
     """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.
 
     engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
-    local one) with `workers` actors; the cache is the same as a local run's."""
+    local one) with `workers` actors; the cache is the same as a local run's.
+    backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
+    without cache_path the cache is default_cache_for(the backbone)."""
     spec = backbones.get_spec(backbone, image_size, weights)
+    cache_path = cache_path if cache_path is not None else default_cache_for(spec)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, reporter=reporter)
 
@@ -52,7 +98,7 @@ class FitResult:
     seconds: float
 
 
-def fit_head(cache_path: str | os.PathLike = DEFAULT_CACHE, head: str = "logreg", out: str | os.PathLike | None = None,
+def fit_head(cache_path: str | os.PathLike | None = None, head: str = "logreg", out: str | os.PathLike | None = None,
              *, val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, params: dict | None = None,
              refit: bool = True, reporter: Reporter = SILENT) -> FitResult:
     """Train a head on cached vectors with a deterministic stratified split; write a model folder.
@@ -64,6 +110,7 @@ def fit_head(cache_path: str | os.PathLike = DEFAULT_CACHE, head: str = "logreg"
 
     t0 = time.perf_counter()
     estimator = make_head(head, class_weight=class_weight, seed=seed, **(params or {}))
+    cache_path = choose_cache(cache_path, reporter)
     data = cache.load(cache_path)
     if len(data) == 0:
         raise DatasetError(f"cache {cache_path} holds no vectors")
@@ -119,7 +166,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: s
     if data.is_dir():
         spec = backbones.spec_from_fingerprint(loaded.fingerprint)
         if weights:
-            spec = backbones.get_spec(spec.name, spec.image_size, weights)
+            spec = backbones.get_spec(spec.arg, spec.image_size, weights)
         cache_path = Path(cache_path) if cache_path else _eval_cache_path(data)
         summary = _embed_folder(data, cache_path, spec=spec, runtime=runtime, reporter=reporter)
         reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")
@@ -152,10 +199,10 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: s
 
 
 def predict(model: str | os.PathLike, inputs: list[str | os.PathLike], *, top_k: int = 3,
-            cache_path: str | os.PathLike | None = DEFAULT_CACHE, runtime: str = "auto",
+            cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
             reporter: Reporter = SILENT) -> dict:
     """Top-k labels for image files and folders. Vectors of images already in the cache (same sha256)
-    are reused. Returns {"predictions": [{"path", "top": [{"label", "probability"}]}], "failed": [...]}."""
+    are reused; cache_path "auto" looks for one made with the model's backbone, None uses none. Returns {"predictions": [{"path", "top": [{"label", "probability"}]}], "failed": [...]}."""
     from .imagemodels import is_image_model
 
     if top_k < 1:
@@ -165,6 +212,8 @@ def predict(model: str | os.PathLike, inputs: list[str | os.PathLike], *, top_k:
     loaded = models.load(model)
     refs = discover_inputs(inputs)
     spec = backbones.spec_from_fingerprint(loaded.fingerprint)
+    if cache_path == "auto":
+        cache_path = _cache_for_model(loaded)
     ok, vectors, failures = embed_files(refs, spec, loaded.fingerprint, runtime=runtime, reporter=reporter,
                                         known_from=lambda hashes: cache.vectors_for_hashes(
                                             cache_path, hashes, loaded.fingerprint["id"]) if cache_path else {})
@@ -256,12 +305,12 @@ def _predict_image_model(model, inputs, *, top_k: int, reporter: Reporter) -> di
             "failed": [{"path": str(ref.path), "reason": reason} for ref, reason in decoded.failed]}
 
 
-def info(cache_path: str | os.PathLike = DEFAULT_CACHE) -> dict:
+def info(cache_path: str | os.PathLike | None = None) -> dict:
     """What a cache holds: fingerprint, classes with counts, failed files, pending journal.
 
     Safe while a writer runs: it describes one complete snapshot (re-read if a new one was renamed in
     between its two reads)."""
-    cache_path = Path(cache_path)
+    cache_path = choose_cache(cache_path)
     journal = cache.Journal(cache_path, "").chunks()
     if journal and not cache_path.exists():
         raise CacheError(f"no cache at {cache_path} yet: an interrupted run left {len(journal)} committed journal "
@@ -347,7 +396,7 @@ def _searchable(cache_path) -> cache.CacheColumns:
 
 def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] | None = None,
               vectors: np.ndarray | None = None, fingerprint: dict | str | None = None, k: int = 5,
-              cache_path: str | os.PathLike = DEFAULT_CACHE, include_self: bool = False, method: str = "auto",
+              cache_path: str | os.PathLike | None = None, include_self: bool = False, method: str = "auto",
               sheet: str | os.PathLike | None = None, runtime: str = "auto", reporter: Reporter = SILENT) -> dict:
     """The k most similar cached images (cosine) for image files/folders, cached keys, and/or raw vectors.
 
@@ -363,6 +412,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
         raise UsageError("--k must be at least 1")
     if not images and not keys and vectors is None:
         raise UsageError("give query images, --key KEY, or vectors")
+    cache_path = choose_cache(cache_path, reporter)
     columns = _searchable(cache_path)
     names, hashes, parts, failed = [], [], [], []
     if images:
@@ -415,7 +465,7 @@ def _neighbors_sheet(result: dict, columns: cache.CacheColumns, keys: list[str],
                                    f"k={result['k']}")
 
 
-def duplicates(cache_path: str | os.PathLike = DEFAULT_CACHE, *, threshold: float = 0.97, method: str = "auto",
+def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float = 0.92, method: str = "auto",
                reporter: Reporter = SILENT) -> dict:
     """Groups of near-duplicate images (cosine >= threshold; identical files always, at 1.0), those whose
     members carry different labels first (flagged cross_class: likely label noise).
@@ -425,8 +475,15 @@ def duplicates(cache_path: str | os.PathLike = DEFAULT_CACHE, *, threshold: floa
 
     if not 0.0 < threshold <= 1.0:
         raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
+    cache_path = choose_cache(cache_path, reporter)
     columns = _searchable(cache_path)
     groups, method_used = nn.find_duplicates(cache_path, columns, threshold, method, reporter)
     return {"cache": str(cache_path), "threshold": threshold, "method": method_used, "groups": groups,
             "n_groups": len(groups), "n_cross_class": sum(g["cross_class"] for g in groups),
             "n_images_in_groups": sum(g["size"] for g in groups)}
+
+
+def list_backbones() -> list[dict]:
+    """The backbone registry: name, family, dims, input size, preprocessing, weights and whether they
+    are on this machine (never downloads). See embedflow.backbones."""
+    return backbones.listing()

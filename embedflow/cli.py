@@ -23,7 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "evaluate, predict.")
 
 DEFAULT_CACHE = Path("cache/embeddings.h5")
-CacheOpt = typer.Option(DEFAULT_CACHE, "--cache", "-c", help="HDF5 embedding cache.")
+CacheOpt = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5, else the "
+                                                   "only cache/embeddings-*.h5).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info lines (warnings still go to stderr).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 RuntimeOpt = typer.Option("auto", "--runtime", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
@@ -107,7 +108,11 @@ def main(version: bool = typer.Option(False, "--version", help="Show the version
 @handle_errors
 def embed(
     folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
-    cache: Path = CacheOpt,
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5 "
+                                         "for the default backbone, cache/embeddings-BACKBONE.h5 for others)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="mobilenet_v2 (default), mobilenet_v2:ALPHA:SIZE, "
+                                           "efficientnet_b0, resnet50, mobilenet_v3_small/large, or hub:URL_OR_PATH "
+                                           "(see `embedflow backbones`)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file (default: Keras' ImageNet weights)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Replace a cache made with another backbone/weights/size."),
@@ -125,7 +130,7 @@ def embed(
     from .errors import StrictModeError
 
     rep = CliReporter(quiet or as_json)
-    s = api.embed_folder(folder, cache, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
+    s = api.embed_folder(folder, cache, backbone=backbone, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, reporter=rep)
     if as_json:
         emit_json(s.as_dict())
@@ -138,7 +143,7 @@ def embed(
         if not rep.warnings:  # failures remembered from an earlier run were not printed one by one
             for key, reason in s.failed[:20]:
                 rep.warn(f"skipped {key}: {reason}")
-        rep.warn(f"{len(s.failed)} file(s) skipped; `embedflow info --cache {cache}` lists them")
+        rep.warn(f"{len(s.failed)} file(s) skipped; `embedflow info --cache {s.cache_path}` lists them")
         if strict:
             raise StrictModeError(f"{len(s.failed)} file(s) were skipped and --strict is set")
 
@@ -146,7 +151,7 @@ def embed(
 @app.command()
 @handle_errors
 def fit(
-    cache: Path = CacheOpt,
+    cache: Optional[Path] = CacheOpt,
     head: str = typer.Option("logreg", "--head", help="logreg, svm, dense or knn."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Model folder (default: models/HEAD)."),
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (0 for none)."),
@@ -222,7 +227,8 @@ def predict(
     model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many labels to show per image."),
-    cache: Optional[Path] = typer.Option(DEFAULT_CACHE, "--cache", "-c", help="Reuse vectors of images already in this cache."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Reuse vectors of images already in this cache "
+                                         "(default: one in cache/ made with the model's backbone)."),
     runtime: str = RuntimeOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -231,7 +237,7 @@ def predict(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache, runtime=runtime,
+    result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
                          reporter=rep)
     if as_json:
         emit_json(result)
@@ -255,7 +261,7 @@ def neighbors(
     images: Optional[List[Path]] = typer.Argument(None, help="Query image files and/or folders."),
     key: Optional[List[str]] = typer.Option(None, "--key", help="A cached image (its key, e.g. roses/123.jpg) as a query; repeatable."),
     k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
-    cache: Path = CacheOpt,
+    cache: Optional[Path] = CacheOpt,
     include_self: bool = typer.Option(False, "--include-self", help="Also return the query's own cached row(s), at 1.0."),
     exact: Optional[bool] = MethodOpt,
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a contact sheet PNG of queries and neighbours."),
@@ -288,7 +294,7 @@ def neighbors(
 @app.command()
 @handle_errors
 def duplicates(
-    cache: Path = CacheOpt,
+    cache: Optional[Path] = CacheOpt,
     threshold: float = typer.Option(0.92, "--threshold", "-t", help="Cosine similarity from which two images are near-duplicates."),
     exact: Optional[bool] = MethodOpt,
     quiet: bool = QuietOpt,
@@ -314,7 +320,7 @@ def duplicates(
 
 @app.command()
 @handle_errors
-def info(cache: Path = CacheOpt, as_json: bool = JsonOpt):
+def info(cache: Optional[Path] = CacheOpt, as_json: bool = JsonOpt):
     """What a cache holds: backbone fingerprint, classes and counts, skipped files."""
     from . import api
     from .backbones import describe
@@ -435,6 +441,32 @@ def explain(
         rep.warn(f"skipped {f['path']}: {f['reason']}")
     if not r["explanations"]:
         raise typer.Exit(1)
+
+
+@app.command("backbones")
+@handle_errors
+def backbones_(as_json: bool = JsonOpt):
+    """The backbones `embed --backbone` accepts: dims, input sizes, preprocessing, weights on this machine."""
+    from . import api
+
+    rows = api.list_backbones()
+    if as_json:
+        emit_json(rows)
+        return
+    typer.echo(f"{'backbone':<24} {'dim':>5} {'input':>5}  {'weights':<9} {'fine-tune':<9} preprocessing")
+    for r in rows:
+        dim = r["output_dim"] if isinstance(r["output_dim"], int) else "*"
+        size = r["input_size"] if isinstance(r["input_size"], int) else "*"
+        local = {True: "local", False: "missing", None: "-"}[r["available"]]
+        typer.echo(f"{r['backbone']:<24} {dim:>5} {size:>5}  {local:<9} {'yes' if r['fine_tunable'] else 'no':<9} "
+                   f"{r['preprocessing']}")
+        if r["available"] is False:
+            typer.echo(f"{'':<24} weights: {r['weights_file']} (Keras downloads it from {r['weights_origin']})")
+        if r.get("available_variants"):
+            typer.echo(f"{'':<24} local: {', '.join(r['available_variants'])}")
+    variants, hub = rows[-2], rows[-1]
+    typer.echo(f"* mobilenet_v2:ALPHA:SIZE: {variants['image_sizes']}; dim {variants['output_dim']}")
+    typer.echo(f"* hub:URL_OR_PATH: a TF2 SavedModel feature vector (TF Hub URL or folder); input {hub['input_size']}")
 
 
 def run() -> None:  # console-script entry point
