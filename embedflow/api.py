@@ -240,6 +240,7 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
     from . import finetune as _finetune
 
     spec = spec or backbones.get_spec(backbone, image_size, weights)
+    backbones.require_fine_tunable(spec)
     return _finetune.finetune(data, out, spec=spec, val_split=val_split, seed=seed, params=params,
                               reporter=reporter)
 
