@@ -20,34 +20,53 @@ DEFAULTS = {
     "logreg": {"C": 0.03},
     "svm": {"C": 10.0},
     "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": 32, "patience": 10},
-    # 5-fold CV on flowers-dev, cosine, distance-weighted: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%
-    "knn": {"k": 7},
+    # flowers-dev, cosine, distance-weighted, mean accuracy over 6 seeded 80/20 splits: raw vectors k=7
+    # 85.4% (5-fold CV: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%); in the LDA space k=7 88.6%.
+    "knn": {"k": 7, "space": "lda"},
 }
 
 
 class KNNHead(ClassifierMixin, BaseEstimator):
     """k nearest training vectors by cosine similarity, votes weighted by 1 / cosine distance (an exact
-    copy of a training vector decides alone). k is capped at the number of training vectors."""
+    copy of a training vector decides alone); k is capped at the number of training vectors.
 
-    def __init__(self, k=7):
+    space="lda" (default) first projects the vectors onto the (classes - 1) discriminant axes of a
+    shrinkage LDA fitted on the training vectors (Ledoit-Wolf), a supervised metric in which neighbours
+    agree on the class more often (+3 points on flowers-dev); space="raw" searches the embeddings as they
+    are. A one-axis space (two classes) uses the distance along it, cosine being only a sign there."""
+
+    def __init__(self, k=7, space="lda"):
         self.k = k
+        self.space = space
 
     def fit(self, X, y):
         from sklearn.neighbors import KNeighborsClassifier
 
         if int(self.k) < 1:
             raise UsageError(f"--k must be at least 1, got {self.k}")
+        if self.space not in ("lda", "raw"):
+            raise UsageError(f"knn space must be 'lda' or 'raw', got '{self.space}'")
         X = np.asarray(X, dtype=np.float32)
+        self.projection_ = None
+        if self.space == "lda" and len(np.unique(y)) > 1 and len(X) > len(np.unique(y)):
+            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+            self.projection_ = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(X, y)
+        Z = self._space(X)
+        metric = "cosine" if Z.shape[1] > 1 else "euclidean"
         self.knn_ = KNeighborsClassifier(n_neighbors=min(int(self.k), len(X)), weights="distance",
-                                         metric="cosine", algorithm="brute").fit(X, y)
+                                         metric=metric, algorithm="brute").fit(Z, y)
         self.classes_ = self.knn_.classes_
         self.n_features_in_ = X.shape[1]
         return self
 
+    def _space(self, X):
+        return self.projection_.transform(X) if self.projection_ is not None else X
+
     def predict_proba(self, X):
         check_is_fitted(self, "knn_")
         X = np.asarray(X, dtype=np.float32)
-        return self.knn_.predict_proba(X) if len(X) else np.zeros((0, len(self.classes_)))
+        return self.knn_.predict_proba(self._space(X)) if len(X) else np.zeros((0, len(self.classes_)))
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
@@ -173,7 +192,7 @@ def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **pa
     if kind == "knn":
         if class_weight is not None:
             raise UsageError("the knn head has no --class-weight (its votes come from the neighbours found)")
-        return KNNHead(k=p["k"])
+        return KNNHead(k=p["k"], space=p["space"])
     return DenseHead(class_weight=class_weight, random_state=seed, **p)
 
 
