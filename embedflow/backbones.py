@@ -48,6 +48,7 @@ class BackboneSpec:
     weights_file: str = ""  # file name Keras downloads the ImageNet (no-top) weights as
     weights_origin: str = ""  # URL folder Keras downloads that file from
     weights_size: int = 224  # resolution the ImageNet weights were trained at (MobileNetV2 has several)
+    fixed_size: bool = False  # hub: the SavedModel's signature only takes image_size x image_size images
 
     @property
     def keras_weights_file(self) -> str:
@@ -149,7 +150,10 @@ def get_spec(name: str | None = "mobilenet_v2", image_size: int | None = None, w
     if spec.family == "hub":
         if weights is not None and weights != "imagenet":
             raise UsageError("--weights does not apply to hub backbones: the SavedModel holds its own weights")
-        if image_size is not None:
+        if image_size is not None and image_size != spec.image_size:
+            if spec.fixed_size:
+                raise UsageError(f"the hub model {spec.weights} takes {spec.image_size}x{spec.image_size} images "
+                                 f"only (its signature), not --image-size {image_size}")
             if not HUB_MIN_IMAGE_SIZE <= image_size <= HUB_MAX_IMAGE_SIZE:
                 raise UsageError(f"--image-size must be between {HUB_MIN_IMAGE_SIZE} and {HUB_MAX_IMAGE_SIZE} "
                                  f"for hub backbones, got {image_size}")
@@ -576,13 +580,14 @@ def make_embedder(spec: BackboneSpec, fp: dict, runtime: str = "auto", reporter=
     conversion passes the parity check, and otherwise (remembered) runs it on TensorFlow."""
     if runtime not in ("auto", "keras", "litert"):
         raise UsageError(f"unknown runtime '{runtime}': use auto, keras or litert")
+    asked_for_litert = runtime == "litert"
     if runtime == "auto":
         runtime = "keras" if has_gpu() else "litert"
     if runtime == "keras":
         return HubEmbedder(spec) if spec.family == "hub" else KerasEmbedder(spec)
     if spec.family != "hub":
         return LiteRTEmbedder(spec, fp, threads=threads, reporter=reporter)
-    return _hub_litert_or_tensorflow(spec, fp, strict=runtime == "litert", reporter=reporter, threads=threads)
+    return _hub_litert_or_tensorflow(spec, fp, strict=asked_for_litert, reporter=reporter, threads=threads)
 
 
 def _hub_litert_or_tensorflow(spec: BackboneSpec, fp: dict, strict: bool, reporter=None, threads=None):
@@ -650,7 +655,7 @@ def hub_spec(handle: str) -> BackboneSpec:
     info = known[digest]
     return BackboneSpec(name="hub", alpha=None, image_size=int(info["input_size"] or 224),
                         output_dim=int(info["output_dim"]), preprocessing=HUB_PREPROCESSING, weights=handle,
-                        family="hub", keras_app="", pixels="unit")
+                        family="hub", keras_app="", pixels="unit", fixed_size=bool(info["input_size"]))
 
 
 def _read_json(path: Path) -> dict:

@@ -222,3 +222,35 @@ def test_caches_of_several_backbones_side_by_side(cli, hub_model, tmp_path):
     manifest = json.loads((tmp_path / fitted["model_dir"] / "manifest.json").read_text())
     assert manifest["cache"]["path"] == str(Path("cache/embeddings.h5"))
     assert manifest["fingerprint"]["output_dim"] == 1280
+
+
+def test_hub_fixed_size_and_litert_fallback(hub_model, monkeypatch):
+    with pytest.raises(UsageError, match=f"takes {HUB_SIZE}x{HUB_SIZE} images only"):
+        backbones.get_spec(f"hub:{hub_model}", 96)
+    spec = backbones.get_spec(f"hub:{hub_model}", HUB_SIZE)
+    fp = backbones.fingerprint(spec)
+
+    def no_conversion(spec):
+        raise RuntimeError("op not supported by the converter")
+
+    class Notes:
+        warnings: list = []
+
+        def info(self, message):
+            pass
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    notes = Notes()
+    monkeypatch.setattr(backbones, "_reference_and_flatbuffer", no_conversion)
+    monkeypatch.setenv("EMBEDFLOW_HOME", str(Path(backbones.embedflow_home()) / "fallback"))
+    with pytest.raises(WeightsError, match="use --runtime keras"):
+        backbones.make_embedder(spec, fp, runtime="litert")
+    embedder = backbones.make_embedder(spec, fp, runtime="auto", reporter=notes)
+    assert embedder.runtime == "tensorflow" and "running it on TensorFlow" in notes.warnings[0]
+    pixels = np.zeros((2, HUB_SIZE, HUB_SIZE, 3), np.uint8)
+    assert embedder(pixels).shape == (2, 12)
+    # remembered: the next run goes straight to TensorFlow without trying (or warning) again
+    assert backbones.make_embedder(spec, fp, runtime="auto", reporter=notes).runtime == "tensorflow"
+    assert len(notes.warnings) == 1
