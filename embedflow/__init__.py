@@ -3,11 +3,12 @@
 from .__about__ import __version__
 
 __all__ = ["__version__", "embed_folder", "fit_head", "evaluate", "predict", "info", "neighbors", "duplicates",
-           "EmbedflowError"]
+           "list_backbones", "EmbedflowError"]
 
 
 def __getattr__(name):  # lazy: `import embedflow` (and `embedflow --help`) stays instant
-    if name in ("embed_folder", "fit_head", "evaluate", "predict", "info", "neighbors", "duplicates"):
+    if name in ("embed_folder", "fit_head", "evaluate", "predict", "info", "neighbors", "duplicates",
+                "list_backbones"):
         from . import api
 
         return getattr(api, name)
