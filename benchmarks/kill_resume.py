@@ -47,15 +47,21 @@ def child_env(commit_seconds: float, env: dict | None = None) -> dict:
     return out
 
 
+def committed_chunks(cache_path: Path) -> list[Path]:
+    """The journal's committed chunks (not the temporary file of one being written)."""
+    from embedflow import cache
+
+    return cache.Journal(cache_path, "").chunks()
+
+
 def run_reference(data: Path, ref_path: Path, extra: list[str], env: dict) -> dict:
     """Uninterrupted run; returns its timing: total seconds and when the first journal chunk appeared."""
-    journal = Path(str(ref_path) + ".journal")
     t0 = time.monotonic()
     proc = subprocess.Popen(embed_cmd(data, ref_path, extra), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     first_chunk = None
     while proc.poll() is None:
-        if first_chunk is None and journal.exists() and any(journal.glob("[0-9]*.npz")):
+        if first_chunk is None and committed_chunks(ref_path):
             first_chunk = time.monotonic() - t0
         time.sleep(0.01)
     out, err = proc.communicate()
@@ -108,9 +114,8 @@ def check_cache(path: Path, ref: Reference) -> set[str]:
 
 def check_journal(cache_path: Path, ref: Reference) -> set[str]:
     """Every committed chunk loads and holds reference vectors; returns their hashes."""
-    journal = Path(str(cache_path) + ".journal")
     found: set[str] = set()
-    for chunk in sorted(journal.glob("[0-9]*.npz")) if journal.exists() else []:
+    for chunk in committed_chunks(cache_path):
         with np.load(chunk) as z:
             hashes, vectors = [h.decode() for h in z["hashes"]], z["vectors"]
         for h, v in zip(hashes, vectors):
@@ -141,15 +146,14 @@ def check_after_kill(cache_path: Path, ref: Reference, before: set[str]) -> tupl
 
 def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: float, limit: float) -> str:
     """Wait for the trigger, then SIGKILL. Returns what happened ("killed ..." or "finished")."""
-    journal = Path(str(cache_path) + ".journal")
     t0 = time.monotonic()
     mtime0 = cache_path.stat().st_mtime_ns if cache_path.exists() else None
-    chunks0 = set(journal.glob("[0-9]*.npz")) if journal.exists() else set()
+    chunks0 = set(committed_chunks(cache_path))
     while proc.poll() is None:
         elapsed = time.monotonic() - t0
         if trigger == "time" and elapsed >= delay:
             break
-        if trigger == "first-chunk" and journal.exists() and set(journal.glob("[0-9]*.npz")) - chunks0:
+        if trigger == "first-chunk" and set(committed_chunks(cache_path)) - chunks0:
             time.sleep(delay)
             break
         if trigger == "cache-write" and any(cache_path.parent.glob(f".{cache_path.name}.tmp*")):
@@ -167,11 +171,16 @@ def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: flo
     return f"killed at {time.monotonic() - t0:.2f}s ({trigger})"
 
 
-def plan_triggers(kills: int, rng: random.Random) -> list[str]:
-    """Mostly random moments, plus the moments that matter most: first commit, cache write, rename."""
-    if kills < 4:
-        return ["time"] * kills
-    return ["time", "first-chunk"] + ["time"] * (kills - 4) + ["cache-write", "cache-renamed"]
+def next_trigger(n: int, kills: int, remaining: float, journal_vectors: int, pending: list[str]) -> str:
+    """Mostly random moments; the first journal commit on the second run; and, while a run still has
+    something to write (work left or a journal to merge), a kill during the cache write and one right
+    after the rename. (A run with nothing new does not rewrite the cache, so these must come in time.)"""
+    if n == 1:
+        return "first-chunk"
+    must_write = remaining > 0 or journal_vectors > 0
+    if pending and must_write and (remaining < 0.5 or kills - n <= len(pending)):
+        return pending.pop(0)
+    return "time"
 
 
 def compare_final(cache_path: Path, ref: Reference) -> None:
@@ -206,14 +215,16 @@ def kill_resume(data: Path, work: Path, *, kills: int = 8, seed: int = 0, extra:
         f"(first journal chunk at {timing['first_chunk']:.1f}s)")
     committed: set[str] = set()
     events = []
-    for n, trigger in enumerate(plan_triggers(kills, rng)):
+    pending = ["cache-write", "cache-renamed"]
+    for n in range(kills):
         remaining = 1 - len(committed) / max(1, len(ref.hashes))
+        trigger = next_trigger(n, kills, remaining, events[-1]["journal_vectors"] if events else 0, pending)
         if remaining > 0:  # mostly while embedding (there is work to lose), sometimes during start-up
-            life = timing["first_chunk"] + 0.9 * remaining * (timing["seconds"] - timing["first_chunk"])
+            life = timing["first_chunk"] + 0.7 * remaining * (timing["seconds"] - timing["first_chunk"])
             startup = 0.8 * timing["first_chunk"] if rng.random() < 0.75 else 0.05
         else:  # everything committed: a run hashes the files and writes the cache
             life, startup = 0.9 * timing["noop"], 0.05
-        delay = rng.uniform(startup, max(startup, life)) if trigger == "time" else rng.uniform(0, 0.05)
+        delay = {"time": rng.uniform(startup, max(startup, life)), "first-chunk": rng.uniform(0, 0.05)}.get(trigger, 0.0)
         proc = subprocess.Popen(embed_cmd(data, cache_path, extra), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
         outcome = kill_when(proc, cache_path, trigger, delay, limit=timing["seconds"] * 3 + 10)

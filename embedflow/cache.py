@@ -297,8 +297,10 @@ class Journal:
         self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
         return len(chunks)
 
+    CHUNK_GLOB = "[0-9]" * 8 + ".npz"  # committed chunks only: never a half-written 00000007.tmp.npz
+
     def chunks(self) -> list[Path]:
-        return sorted(self.dir.glob("[0-9]*.npz")) if self.dir.exists() else []
+        return sorted(self.dir.glob(self.CHUNK_GLOB)) if self.dir.exists() else []
 
     def append(self, hashes: list[str], vectors: np.ndarray) -> Path:
         """Commit one chunk (written to a temporary file, fsynced, renamed). Returns its path."""
