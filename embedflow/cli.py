@@ -410,7 +410,9 @@ def export(
                    "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
         return
     for what, p in r.parity.items():
-        if isinstance(p, dict):
+        if what == "note":
+            typer.echo(f"note: {p}")
+        elif isinstance(p, dict):
             typer.echo(f"parity ({what}): top-1 agreement {p['top1_agreement']:.2%} with the source on {p['n']} "
                        f"validation images; accuracy {p['accuracy']:.2%} (source {p['source_accuracy']:.2%})")
     typer.echo(f"wrote {r.model_file} and {r.out_dir / 'labels.txt'} ({r.seconds:.0f}s)")

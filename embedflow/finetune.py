@@ -192,7 +192,7 @@ def fit_stage(model, train, val, epochs, patience, stage, reporter, times, resto
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                        restore_best_weights=restore_best))
     try:
-        hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
+        hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     except KeyboardInterrupt:
         if keep.weights is not None:
             model.set_weights(keep.weights)
