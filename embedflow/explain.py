@@ -102,7 +102,6 @@ def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -
         overlay = out_dir / f"{_stem(ref.path, len(done))}-gradcam.png"
         write_overlay(ref.path, pixels, cam[0], overlay)
         done.append(Explanation(ref.path, classes[top], float(proba[0, top]), cam[0], overlay))
-        reporter.info(f"{ref.path}: {classes[top]} {proba[0, top]:.3f} -> {overlay}")
     grid = out_dir / "grid.png" if len(done) > 1 else None
     if grid:
         write_grid(done, grid)
