@@ -227,8 +227,8 @@ def test_knn_head_is_a_cosine_distance_weighted_estimator():
     head = make_head("knn", k=5, space="raw").fit(X, y)
     assert isinstance(head, KNNHead) and head.get_params() == {"k": 5, "space": "raw"}
     assert (head.predict(X * 10) == y).mean() > 0.9  # cosine: scale does not matter
-    lda = make_head("knn", k=5).fit(X, y)
-    assert lda.space == "lda" and lda.projection_ is not None and (lda.predict(X) == y).mean() > 0.9
+    lda = make_head("knn", k=5, space="lda").fit(X, y)
+    assert lda.space_ == "lda" and lda.projection_ is not None and (lda.predict(X) == y).mean() > 0.9
     assert lda.knn_.effective_metric_ == "euclidean"  # two classes: one discriminant axis
     proba = head.predict_proba(X[:3])
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
