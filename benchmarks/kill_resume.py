@@ -178,7 +178,8 @@ def next_trigger(n: int, kills: int, remaining: float, journal_vectors: int, pen
     if n == 1:
         return "first-chunk"
     must_write = remaining > 0 or journal_vectors > 0
-    if pending and must_write and (remaining < 0.5 or kills - n <= len(pending)):
+    late = remaining < 0.15 or (remaining < 0.5 and n >= kills // 2) or kills - n <= len(pending)
+    if pending and must_write and late:
         return pending.pop(0)
     return "time"
 
