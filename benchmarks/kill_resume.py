@@ -172,10 +172,10 @@ def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: flo
 
 
 def next_trigger(n: int, kills: int, remaining: float, journal_vectors: int, pending: list[str]) -> str:
-    """Mostly random moments; the first journal commit on the second run; and, while a run still has
+    """Mostly random moments; the first journal commit of the first run; and, while a run still has
     something to write (work left or a journal to merge), a kill during the cache write and one right
     after the rename. (A run with nothing new does not rewrite the cache, so these must come in time.)"""
-    if n == 1:
+    if n == 0:  # right after the first commit: a journal and no cache, whatever the machine's speed
         return "first-chunk"
     must_write = remaining > 0 or journal_vectors > 0
     late = remaining < 0.15 or (remaining < 0.5 and n >= kills // 2) or kills - n <= len(pending)
