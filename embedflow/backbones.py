@@ -512,7 +512,41 @@ def make_interpreter(model_path: str | None = None, model_content: bytes | None 
     except ImportError:  # pragma: no cover - ai-edge-litert is a dependency
         quiet_tensorflow()
         from tensorflow.lite import Interpreter
-    return Interpreter(model_path=model_path, model_content=model_content, num_threads=threads or os.cpu_count())
+    with _native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_path=model_path, model_content=model_content,
+                                  num_threads=threads or os.cpu_count())
+        interpreter.allocate_tensors()  # the delegate is applied (and logs) here
+    return interpreter
+
+
+_STDERR_LOCK = __import__("threading").Lock()
+
+
+class _native_stderr_silenced:
+    """Silence what native code writes to file descriptor 2 for a moment (LiteRT logs on creation).
+    Python-level errors are unaffected; the interpreter's own exceptions still propagate."""
+
+    def __enter__(self):
+        import sys
+
+        _STDERR_LOCK.acquire()
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self._saved is not None:
+                os.dup2(self._saved, 2)
+                os.close(self._saved)
+        finally:
+            _STDERR_LOCK.release()
 
 
 class KerasEmbedder:
