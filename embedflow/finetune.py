@@ -32,14 +32,14 @@ DEFAULTS = {
     "unfreeze_from": None,  # or: the name of the first base layer to train (e.g. block_13_expand)
     "learning_rate": 1e-3,
     "fine_tune_learning_rate": 1e-4,
-    "dropout": 0.2,
+    "dropout": 0.5,
     "label_smoothing": 0.1,
     "batch_size": 32,
     "patience": 3,
     "augment": True,
     "flip": True,
-    "rotation": 0.1,
-    "zoom": 0.1,
+    "rotation": 0.2,
+    "zoom": 0.2,
 }
 
 
