@@ -172,26 +172,25 @@ def get_spec(name: str | None = "mobilenet_v2", image_size: int | None = None, w
 
 
 def spec_from_fingerprint(fp: dict) -> BackboneSpec:
-    """The spec an artifact was made with, to embed new images the same way."""
+    """The spec an artifact was made with, to embed new images the same way. The weights found now
+    (a Keras file, a --weights file, a hub SavedModel) must still be the ones the artifact recorded."""
     from .errors import FingerprintMismatch
 
-    arg = fp.get("backbone_arg") or fp["backbone"]
-    if fp["backbone"] == "hub":
-        spec = get_spec(arg, fp["image_size"])
-        now = fingerprint(spec)
-        if now["id"] != fp["id"]:
-            raise FingerprintMismatch(f"the hub model {spec.weights} has changed since this artifact was made "
-                                      f"(was {describe(fp)}, now {describe(now)})")
-        return spec
-    spec = get_spec(arg, fp["image_size"])
+    spec = get_spec(fp.get("backbone_arg") or fp["backbone"], fp["image_size"])
     weights = fp.get("weights_source", "imagenet")
-    if weights != "imagenet" and not Path(weights).is_file():
-        raise WeightsError(
-            f"this artifact was made with the weights file {weights}, which is not there any more; "
-            "pass --weights with a copy of it"
-        )
-    return replace(spec, weights=weights)
-
+    if fp["backbone"] != "hub" and weights != "imagenet":
+        if not Path(weights).is_file():
+            raise WeightsError(
+                f"this artifact was made with the weights file {weights}, which is not there any more; "
+                "pass --weights with a copy of it"
+            )
+        spec = replace(spec, weights=weights)
+    now = fingerprint(spec)
+    if now["id"] != fp["id"]:
+        raise FingerprintMismatch(f"the weights of {spec.arg} have changed since this artifact was made "
+                                  f"(was {describe(fp)}, now {describe(now)}); new images would not be "
+                                  "embedded like the ones it was trained on")
+    return spec
 
 
 def listing() -> list[dict]:

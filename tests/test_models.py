@@ -179,3 +179,18 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert r.returncode == 4 and r.stderr.startswith("error: no cache at") and "Traceback" not in r.stderr
     r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "embed" in r.stdout
+
+
+def test_model_refuses_changed_backbone_weights(cli, tmp_path, weights_file):
+    """A weights file replaced at the same path would embed new images differently: refused."""
+    mine = tmp_path / "mine.weights.h5"
+    shutil.copy(weights_file, mine)
+    data = make_dataset(tmp_path / "data", per_class=6)
+    cli("embed", data, "--weights", mine, "--image-size", "96", "--quiet", tiny=False)
+    cli("fit", "--quiet")
+    with open(mine, "ab") as f:
+        f.write(b"different weights")
+    copy = tmp_path / "new.jpg"
+    make_image(copy, (200, 40, 40), 4321)
+    r = cli("predict", "models/logreg", copy, expect=3)
+    assert "have changed since this artifact was made" in r.stderr
