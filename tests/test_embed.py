@@ -131,7 +131,8 @@ def test_interrupt_keeps_progress_and_resume_matches_uninterrupted(dataset, tiny
     E.COMMIT_ROWS = 4  # commit after every batch
     try:
         with pytest.raises(Interrupted, match="run the same command again"):
-            embed_folder(dataset, path, spec=tiny_spec, batch_size=4, embedder_factory=flaky_factory)
+            embed_folder(dataset, path, spec=tiny_spec, batch_size=4, workers=1,  # calls in order
+                         embedder_factory=flaky_factory)
     finally:
         E.COMMIT_ROWS = old
     assert not path.exists()  # nothing half-written
