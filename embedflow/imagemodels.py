@@ -19,20 +19,12 @@ from .errors import ModelError
 IMAGE_KINDS = ("finetuned", "fused", "tflite")
 
 
-class ImageClassifier:
+class ImageClassifier(models.ManifestView):
     """uint8 (N, S, S, 3) -> (N, len(classes)) probabilities, columns in `classes` order."""
 
     def __init__(self, path: Path, manifest: dict):
         self.path = path
         self.manifest = manifest
-
-    @property
-    def classes(self) -> list[str]:
-        return self.manifest["classes"]
-
-    @property
-    def fingerprint(self) -> dict:
-        return self.manifest["fingerprint"]
 
     @property
     def image_size(self) -> int:
@@ -87,21 +79,10 @@ def is_image_model(path: str | Path) -> bool:
         return False
 
 
-def checked_file(model_dir: Path, manifest: dict, name: str) -> Path:
-    """model_dir/name after checking its sha256 against the manifest (model files can run code)."""
-    path = model_dir / name
-    if not path.is_file():
-        raise ModelError(f"{model_dir} is incomplete: {name} is missing")
-    if models.sha256_file(path) != manifest.get("files", {}).get(name):
-        raise ModelError(f"{path} does not match the sha256 in its manifest: it was modified or replaced; "
-                         "refusing to load it (model files can run code: only use ones from sources you trust)")
-    return path
-
-
 def load_keras_model(model_dir: Path, manifest: dict, name: str):
     from .backbones import quiet_tensorflow
 
-    path = checked_file(model_dir, manifest, name)
+    path = models.checked_member(model_dir, manifest, name)
     quiet_tensorflow()
     import keras
 
@@ -121,7 +102,7 @@ def load(path: str | Path, threads: int | None = None) -> ImageClassifier:
     if kind in ("finetuned", "fused"):
         return KerasImageClassifier(path, manifest, load_keras_model(path, manifest, manifest["model_file"]))
     if kind == "tflite":
-        return TFLiteImageClassifier(path, manifest, checked_file(path, manifest, manifest["model_file"]), threads)
+        return TFLiteImageClassifier(path, manifest, models.checked_member(path, manifest, manifest["model_file"]), threads)
     raise ModelError(f"{path} is a {kind} model, which runs on cached vectors, not on images")
 
 
@@ -133,7 +114,7 @@ def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
     if (folder / models.MANIFEST).is_file():
         manifest = models.read_manifest(folder)
         if manifest.get("model_file") == path.name:
-            return TFLiteImageClassifier(folder, manifest, checked_file(folder, manifest, path.name), threads)
+            return TFLiteImageClassifier(folder, manifest, models.checked_member(folder, manifest, path.name), threads)
     labels = folder / "labels.txt"
     if not labels.is_file():
         raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it: cannot name its classes")

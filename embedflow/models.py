@@ -64,11 +64,10 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-@dataclass
-class LoadedModel:
-    path: Path
+class ManifestView:
+    """What every loaded model says about itself through its manifest."""
+
     manifest: dict
-    estimator: object
 
     @property
     def classes(self) -> list[str]:
@@ -77,6 +76,13 @@ class LoadedModel:
     @property
     def fingerprint(self) -> dict:
         return self.manifest["fingerprint"]
+
+
+@dataclass
+class LoadedModel(ManifestView):
+    path: Path
+    manifest: dict
+    estimator: object
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(N, len(classes)) probabilities, columns in manifest class order."""
