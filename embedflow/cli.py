@@ -22,7 +22,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Transfer learning on image folders: embed once into an HDF5 cache, then fit heads, "
                        "evaluate, predict.")
 
-DEFAULT_CACHE = Path("cache/embeddings.h5")
 CacheOpt = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5, else the "
                                                    "only cache/embeddings-*.h5).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info lines (warnings still go to stderr).")
@@ -97,6 +96,19 @@ def emit_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+def print_training(r, what: str, extra: dict, quiet: bool, as_json: bool) -> None:
+    """The result of fit or finetune: JSON, or the validation report and where the model went."""
+    from .report import format_report
+
+    if as_json:
+        emit_json({"model_dir": str(r.model_dir), "n_train": r.n_train, "n_val": r.n_val, "seconds": r.seconds,
+                   **extra, "report": r.report})
+        return
+    if r.report and not quiet:
+        typer.echo(format_report(r.report))
+    typer.echo(f"wrote {r.model_dir} ({what}, {r.n_train} train / {r.n_val} validation, {r.seconds:.1f}s)")
+
+
 @app.callback(invoke_without_command=True)
 def main(version: bool = typer.Option(False, "--version", help="Show the version and exit.")):
     if version:
@@ -166,7 +178,6 @@ def fit(
 ):
     """Train a classifier head on the cached vectors and write a model folder with its report."""
     from . import api
-    from .report import format_report
 
     params = {"C": c} if c is not None else {}
     if epochs is not None:
@@ -180,13 +191,7 @@ def fit(
     rep = CliReporter(quiet or as_json)
     r = api.fit_head(cache, head, out, val_split=val_split, seed=seed, class_weight=class_weight, params=params,
                      refit=refit, reporter=rep)
-    if as_json:
-        emit_json({"model_dir": str(r.model_dir), "head": r.head, "n_train": r.n_train, "n_val": r.n_val,
-                   "seconds": r.seconds, "report": r.report})
-        return
-    if r.report and not quiet:
-        typer.echo(format_report(r.report))
-    typer.echo(f"wrote {r.model_dir} ({r.head}, {r.n_train} train / {r.n_val} validation, {r.seconds:.1f}s)")
+    print_training(r, r.head, {"head": r.head}, quiet, as_json)
 
 
 @app.command()
@@ -368,7 +373,6 @@ def finetune(
 ):
     """Fine-tune the backbone with a softmax head end to end on images (bypasses the cache)."""
     from . import api
-    from .report import format_report
 
     params = {"epochs": epochs, "fine_tune_epochs": fine_tune_epochs, "unfreeze_top": unfreeze_top,
               "unfreeze_from": unfreeze_from,
@@ -378,13 +382,7 @@ def finetune(
     rep = CliReporter(quiet or as_json)
     r = api.finetune(folder, out, image_size=image_size, weights=weights, val_split=val_split, seed=seed,
                      params=params, reporter=rep)
-    if as_json:
-        emit_json({"model_dir": str(r.model_dir), "n_train": r.n_train, "n_val": r.n_val, "seconds": r.seconds,
-                   "epoch_seconds": r.epoch_seconds, "report": r.report})
-        return
-    if r.report and not quiet:
-        typer.echo(format_report(r.report))
-    typer.echo(f"wrote {r.model_dir} (fine-tuned, {r.n_train} train / {r.n_val} validation, {r.seconds:.0f}s)")
+    print_training(r, "fine-tuned", {"epoch_seconds": r.epoch_seconds}, quiet, as_json)
 
 
 @app.command()
