@@ -75,7 +75,8 @@ def _cache_for_model(loaded: models.LoadedModel) -> Path | None:
 def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None = None, *,
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int = 16, workers: int | None = None,
-                 engine: str = "local", address: str | None = None, reporter: Reporter = SILENT) -> EmbedSummary:
+                 engine: str = "local", address: str | None = None, rehash: bool = False,
+                 reporter: Reporter = SILENT) -> EmbedSummary:
     """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.
 
     engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
@@ -85,7 +86,8 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
-                         batch_size=batch_size, workers=workers, engine=engine, address=address, reporter=reporter)
+                         batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
+                         reporter=reporter)
 
 
 @dataclass

@@ -10,6 +10,8 @@ Schema (format "embedflow.cache", schema_version 1), readable with plain h5py:
     /failed/keys      utf-8 str (F,)   files that were skipped ...
     /failed/reasons   utf-8 str (F,)   ... and why
     /failed/hashes    ascii str (F,)   their sha256 ("" when the file could not be read)
+    /file_stats       int64 (N, 4)     size, mtime_ns, ctime_ns, inode of each file when it was hashed;
+                                       a row of zeros means "unknown". Optional (older caches lack it).
     attrs: format, schema_version, fingerprint (JSON), fingerprint_id, root, embedflow_version,
            created_utc, updated_utc
 
@@ -64,6 +66,7 @@ class CacheData:
     root: str = ""
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, reason, hash)
     path: str = ""
+    file_stats: np.ndarray | None = None  # (N, 4) int64, see the schema; None when the cache has none
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -130,6 +133,7 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
             root=str(f.attrs.get("root", "")),
             failed=list(zip(_strings(f["failed/keys"]), _strings(f["failed/reasons"]), _strings(f["failed/hashes"]))),
             path=str(path),
+            file_stats=f["file_stats"][()].astype(np.int64) if "file_stats" in f else None,
         )
 
 
@@ -363,6 +367,7 @@ class Row:
     label: int
     source: Path  # the old cache file or a journal chunk
     index: int  # row in that source
+    stat: tuple = (0, 0, 0, 0)  # the file's (size, mtime_ns, ctime_ns, inode) when hashed; zeros: unknown
 
 
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
@@ -391,6 +396,7 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
             f.create_dataset("keys", data=[r.key for r in rows], dtype=str_t)
             f.create_dataset("labels", data=np.array([r.label for r in rows], dtype=np.int32))
             f.create_dataset("hashes", data=[r.hash for r in rows], dtype=ascii_t)
+            f.create_dataset("file_stats", data=np.array([r.stat for r in rows], dtype=np.int64).reshape(n, 4))
             f.create_dataset("classes", data=list(classes), dtype=str_t)
             g = f.create_group("failed")
             g.create_dataset("keys", data=[k for k, _, _ in failed], dtype=str_t)

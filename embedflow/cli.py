@@ -128,6 +128,8 @@ def embed(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file (default: Keras' ImageNet weights)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Replace a cache made with another backbone/weights/size."),
+    rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, even those whose size, mtime, "
+                                "ctime and inode are unchanged since they were hashed."),
     runtime: str = RuntimeOpt,
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
@@ -143,7 +145,8 @@ def embed(
 
     rep = CliReporter(quiet or as_json)
     s = api.embed_folder(folder, cache, backbone=backbone, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
-                         batch_size=batch_size, workers=workers, engine=engine, address=address, reporter=rep)
+                         batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
+                         reporter=rep)
     if as_json:
         emit_json(s.as_dict())
     elif not quiet:

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import backbones, cache
-from .data import BadImage, ImageRef, discover_labelled, hash_file, load_image
+from .data import BadImage, ImageRef, discover_labelled, file_stat, hash_file, load_image
 from .errors import EmbedflowError, UsageError
 from .progress import SILENT, Reporter
 
@@ -57,14 +57,28 @@ class EmbedSummary:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def hash_all(refs: list[ImageRef], workers: int) -> Iterator[tuple[ImageRef, str | None, str | None]]:
-    """(ref, sha256, None) or (ref, None, reason) for each file, in order; hashing runs in threads."""
+NO_STAT = (0, 0, 0, 0)
+RACY_NS = 2_000_000_000  # a file modified this close to a run may change again within its mtime granularity
+
+
+def hash_all(refs: list[ImageRef], workers: int, known: dict[str, tuple[tuple, str]] | None = None
+             ) -> Iterator[tuple[ImageRef, str | None, tuple, str | None]]:
+    """(ref, sha256, stat, None) or (ref, None, NO_STAT, reason) for each file, in order, hashed in threads.
+
+    `known` maps a key to the (stat, sha256) recorded when it was last hashed; a file whose stat
+    (size, mtime_ns, ctime_ns, inode) is unchanged keeps that hash without being read again, as git does.
+    """
+    known = known or {}
 
     def one(ref: ImageRef):
         try:
-            return ref, hash_file(ref.path), None
+            st = file_stat(ref.path)
+            recorded = known.get(ref.key)
+            if recorded and st != NO_STAT and recorded[0] == st:
+                return ref, recorded[1], st, None
+            return ref, hash_file(ref.path), st, None
         except BadImage as e:
-            return ref, None, str(e)
+            return ref, None, NO_STAT, str(e)
 
     def chunk(start: int):  # files are small: hand them out in chunks, not one future each
         return [one(ref) for ref in refs[start:start + 64]]
@@ -72,6 +86,12 @@ def hash_all(refs: list[ImageRef], workers: int) -> Iterator[tuple[ImageRef, str
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for results in pool.map(chunk, range(0, len(refs), 64)):
             yield from results
+
+
+def trusted_stat(st: tuple, started_ns: int) -> tuple:
+    """The stat to record with a hash: unknown (re-hash next time) when the file was modified so close to
+    this run that a further change could keep the same mtime ("racily clean" in git's words)."""
+    return st if st[1] < started_ns - RACY_NS else NO_STAT
 
 
 @dataclass
@@ -129,6 +149,7 @@ def embed_folder(
     embedder_factory: Callable | None = None,
     engine: str = "local",
     address: str | None = None,
+    rehash: bool = False,
 ) -> EmbedSummary:
     """Embed every image of a class-per-subfolder tree into the cache at cache_path.
 
@@ -136,10 +157,11 @@ def embed_folder(
     (`address`, default: a new local one) and merges what comes back into the same cache.
 
     Only new or changed files (by sha256 of their bytes) are embedded; deleted ones are dropped;
-    bad files are skipped with a reason. Raises FingerprintMismatch when the cache was made with
+    bad files are skipped with a reason. A file whose size, mtime, ctime and inode are those recorded
+    when it was hashed is not read again (rehash=True reads every file). Raises FingerprintMismatch when the cache was made with
     another backbone/weights/size (pass rebuild=True to replace it).
     """
-    t0 = time.perf_counter()
+    t0, started_ns = time.perf_counter(), time.time_ns()
     spec = spec or backbones.get_spec()
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)
@@ -154,6 +176,7 @@ def embed_folder(
         old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
         old_by_hash: dict[str, int] = {}
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
+        known: dict[str, tuple[tuple, str]] = {}  # key -> (stat, hash) recorded when last hashed
         created = None
         unchanged_if: tuple | None = None  # what the new cache must equal for the write to be skipped
         if cache_path.exists() and not rebuild:
@@ -163,10 +186,12 @@ def embed_folder(
             old_by_key = {k: (h, i) for i, (k, h) in enumerate(zip(old.keys, old.hashes))}
             old_by_hash = {h: i for i, h in enumerate(old.hashes)}
             old_failed = {k: (h, r) for k, r, h in old.failed if h}
+            if old.file_stats is not None:
+                known = {k: (tuple(st), h) for k, h, st in zip(old.keys, old.hashes, old.file_stats.tolist())}
             created = cache.read_meta(cache_path)["created_utc"]
             if old.root and os.path.abspath(root) != old.root:
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
-            unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys))
+            unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None)
             del old
         journal = cache.Journal(cache_path, fp["id"])
         journal.open()
@@ -175,14 +200,19 @@ def embed_folder(
         rows: list[cache.Row] = []
         failed: list[tuple[str, str, str]] = []
         todo: list[tuple[ImageRef, str]] = []
-        for ref, h, reason in hash_all(images, workers):
+        stats: dict[str, tuple] = {}  # key -> stat to record
+        restat = 0  # kept files whose recorded stat changed (a racily-clean unknown one waits for the next write)
+        for ref, h, st, reason in hash_all(images, workers, None if rehash else known):
             label = class_index[ref.label]
+            stats[ref.key] = trusted_stat(st, started_ns)
             if h is None:
                 failed.append((ref.key, reason, ""))
                 reporter.warn(f"skipped {ref.key}: {reason}")
             elif ref.key in old_by_key and old_by_key[ref.key][0] == h:
                 rows.append(cache.Row(ref.key, h, label, cache_path, old_by_key[ref.key][1]))
                 summary.kept += 1
+                recorded = known.get(ref.key, (NO_STAT,))[0]
+                restat += recorded != NO_STAT and recorded != stats[ref.key]  # e.g. touched: record the new stat
             elif h in old_by_hash:
                 rows.append(cache.Row(ref.key, h, label, cache_path, old_by_hash[h]))
                 summary.reused += 1
@@ -204,7 +234,10 @@ def embed_folder(
             summary.embedded = len(pending_rows)
             rows.extend(pending_rows)
         summary.failed = [(key, reason) for key, reason, _ in failed]
-        if (classes, sorted(failed), os.path.abspath(root), summary.kept) != unchanged_if or len(rows) != summary.kept:
+        for row in rows:
+            row.stat = stats.get(row.key, NO_STAT)
+        if ((classes, sorted(failed), os.path.abspath(root), summary.kept, True) != unchanged_if
+                or len(rows) != summary.kept or restat):
             cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
         journal.clear()
 
@@ -300,7 +333,7 @@ def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *,
     vectors: dict[int, np.ndarray] = {}
     failures: list[tuple[ImageRef, str]] = []
     hashed = []
-    for i, (ref, h, reason) in enumerate(hash_all(refs, workers)):
+    for i, (ref, h, _, reason) in enumerate(hash_all(refs, workers)):
         if h is None:
             failures.append((ref, reason))
         else:
