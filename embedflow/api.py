@@ -74,7 +74,7 @@ def _cache_for_model(loaded: models.LoadedModel) -> Path | None:
 
 def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None = None, *,
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
-                 rebuild: bool = False, runtime: str = "auto", batch_size: int = 16, workers: int | None = None,
+                 rebuild: bool = False, runtime: str = "auto", batch_size: int | None = None, workers: int | None = None,
                  engine: str = "local", address: str | None = None, rehash: bool = False,
                  reporter: Reporter = SILENT) -> EmbedSummary:
     """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.

@@ -33,13 +33,16 @@ class CliReporter:
     """Progress bar on a terminal (images, images/s, ETA); plain lines otherwise; nothing with --quiet."""
 
     def __init__(self, quiet: bool = False):
-        from rich.console import Console
-
         self.quiet = quiet
-        self.console = Console(stderr=True, highlight=False)
         self.warnings = 0
         self._progress = None
         self._task = None
+
+    @functools.cached_property
+    def console(self):
+        from rich.console import Console  # only when something is printed: a quiet rerun starts faster
+
+        return Console(stderr=True, highlight=False)
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -50,7 +53,7 @@ class CliReporter:
         self.console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def start(self, description: str, total: int) -> None:
-        if self.quiet or not self.console.is_terminal:
+        if self.quiet or not sys.stderr.isatty() or not self.console.is_terminal:
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
@@ -131,7 +134,8 @@ def embed(
     rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, even those whose size, mtime, "
                                 "ctime and inode are unchanged since they were hashed."),
     runtime: str = RuntimeOpt,
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per inference call."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference call "
+                                             "(default: 4 on LiteRT, 64 on Keras, 16 per Ray task)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),

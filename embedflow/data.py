@@ -200,7 +200,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
                 elif w * h > MAX_PIXELS:
                     raise BadImage(f"{w}x{h} pixels: refused as a possible decompression bomb")
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to rotate
                 img = _to_rgb(img)
                 if img.size != (size, size):
                     img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)

@@ -143,7 +143,7 @@ def embed_folder(
     spec: backbones.BackboneSpec | None = None,
     rebuild: bool = False,
     runtime: str = "auto",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
     reporter: Reporter = SILENT,
     embedder_factory: Callable | None = None,
@@ -253,16 +253,25 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
 
         summary.runtime = f"ray ({'litert' if runtime == 'auto' else runtime})"
         return lambda items: ray_stream(items, spec, fp, address=address, workers=workers,
-                                        batch_size=batch_size, runtime=runtime)
+                                        batch_size=batch_size or RAY_BATCH, runtime=runtime)
     if engine != "local":
         raise UsageError(f"unknown engine '{engine}': use local or ray")
 
     def local(items):
         embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
         summary.runtime = getattr(embedder, "runtime", "custom")
-        return embed_stream(items, embedder, spec.image_size, spec.output_dim, batch_size=batch_size, workers=workers)
+        return embed_stream(items, embedder, spec.image_size, spec.output_dim,
+                            batch_size=batch_size or preferred_batch(embedder), workers=workers)
 
     return local
+
+
+RAY_BATCH = 16  # images per Ray task: larger than a local batch, so scheduling costs little
+
+
+def preferred_batch(embedder) -> int:
+    """The embedder's own batch size (small for LiteRT on a CPU, large for Keras), 16 for a custom one."""
+    return getattr(embedder, "batch_size", 16)
 
 
 def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed) -> list[cache.Row]:
@@ -325,7 +334,7 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
 
 
 def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *, runtime: str = "auto",
-                known_from: Callable[[set[str]], dict] | None = None, batch_size: int = 16, workers: int | None = None,
+                known_from: Callable[[set[str]], dict] | None = None, batch_size: int | None = None, workers: int | None = None,
                 reporter: Reporter = SILENT, embedder_factory: Callable | None = None):
     """Vectors for loose files, in memory (the cache is not written). Vectors whose content hash is in
     `known_from(hashes)` (e.g. a cache lookup) are taken from there. Returns (ok refs, their vectors (N, D), failures [(ref, reason)])."""
@@ -351,7 +360,7 @@ def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *,
         reporter.start("embedding", len(todo))
         try:
             for batch in embed_stream(todo, embedder, spec.image_size, spec.output_dim,
-                                      batch_size=batch_size, workers=workers):
+                                      batch_size=batch_size or preferred_batch(embedder), workers=workers):
                 failures.extend((ref, reason) for ref, _, reason in batch.bad)
                 for (ref, _), v in zip(batch.ok, batch.vectors):
                     vectors[position[id(ref)]] = v
