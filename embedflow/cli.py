@@ -372,6 +372,8 @@ def finetune(
     rotation: Optional[float] = typer.Option(None, "--rotation", help="Random rotation, fraction of a full turn (default 0.2)."),
     zoom: Optional[float] = typer.Option(None, "--zoom", help="Random zoom fraction (default 0.2)."),
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (same split as fit)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train a fresh model on all images "
+                               "for the chosen epoch counts and save it (about twice the time)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of training."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Starting backbone weights file (default: Keras' ImageNet weights)."),
@@ -385,7 +387,7 @@ def finetune(
               "unfreeze_from": unfreeze_from,
               "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
               "label_smoothing": label_smoothing, "dropout": dropout, "batch_size": batch_size,
-              "patience": patience, "augment": augment, "rotation": rotation, "zoom": zoom}
+              "patience": patience, "augment": augment, "rotation": rotation, "zoom": zoom, "refit": refit}
     rep = CliReporter(quiet or as_json)
     r = api.finetune(folder, out, image_size=image_size, weights=weights, val_split=val_split, seed=seed,
                      params=params, reporter=rep)

@@ -252,7 +252,7 @@ def export(model_dir, fmt: str = "tflite", quantize: str = "none", out=None, *, 
         tfl = TFLiteImageClassifier(out_dir, {"classes": src.classes}, out_dir / "model.tflite")
         result["tflite"] = parity(tfl.predict_pixels(src.val.pixels), src.source_proba, labels)
     if src.manifest.get("split", {}).get("refit_on_all"):
-        result["note"] = ("the source head was refit on all vectors, validation images included: accuracy here "
+        result["note"] = ("the source model was refit on all its data, validation images included: accuracy here "
                           "is not a held-out estimate; agreement is what this check measures")
     checked = result.get("tflite", result.get("fused_keras"))
     ok = quantize not in ("none", "float16") or checked["top1_agreement"] >= FLOAT_PARITY

@@ -34,6 +34,10 @@ def test_finetune_export_predict_evaluate_explain(cli, weights_file, tmp_path, t
     assert manifest["fingerprint"]["id"] == backbones.fingerprint(tiny_spec)["id"]
     assert manifest["split"]["n_train"] + manifest["split"]["n_val"] == 18 and manifest["split"]["n_val"] == 4
     assert manifest["files"]["model.keras"] and manifest["metrics"]["accuracy"] >= 0
+    # the report scores the model trained on the training split; the saved one is refit on all 18 images
+    assert manifest["refit"] == {"images": 18, "stage1_epochs": 1, "stage2_epochs": 1}
+    assert manifest["split"]["refit_on_all"] and "training split only" in manifest["metrics_of"]
+    assert len(read_json(ft / "history.json")["epoch_seconds"]["refit"]) == 2
     history = read_json(ft / "history.json")["history"]
     assert len(history["stage1"]["loss"]) == 1 and len(history["stage2"]["val_loss"]) == 1
     for name in ("model.keras", "learning_curve.png", "report.json", "confusion.png", "labels.txt"):
@@ -55,6 +59,7 @@ def test_finetune_export_predict_evaluate_explain(cli, weights_file, tmp_path, t
     quant = read_json(tmp_path / "models" / "ft-tflite-dynamic" / "manifest.json")
     assert quant["quantize"] == "dynamic"
     assert {"top1_agreement", "accuracy"} <= set(quant["parity"]["tflite"])
+    assert "refit on all" in quant["parity"]["note"]  # its validation images were in the refit's training data
     assert (tmp_path / "models" / "ft-tflite-dynamic" / "model.tflite").stat().st_size < \
         (tfl / "model.tflite").stat().st_size / 2
 
@@ -118,3 +123,10 @@ def test_logreg_folds_into_one_dense_layer(n_classes):
     head = make_head("logreg", C=1.0).fit(X, y)
     layer = logreg_dense_layer(head, n_classes, 16)
     np.testing.assert_allclose(np.asarray(layer(X)), head.predict_proba(X), atol=1e-5)
+
+
+def test_refit_uses_the_epoch_count_with_the_best_validation_loss():
+    from embedflow.finetune import _best_epochs
+
+    assert _best_epochs({"val_loss": [0.9, 0.7, 0.75, 0.72], "loss": [1, 0.5, 0.4, 0.3]}) == 2
+    assert _best_epochs({"loss": [1.0, 0.8]}) == 2 and _best_epochs({}) == 0
