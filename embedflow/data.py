@@ -67,7 +67,7 @@ def walk_images(folder: Path) -> list[tuple[Path, str]]:
         rel_dir = dirpath[len(top) + 1:]  # os.walk's dirpath is always top joined with the subfolders
         found.extend((Path(dirpath, f), os.path.join(rel_dir, f) if rel_dir else f)
                      for f in filenames if is_image_name(f))
-    return sorted(found)
+    return sorted(found, key=lambda item: item[1])  # by the relative path: comparing Paths is slow
 
 
 def discover_labelled(root: str | os.PathLike) -> tuple[list[ImageRef], list[str], list[str]]:
