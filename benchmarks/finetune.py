@@ -30,6 +30,20 @@ class Printer(Reporter):
         print(time.strftime("%H:%M:%S"), "warning:", message, flush=True)
 
 
+def parse_value(key: str, text: str):
+    """A --set value in the type of the default: true/false for flags, numbers for numbers."""
+    if key not in finetune.DEFAULTS:
+        raise SystemExit(f"unknown hyperparameter {key}; known: {', '.join(finetune.DEFAULTS)}")
+    default = finetune.DEFAULTS[key]
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"{key} takes true or false, not {text}")
+        return text.lower() in ("true", "1")
+    if isinstance(default, (int, float)):
+        return type(default)(float(text))
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="?", default=str(HERE.parent.parent / "shared" / "data" / "flowers-dev"))
@@ -37,12 +51,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--set", action="append", default=[], help="hyperparameter override, e.g. unfreeze_top=80")
     args = ap.parse_args()
-    params = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        default = finetune.DEFAULTS[key]
-        params[key] = value if default is None else type(default)(float(value) if isinstance(default, (int, float))
-                                                   and not isinstance(default, bool) else value)
+    params = {key: parse_value(key, value) for key, value in (item.split("=", 1) for item in args.set)}
     spec = backbones.get_spec("mobilenet_v2", args.image_size)
     t0 = time.perf_counter()
     r = finetune.finetune(args.data, args.out, spec=spec, params=params, reporter=Printer())
