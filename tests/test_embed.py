@@ -193,7 +193,7 @@ def test_non_finite_vectors_are_never_cached(dataset, tiny_spec, tmp_path):
     assert not (tmp_path / "c.h5").exists()
 
 
-def test_unchanged_files_are_not_read_again(dataset, tiny_spec, monkeypatch):
+def test_unchanged_files_are_not_read_again(dataset, tiny_spec, monkeypatch, tmp_path):
     """A file whose size, mtime, ctime and inode are those recorded keeps its hash without being read;
     a changed one is hashed and embedded again, even with the same size and a restored mtime."""
     from embedflow import embed
@@ -201,14 +201,14 @@ def test_unchanged_files_are_not_read_again(dataset, tiny_spec, monkeypatch):
     old = 1_600_000_000
     for p in dataset.rglob("*.*"):
         os.utime(p, (old, old))  # not "racily clean": modified long before the run
-    first = embed_folder(dataset, "c.h5", spec=tiny_spec)
-    stats = cache.load("c.h5", vectors=False).file_stats
+    first = embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec)
+    stats = cache.load(tmp_path / "c.h5", vectors=False).file_stats
     assert stats.shape == (18, 4) and (stats[:, 1] == old * 10**9).all()
 
     reads = []
     real_hash = embed.hash_file
     monkeypatch.setattr(embed, "hash_file", lambda path: reads.append(path) or real_hash(path))
-    again = embed_folder(dataset, "c.h5", spec=tiny_spec)
+    again = embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec)
     assert (again.kept, again.embedded, reads) == (18, 0, [])
 
     target = dataset / "limes" / "limes_001.png"
@@ -218,15 +218,15 @@ def test_unchanged_files_are_not_read_again(dataset, tiny_spec, monkeypatch):
     target.write_bytes(bytes(data))
     os.utime(target, (old, old))
     assert target.stat().st_size == size
-    third = embed_folder(dataset, "c.h5", spec=tiny_spec)
+    third = embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec)
     assert [p.name for p in reads] == ["limes_001.png"]
     assert third.kept == 17 and third.embedded + len(third.failed) == 1
 
     reads.clear()
-    embed_folder(dataset, "c.h5", spec=tiny_spec, rehash=True)
+    embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec, rehash=True)
     assert len(reads) == 18
 
 
-def test_recently_modified_files_are_hashed_next_time(dataset, tiny_spec):
-    embed_folder(dataset, "c.h5", spec=tiny_spec)  # the fixture's files were written just now
-    assert not cache.load("c.h5", vectors=False).file_stats.any()
+def test_recently_modified_files_are_hashed_next_time(dataset, tiny_spec, tmp_path):
+    embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec)  # the fixture's files were written just now
+    assert not cache.load(tmp_path / "c.h5", vectors=False).file_stats.any()
