@@ -478,7 +478,14 @@ def backbones_(as_json: bool = JsonOpt):
     typer.echo(f"* hub:URL_OR_PATH: a TF2 SavedModel feature vector (TF Hub URL or folder); input {hub['input_size']}")
 
 
+def _stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt  # `kill`, a scheduler or a container stop: progress is committed as for Ctrl-C
+
+
 def run() -> None:  # console-script entry point
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         app()
     except BrokenPipeError:  # `embedflow predict ... | head`

@@ -71,9 +71,10 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, co
     assert report["events"][0]["journal_vectors"] and not report["events"][0]["cache_rows"], log
 
 
-def test_sigint_stops_within_seconds_commits_and_resumes(tmp_path, converted):
-    """Ctrl-C while decode workers are busy with large images: exit 130 quickly, progress committed,
-    `info` says what is pending, and the same command resumes from the journal."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_stops_within_seconds_commits_and_resumes(tmp_path, converted, signum):
+    """Ctrl-C (or SIGTERM) while decode workers are busy with large images: exit 130 quickly, progress
+    committed, `info` says what is pending, and the same command resumes from the journal."""
     data = tmp_path / "data"
     rng = np.random.default_rng(0)
     for c in ("big", "bigger"):
@@ -91,7 +92,7 @@ def test_sigint_stops_within_seconds_commits_and_resumes(tmp_path, converted):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     stopped_after = time.monotonic() - sent
     assert proc.returncode == 130, err
