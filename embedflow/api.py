@@ -437,6 +437,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
             results.append({"query": name, "hash": h, "neighbors": [
                 {"key": columns.keys[r], "label": columns.classes[columns.labels[r]], "score": round(s, 6)}
                 for r, s in hits.for_query(i)]})
+    columns.check_unchanged()  # vectors were read in later opens: they must come from the same file
     out = {"cache": str(cache_path), "method": method_used, "k": k, "results": results, "failed": failed,
            "sheet": None}
     if sheet and results:
@@ -481,6 +482,7 @@ def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float 
     cache_path = choose_cache(cache_path, reporter)
     columns = _searchable(cache_path)
     groups, method_used = nn.find_duplicates(cache_path, columns, threshold, method, reporter)
+    columns.check_unchanged()
     return {"cache": str(cache_path), "threshold": threshold, "method": method_used, "groups": groups,
             "n_groups": len(groups), "n_cross_class": sum(g["cross_class"] for g in groups),
             "n_images_in_groups": sum(g["size"] for g in groups)}

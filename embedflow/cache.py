@@ -171,9 +171,25 @@ class CacheColumns:
     dim: int
     updated_utc: str
     path: str
+    snapshot: tuple = ()  # (device, inode, size, mtime_ns) of the file these columns were read from
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def check_unchanged(self) -> None:
+        """Raise CacheError if the cache file was replaced since these columns were read: vectors read
+        by a later open would belong to another snapshot (a writer renames a new file over the old)."""
+        try:
+            now = _identity(os.stat(self.path))
+        except OSError:
+            now = None
+        if self.snapshot and now != self.snapshot:
+            raise CacheError(f"cache {self.path} was replaced by another run while it was being read; "
+                             "run the command again")
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def load_columns(path: str | os.PathLike) -> CacheColumns:
@@ -185,6 +201,7 @@ def load_columns(path: str | os.PathLike) -> CacheColumns:
             classes=_strings(f["classes"]), fingerprint=json.loads(f.attrs["fingerprint"]),
             root=str(f.attrs.get("root", "")), dim=int(f["embeddings"].shape[1]),
             updated_utc=str(f.attrs.get("updated_utc", "")), path=str(path),
+            snapshot=_identity(os.fstat(f.id.get_vfd_handle())),
         )
 
 

@@ -248,3 +248,23 @@ def test_cli_fit_knn_head(cli, tmp_path):
     assert out["report"]["accuracy"] >= 0.8
     pred = json.loads(cli("predict", "models/knn", data / "plums" / "plums_005.JPEG", "--json").stdout)
     assert pred["predictions"][0]["top"][0]["label"] == "plums"
+
+
+def test_a_cache_replaced_during_a_search_is_refused(tmp_path, monkeypatch):
+    """Keys are read in one open and vectors in later ones: if a writer renames a new cache over the old in
+    between, the result would mix two snapshots, so the search refuses it instead."""
+    from embedflow.errors import CacheError
+
+    path = write_cache(tmp_path / "c.h5", clustered(40))
+    real_search = neighbors.search
+
+    def search_while_replaced(cache_path, *args, **kwargs):
+        out = real_search(cache_path, *args, **kwargs)
+        write_cache(tmp_path / "new.h5", clustered(41, seed=1)).replace(path)  # what embed's rename does
+        return out
+
+    monkeypatch.setattr(neighbors, "search", search_while_replaced)
+    with pytest.raises(CacheError, match="replaced by another run while it was being read"):
+        api.neighbors(keys=["a/k0000.png"], cache_path=path)
+    monkeypatch.setattr(neighbors, "search", real_search)
+    assert api.neighbors(keys=["a/k0000.png"], cache_path=path, k=3)["results"][0]["neighbors"]
