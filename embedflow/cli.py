@@ -360,7 +360,7 @@ def finetune(
     out: Path = typer.Option(Path("models/finetuned"), "--out", "-o", help="Model folder to write."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Stage 1 epochs: the head on the frozen base (default 10)."),
     fine_tune_epochs: Optional[int] = typer.Option(None, "--fine-tune-epochs", help="Stage 2 epochs: top of the base + head (default 10)."),
-    unfreeze_top: Optional[int] = typer.Option(None, "--unfreeze-top", help="Layers of the base trained in stage 2 (default 54)."),
+    unfreeze_top: Optional[int] = typer.Option(None, "--unfreeze-top", help="Layers of the base trained in stage 2 (default 100 of MobileNetV2's 155)."),
     unfreeze_from: Optional[str] = typer.Option(None, "--unfreeze-from", help="Or: name of the first base layer trained in stage 2 (e.g. block_13_expand)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Stage 1 Adam learning rate (default 1e-3)."),
     fine_tune_learning_rate: Optional[float] = typer.Option(None, "--fine-tune-learning-rate", help="Stage 2 Adam learning rate (default 1e-4)."),

@@ -33,7 +33,7 @@ MODEL_FILE = "model.keras"
 DEFAULTS = {
     "epochs": 10,  # stage 1 (head only)
     "fine_tune_epochs": 10,  # stage 2 (top of the base + head)
-    "unfreeze_top": 54,  # layers of the base trained in stage 2 (block_13 onwards at 54)
+    "unfreeze_top": 100,  # layers of the base trained in stage 2: 100 of 155 = from inside block_6 on
     "unfreeze_from": None,  # or: the name of the first base layer to train (e.g. block_13_expand)
     "learning_rate": 1e-3,
     "fine_tune_learning_rate": 1e-4,
