@@ -49,14 +49,15 @@ def main() -> None:
     ap.add_argument("data", nargs="?", default=str(HERE.parent.parent / "shared" / "data" / "flowers-dev"))
     ap.add_argument("--out", default="/tmp/embedflow-bench-ft")
     ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the split and of training (0: the CLI default)")
     ap.add_argument("--set", action="append", default=[], help="hyperparameter override, e.g. unfreeze_top=80")
     args = ap.parse_args()
     params = {key: parse_value(key, value) for key, value in (item.split("=", 1) for item in args.set)}
     spec = backbones.get_spec("mobilenet_v2", args.image_size)
     t0 = time.perf_counter()
-    r = finetune.finetune(args.data, args.out, spec=spec, params=params, reporter=Printer())
+    r = finetune.finetune(args.data, args.out, spec=spec, seed=args.seed, params=params, reporter=Printer())
     result = {
-        "benchmark": "finetune", "data": args.data, "image_size": args.image_size,
+        "benchmark": "finetune", "data": args.data, "image_size": args.image_size, "seed": args.seed,
         "hyperparameters": {**finetune.DEFAULTS, **params}, "n_train": r.n_train, "n_val": r.n_val,
         "val_accuracy": r.report["accuracy"], "val_macro_f1": r.report["macro_f1"],
         "stage1_val_accuracy_last": (r.history["stage1"].get("val_accuracy") or [None])[-1],
