@@ -104,7 +104,31 @@ def discover_labelled(root: str | os.PathLike) -> tuple[list[ImageRef], list[str
             f"{'/'.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))} files"
         )
     images.sort(key=lambda r: r.key)
-    return images, classes, notes
+    return _without_key_collisions(images, notes), classes, notes
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _without_key_collisions(images: list[ImageRef], notes: list[str]) -> list[ImageRef]:
+    """A name that is not valid UTF-8 gets a backslash-escaped key, which can equal a real file's name
+    (b"caf\xe9.jpg" and "caf\\xe9.jpg"). Keys must stay unique: the real name keeps it, the other is skipped."""
+    kept: list[ImageRef] = []
+    for ref in images:  # sorted by key: collisions are neighbours
+        if kept and kept[-1].key == ref.key:
+            loser = ref if _utf8_name(kept[-1].path) else kept.pop()
+            if loser is not ref:
+                kept.append(ref)
+            notes.append(f"skipped {os.fsencode(loser.path)!r}: its name is not valid UTF-8 and its printable key "
+                         f"'{loser.key}' is the name of another file; rename it")
+            continue
+        kept.append(ref)
+    return kept
 
 
 def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:

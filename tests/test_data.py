@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -117,3 +119,19 @@ def test_bad_files_raise_with_reason(tmp_path, content, reason):
         path.write_bytes(content)
     with pytest.raises(BadImage, match=reason):
         load_image(path, 32)
+
+
+def test_a_non_utf8_name_never_takes_the_key_of_a_real_file(tmp_path):
+    from embedflow.data import discover_labelled
+
+    folder = tmp_path / "data" / "apples"
+    make_image(folder / "a.jpg", (200, 30, 30), 1)
+    make_image(folder / "caf\\xe9.jpg", (200, 30, 30), 2)  # a real name with a backslash in it
+    raw = os.fsencode(folder) + b"/caf\xe9.jpg"  # Latin-1 bytes: escapes to the same printable key
+    with open(raw, "wb") as f:
+        f.write((folder / "a.jpg").read_bytes())
+    images, classes, notes = discover_labelled(tmp_path / "data")
+    keys = [r.key for r in images]
+    assert keys == ["apples/a.jpg", "apples/caf\\xe9.jpg"] and len(set(keys)) == len(keys)
+    assert os.fsencode(images[1].path) == os.fsencode(folder / "caf\\xe9.jpg")  # the real name kept its key
+    assert len(notes) == 1 and "not valid UTF-8" in notes[0] and "rename it" in notes[0]
