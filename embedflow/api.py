@@ -62,8 +62,7 @@ def choose_cache(cache_path: str | os.PathLike | None, reporter: Reporter = SILE
 def _cache_for_model(loaded: models.LoadedModel) -> Path | None:
     """A cache made with the model's fingerprint, to reuse its vectors: the one it was fitted on, else
     one of cache/embeddings*.h5."""
-    recorded = (loaded.manifest.get("cache") or {}).get("path")
-    for path in ([Path(recorded)] if recorded else []) + embedding_caches():
+    for path in models.recorded_caches(loaded.manifest) + embedding_caches():
         try:
             if path.exists() and cache.read_meta(path)["fingerprint"].get("id") == loaded.fingerprint.get("id"):
                 return path
@@ -140,7 +139,8 @@ def fit_head(cache_path: str | os.PathLike | None = None, head: str = "logreg", 
     models.save(out_dir, estimator, head, data.classes, data.fingerprint, {
         "hyperparameters": {**head_params(estimator), "class_weight": class_weight},
         "split": split,
-        "cache": {"path": str(cache_path), "count": len(data), "root": data.root},
+        "cache": {"path": str(cache_path), "abspath": str(Path(cache_path).resolve()), "count": len(data),
+                  "root": data.root},
         "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
         "fit_seconds": round(time.perf_counter() - t0, 3),
     })

@@ -214,3 +214,10 @@ def _load_head(head_file: Path, manifest: dict):
     import joblib
 
     return joblib.load(head_file)
+
+
+def recorded_caches(manifest: dict) -> list[Path]:
+    """Where the cache a head was fitted on should be: its path as given (relative to where `fit` ran),
+    then its absolute path (older manifests lack it)."""
+    recorded = manifest.get("cache") or {}
+    return [Path(p) for p in dict.fromkeys(filter(None, (recorded.get("path"), recorded.get("abspath"))))]

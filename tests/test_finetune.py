@@ -90,7 +90,7 @@ def test_finetune_export_predict_evaluate_explain(cli, weights_file, tmp_path, t
     assert "sha256" in cli("predict", "models/ft", images[0], expect=5).stderr
 
 
-def test_fused_logreg_matches_cached_head_and_svm_is_refused(cli, tmp_path):
+def test_fused_logreg_matches_cached_head_and_svm_is_refused(cli, tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data", per_class=8)
     cli("embed", data, "--runtime", "keras", "--quiet")
     cli("fit", "--head", "logreg", "--quiet")
@@ -103,7 +103,11 @@ def test_fused_logreg_matches_cached_head_and_svm_is_refused(cli, tmp_path):
     cached = top_labels(cli("predict", "models/logreg", data, "--json"))
     assert top_labels(cli("predict", fused, data, "--json")) == cached
     cli("fit", "--head", "dense", "--epochs", "20", "--quiet")
-    cli("export", "models/dense", "--format", "keras", "--quiet")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the manifest's relative cache path no longer resolves: its absolute one does
+    cli("export", tmp_path / "models" / "dense", "--format", "keras", "--quiet")
+    monkeypatch.chdir(tmp_path)
     dense = read_json(tmp_path / "models" / "dense-fused" / "manifest.json")["parity"]["fused_keras"]
     assert dense["top1_agreement"] == 1.0 and dense["max_abs_probability_diff"] < 1e-3
     cli("fit", "--head", "svm", "--quiet")
