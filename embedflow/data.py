@@ -120,14 +120,13 @@ def _without_key_collisions(images: list[ImageRef], notes: list[str]) -> list[Im
     (b"caf\xe9.jpg" and "caf\\xe9.jpg"). Keys must stay unique: the real name keeps it, the other is skipped."""
     kept: list[ImageRef] = []
     for ref in images:  # sorted by key: collisions are neighbours
-        if kept and kept[-1].key == ref.key:
-            loser = ref if _utf8_name(kept[-1].path) else kept.pop()
-            if loser is not ref:
-                kept.append(ref)
-            notes.append(f"skipped {os.fsencode(loser.path)!r}: its name is not valid UTF-8 and its printable key "
-                         f"'{loser.key}' is the name of another file; rename it")
+        if not kept or kept[-1].key != ref.key:
+            kept.append(ref)
             continue
-        kept.append(ref)
+        if not _utf8_name(kept[-1].path):  # the one kept so far is the escaped name: the real one takes its place
+            kept[-1], ref = ref, kept[-1]
+        notes.append(f"skipped {os.fsencode(ref.path)!r}: its name is not valid UTF-8 and its printable key "
+                     f"'{ref.key}' is the name of another file; rename it")
     return kept
 
 
@@ -157,12 +156,10 @@ def file_stat(path: Path) -> tuple[int, int, int, int]:
 
 
 def hash_file(path: Path) -> str:
-    """sha256 of the file's bytes, hex. Raises BadImage when it cannot be read."""
-    with _read_errors(path):
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise BadImage("not a regular file")
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+    """sha256 of the file's bytes, hex. Raises BadImage when it cannot be read (file_stat's checks first)."""
+    file_stat(path)
+    with _read_errors(path), open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextlib.contextmanager

@@ -72,9 +72,9 @@ def hash_all(refs: list[ImageRef], workers: int, known: dict[str, tuple[tuple, s
 
     def one(ref: ImageRef):
         try:
-            st = file_stat(ref.path)
+            st = file_stat(ref.path)  # never NO_STAT: an unknown recorded stat matches no file
             recorded = known.get(ref.key)
-            if recorded and st != NO_STAT and recorded[0] == st:
+            if recorded and recorded[0] == st:
                 return ref, recorded[1], st, None
             return ref, hash_file(ref.path), st, None
         except BadImage as e:

@@ -141,10 +141,10 @@ def _cached_head_source(model_dir, manifest, data_root, cache_path, reporter) ->
                                f"model {model_dir} was trained on vectors of another backbone")
     model = fuse(loaded, spec)
     candidates = [Path(cache_path)] if cache_path else models.recorded_caches(manifest)
-    cache_path = next((p for p in candidates if p.is_file()), candidates[0] if candidates else "")
-    if not cache_path or not Path(cache_path).is_file():
-        raise CacheError(f"the parity check needs the cache {model_dir} was trained from ({cache_path or 'unknown'}), "
-                         "which is not there; pass --cache PATH")
+    cache_path = next((p for p in candidates if p.is_file()), None)
+    if cache_path is None:
+        raise CacheError(f"the parity check needs the cache {model_dir} was trained from "
+                         f"({candidates[0] if candidates else 'unknown'}), which is not there; pass --cache PATH")
     held = cache.load(cache_path)
     backbones.check_compatible(held.fingerprint, loaded.fingerprint, f"cache {cache_path}")
     split = manifest.get("split", {})
