@@ -61,6 +61,7 @@ def main() -> None:
         "hyperparameters": {**finetune.DEFAULTS, **params}, "n_train": r.n_train, "n_val": r.n_val,
         "val_accuracy": r.report["accuracy"], "val_macro_f1": r.report["macro_f1"],
         "stage1_val_accuracy_last": (r.history["stage1"].get("val_accuracy") or [None])[-1],
+        "history": {stage: {k: [round(float(x), 4) for x in v] for k, v in h.items()} for stage, h in r.history.items()},
         "epoch_seconds": r.epoch_seconds, "epochs_run": {k: len(v) for k, v in r.epoch_seconds.items()},
         "total_seconds": round(time.perf_counter() - t0, 1), "cpus": os.cpu_count(),
         "machine": platform.machine(), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
