@@ -359,7 +359,7 @@ def finetune(
     folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
     out: Path = typer.Option(Path("models/finetuned"), "--out", "-o", help="Model folder to write."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Stage 1 epochs: the head on the frozen base (default 10)."),
-    fine_tune_epochs: Optional[int] = typer.Option(None, "--fine-tune-epochs", help="Stage 2 epochs: top of the base + head (default 10)."),
+    fine_tune_epochs: Optional[int] = typer.Option(None, "--fine-tune-epochs", help="Stage 2 epochs: top of the base + head (default 12)."),
     unfreeze_top: Optional[int] = typer.Option(None, "--unfreeze-top", help="Layers of the base trained in stage 2 (default 100 of MobileNetV2's 155)."),
     unfreeze_from: Optional[str] = typer.Option(None, "--unfreeze-from", help="Or: name of the first base layer trained in stage 2 (e.g. block_13_expand)."),
     learning_rate: Optional[float] = typer.Option(None, "--learning-rate", help="Stage 1 Adam learning rate (default 1e-3)."),
@@ -367,13 +367,16 @@ def finetune(
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (default 0.1)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the softmax layer (default 0.5)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 32)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stage 2 early-stopping patience on validation loss (default 3; 0 = off)."),
+    average_from: Optional[int] = typer.Option(None, "--average-from", min=0, help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation and zoom in stage 2."),
     rotation: Optional[float] = typer.Option(None, "--rotation", help="Random rotation, fraction of a full turn (default 0.2)."),
     zoom: Optional[float] = typer.Option(None, "--zoom", help="Random zoom fraction (default 0.2)."),
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (same split as fit)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train a fresh model on all images "
                                "for the chosen epoch counts and save it (about twice the time)."),
+    flip_tta: bool = typer.Option(True, "--flip-tta/--no-flip-tta", help="Save a model that averages its predictions "
+                                  "for the image and its mirror image (twice the inference time)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of training."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Starting backbone weights file (default: Keras' ImageNet weights)."),
@@ -387,7 +390,8 @@ def finetune(
               "unfreeze_from": unfreeze_from,
               "learning_rate": learning_rate, "fine_tune_learning_rate": fine_tune_learning_rate,
               "label_smoothing": label_smoothing, "dropout": dropout, "batch_size": batch_size,
-              "patience": patience, "augment": augment, "rotation": rotation, "zoom": zoom, "refit": refit}
+              "average_from": average_from, "patience": patience, "augment": augment, "rotation": rotation,
+              "zoom": zoom, "refit": refit, "flip_tta": flip_tta}
     rep = CliReporter(quiet or as_json)
     r = api.finetune(folder, out, image_size=image_size, weights=weights, val_split=val_split, seed=seed,
                      params=params, reporter=rep)

@@ -2,6 +2,8 @@
 
 The class score's gradient with respect to the last convolutional feature map of the MobileNetV2 base
 (`out_relu`) is averaged per channel; the channel-weighted map, rectified and normalised, is the heatmap.
+For a model with flip test-time augmentation, the maps of the image and of its mirror image (mirrored
+back) are averaged, for the class the model's averaged probabilities pick.
 """
 
 from __future__ import annotations
@@ -27,27 +29,40 @@ class Explanation:
 
 
 def gradcam_model(model):
-    """(preprocessing layers, conv model: preprocessed -> out_relu map, head layers after the pooling)."""
+    """(preprocessing layers, conv model: preprocessed -> out_relu map, head layers after the pooling,
+    whether the model averages over a horizontal flip)."""
     import keras
 
-    from .finetune import split_parts
+    from .finetune import split_parts, unwrap_tta
 
     pre, base, head = split_parts(model)
+    flip_tta = unwrap_tta(model)[1]
     try:
         conv = base.get_layer(CONV_LAYER)
     except ValueError:
         raise ModelError(f"the model's base has no '{CONV_LAYER}' layer: Grad-CAM needs a MobileNetV2 base") from None
     if not isinstance(base.layers[-1], keras.layers.GlobalAveragePooling2D) or base.layers[-2] is not conv:
         raise ModelError("expected the base to end with out_relu and global average pooling")
-    return pre, keras.Model(base.inputs, conv.output), head
+    return pre, keras.Model(base.inputs, conv.output), head, flip_tta
 
 
 def gradcam(model, pixels: np.ndarray, parts=None) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps (N, h, w) in [0, 1] for each image's top class, and the probabilities (N, C).
     `parts` is gradcam_model(model), to build it once for many calls."""
+    pre, conv_model, head, flip_tta = parts or gradcam_model(model)
+    if not flip_tta:
+        return _gradcam(pre, conv_model, head, pixels)
+    mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
+    proba = (_gradcam(pre, conv_model, head, pixels)[1] + _gradcam(pre, conv_model, head, mirrored)[1]) / 2
+    top = proba.argmax(axis=1)
+    cam = _gradcam(pre, conv_model, head, pixels, top)[0] + _gradcam(pre, conv_model, head, mirrored, top)[0][:, :, ::-1]
+    return _normalise(cam), proba
+
+
+def _gradcam(pre, conv_model, head, pixels: np.ndarray, classes: np.ndarray | None = None):
+    """(heatmaps, probabilities) of one network for `classes` (default: each image's top class)."""
     import tensorflow as tf
 
-    pre, conv_model, head = parts or gradcam_model(model)
     x = tf.convert_to_tensor(pixels)
     for layer in pre:
         x = layer(x)
@@ -57,14 +72,18 @@ def gradcam(model, pixels: np.ndarray, parts=None) -> tuple[np.ndarray, np.ndarr
         out = tf.reduce_mean(conv, axis=(1, 2))
         for layer in head:
             out = layer(out, training=False)
-        top = tf.argmax(out, axis=1)
+        top = tf.argmax(out, axis=1) if classes is None else tf.constant(classes, dtype=tf.int64)
         score = tf.gather(out, top, axis=1, batch_dims=1)
     grads = tape.gradient(score, conv)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1)).numpy()
+    return _normalise(cam), out.numpy()
+
+
+def _normalise(cam: np.ndarray) -> np.ndarray:
+    """Each map scaled to a peak of 1 (all-zero maps stay zero)."""
     peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
-    cam = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
-    return cam, out.numpy()
+    return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
 
 def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -> dict:

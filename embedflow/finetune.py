@@ -4,13 +4,20 @@ Stage 1 trains the head with the base frozen. Because a frozen base in inference
 a fixed vector, stage 1 runs on the pooled features of the (un-augmented) training images computed once,
 which is exactly the frozen-base model and many times faster on a CPU. Stage 2 unfreezes the top of the
 base (BatchNormalization stays frozen, in inference mode) and trains the whole model on augmented images
-from a tf.data pipeline at a much lower learning rate, with early stopping on the validation loss and
-the best weights restored.
+from a tf.data pipeline at a much lower learning rate. By default the weights of stage 2's epochs from
+`average_from` on are averaged (stochastic weight averaging; BatchNormalization is frozen, so no
+statistics need recomputing) and stage 2 runs all its epochs; with `average_from` 0 it instead stops
+early on the validation loss and restores the best weights.
+
+The saved model predicts with horizontal-flip test-time augmentation by default (`flip_tta`): it is the
+trained network wrapped so that its output is the mean of the probabilities of the image and of its
+mirror image, built from stock Keras ops (loadable without embedflow, exported to TFLite as one graph).
 
 With refit (the default, as in `fit`), the validation report is measured first; then a fresh model is
-trained the same way on all images (training + validation) for the same stage 1 epochs and the stage 2
-epoch count that had the best validation loss, and that model is saved. The report therefore scores the
-model trained on the training split only: an honest estimate for the saved one, which saw 25% more data.
+trained the same way on all images (training + validation) for the same stage 1 epochs and stage 2
+epochs (with averaging, all of them; without, the count that had the best validation loss), and that
+model is saved. The report therefore scores the model trained on the training split only: an honest
+estimate for the saved one, which saw 25% more data.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from .report import classification_report, write_report
 MODEL_FILE = "model.keras"
 DEFAULTS = {
     "epochs": 10,  # stage 1 (head only)
-    "fine_tune_epochs": 10,  # stage 2 (top of the base + head)
+    "fine_tune_epochs": 12,  # stage 2 (top of the base + head)
     "unfreeze_top": 100,  # layers of the base trained in stage 2: 100 of 155 = from inside block_6 on
     "unfreeze_from": None,  # or: the name of the first base layer to train (e.g. block_13_expand)
     "learning_rate": 1e-3,
@@ -40,13 +47,16 @@ DEFAULTS = {
     "dropout": 0.5,
     "label_smoothing": 0.1,
     "batch_size": 32,
-    "patience": 3,
+    "average_from": 4,  # stage 2: average the weights of this epoch and the later ones (0: off, early stopping)
+    "patience": 3,  # stage 2 early stopping on validation loss, when weights are not averaged (0: off)
     "augment": True,
     "flip": True,
     "rotation": 0.2,
     "zoom": 0.2,
     "refit": True,  # after validating, train again on all images for the chosen epochs and save that model
+    "flip_tta": True,  # the saved model averages its predictions for the image and its mirror image
 }
+TTA_NAME = "flip_tta_mean"
 
 
 class Interrupted(EmbedflowError):
@@ -65,10 +75,36 @@ class FinetuneResult:
     interrupted: bool = False
 
 
-def split_parts(model) -> tuple:
-    """(rescaling layer, MobileNetV2 base model, head layers after the base) of an embedflow pixel model."""
+def with_flip_tta(model):
+    """uint8 pixels -> mean of `model`'s probabilities for the image and its horizontal mirror. The network
+    inside is an uncompiled copy of `model`, so the saved file carries no optimizer state."""
     import keras
 
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    model = copy
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="pixels")
+    mirrored = keras.ops.flip(inputs, axis=2)
+    outputs = keras.layers.Average(name=TTA_NAME)([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")
+
+
+def unwrap_tta(model) -> tuple:
+    """(the network inside, True) for a with_flip_tta model; (model, False) for any other."""
+    import keras
+
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if any(layer.name == TTA_NAME for layer in model.layers) and len(inner) == 1:
+        return inner[0], True
+    return model, False
+
+
+def split_parts(model) -> tuple:
+    """(rescaling layer, MobileNetV2 base model, head layers after the base) of an embedflow pixel model
+    (for a flip-TTA model: of the network inside)."""
+    import keras
+
+    model, _ = unwrap_tta(model)
     bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if len(bases) != 1:
         raise UsageError("not an embedflow image model (expected one nested backbone)")
@@ -180,6 +216,37 @@ def make_callbacks(stage: str, epochs: int, reporter: Reporter, times: list):
     return Progress(), KeepBest()
 
 
+def weight_averager(start: int):
+    """A callback keeping the running mean of the weights at the end of epoch `start` (1-based) and later
+    ones; at the end of training the model gets the mean. `.mean` is None until an epoch was averaged."""
+    import keras
+
+    class AverageWeights(keras.callbacks.Callback):
+        n = 0
+        mean = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 < start:
+                return
+            self.n += 1
+            weights = self.model.get_weights()
+            self.mean = weights if self.mean is None else [m + (w - m) / self.n for m, w in zip(self.mean, weights)]
+
+        def on_train_end(self, logs=None):
+            if self.mean is not None:
+                self.model.set_weights(self.mean)
+
+    return AverageWeights()
+
+
+def average_start(p: dict) -> int:
+    """The first stage 2 epoch (1-based) whose weights are averaged; 0 when averaging is off. A run shorter
+    than `average_from` averages only its last epoch's weights."""
+    if not p["average_from"] or not p["fine_tune_epochs"]:
+        return 0
+    return min(p["average_from"], p["fine_tune_epochs"])
+
+
 def compile_model(model, learning_rate: float, label_smoothing: float):
     import keras
 
@@ -188,20 +255,25 @@ def compile_model(model, learning_rate: float, label_smoothing: float):
                   metrics=["accuracy"])
 
 
-def fit_stage(model, train, val, epochs, patience, stage, reporter, times, restore_best: bool):
-    """Run model.fit; on Ctrl-C put back the best weights seen and re-raise. Returns the history dict."""
+def fit_stage(model, train, val, epochs, patience, stage, reporter, times, restore_best: bool, average_from: int = 0):
+    """Run model.fit (early stopping unless weights are averaged from epoch `average_from` on); on Ctrl-C
+    put back the averaged weights so far, else the best weights seen, and re-raise. Returns the history."""
     import keras
 
     progress, keep = make_callbacks(stage, epochs, reporter, times)
     callbacks = [progress, keep]
-    if patience and val is not None:
+    averager = weight_averager(average_from) if average_from else None
+    if averager:
+        callbacks.append(averager)
+    elif patience and val is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                        restore_best_weights=restore_best))
     try:
         hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
     except KeyboardInterrupt:
-        if keep.weights is not None:
-            model.set_weights(keep.weights)
+        best = averager.mean if averager and averager.mean is not None else keep.weights
+        if best is not None:
+            model.set_weights(best)
         raise
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
@@ -243,12 +315,12 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     base.trainable = False
     report = None
     if len(val):
-        proba = predict_pixels(model, val.pixels)
+        proba = predict_pixels(_final(model, p), val.pixels)
         report = classification_report(val.labels, proba.argmax(axis=1), data.classes)
         write_report(report, out_dir, "fine-tuned on the training split, validation split")
     refit = None
     if p["refit"] and len(val) and not interrupted:
-        stage2_epochs = _best_epochs(history["stage2"])
+        stage2_epochs = p["fine_tune_epochs"] if average_start(p) else _best_epochs(history["stage2"])
         times["refit"] = []
         try:
             model = _refit(spec, data, features, p, seed, stage2_epochs, reporter, times["refit"])
@@ -256,7 +328,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
         except KeyboardInterrupt:
             interrupted = True
             reporter.warn("interrupted during the refit: saving the model trained on the training split")
-    _save(out_dir, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
+    _save(out_dir, _final(model, p), data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
           time.perf_counter() - t0, refit)
     result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
                             {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
@@ -265,9 +337,16 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     return result
 
 
+def _final(model, p: dict):
+    """The model as saved and scored: wrapped for flip test-time augmentation unless that is off."""
+    return with_flip_tta(model) if p["flip_tta"] else model
+
+
 def _check_params(p: dict) -> None:
     if p["epochs"] < 0 or p["fine_tune_epochs"] < 0:
         raise UsageError("--epochs and --fine-tune-epochs must be >= 0")
+    if p["average_from"] < 0:
+        raise UsageError("--average-from must be >= 0 (0: no weight averaging)")
     if p["unfreeze_top"] < 0:
         raise UsageError("--unfreeze-top must be >= 0")
     if not 0 <= p["dropout"] < 1 or not 0 <= p["label_smoothing"] < 1:
@@ -322,7 +401,8 @@ def _refit(spec, data: Decoded, features, p, seed, stage2_epochs, reporter, time
 
 def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, reporter, times,
                       stage="stage 2") -> dict:
-    """Stage 2: top of the base + head on augmented images; early stopping, best weights restored."""
+    """Stage 2: top of the base + head on augmented images; weights averaged over the later epochs, or
+    early stopping with the best weights restored."""
     if not p["fine_tune_epochs"]:
         return {}
     compile_model(model, p["fine_tune_learning_rate"], p["label_smoothing"])
@@ -330,7 +410,7 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
                                augment=augmenter(p, seed), shuffle_seed=seed)
     val_data = image_dataset(val.pixels, _onehot(val.labels, n_classes), 64) if len(val) else None
     return fit_stage(model, train_data, val_data, p["fine_tune_epochs"], p["patience"], stage, reporter,
-                     times, True)
+                     times, True, average_start(p))
 
 
 def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -345,7 +425,7 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / MODEL_FILE)
     (out_dir / "history.json").write_text(json.dumps({"history": history, "epoch_seconds": times}, indent=2))
-    plot_history(history, out_dir / "learning_curve.png")
+    plot_history(history, out_dir / "learning_curve.png", average_start(p))
     (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
     split = {"val_split": val_split, "seed": seed, "n_train": len(train), "n_val": len(val),
              "grouped_by": "sha256 (identical files share a side)", "refit_on_all": bool(refit),
@@ -358,6 +438,10 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
         "preprocessing": fp["preprocessing"], "data": {"root": str(Path(root).resolve()), "count": len(data),
                                                        "skipped": [[r.key, why] for r, why in data.failed]},
         "split": split, "hyperparameters": p, "interrupted": interrupted,
+        "test_time_augmentation": ("horizontal flip: the mean of the probabilities for the image and its mirror "
+                                   "image, inside the model") if p["flip_tta"] else None,
+        "stage2_weights": (f"mean of the weights after stage 2 epochs {average_start(p)}-{p['fine_tune_epochs']}"
+                           if average_start(p) else "the epoch with the best validation loss"),
         "refit": refit,  # None: the saved model is the one the metrics score
         "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
         "metrics_of": ("the same recipe trained on the training split only (the saved model was then refit on "
@@ -370,8 +454,8 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
     (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 
-def plot_history(history: dict, path: Path) -> None:
-    """Accuracy and loss over both stages, the boundary marked."""
+def plot_history(history: dict, path: Path, average_from: int = 0) -> None:
+    """Accuracy and loss over both stages, the boundary marked (and the epochs whose weights were averaged)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,6 +471,9 @@ def plot_history(history: dict, path: Path) -> None:
                 ax.plot(range(1, len(values) + 1), values, marker=".", label=label)
         if n1 and s2.get("loss"):
             ax.axvline(n1 + 0.5, color="grey", linestyle="--", label="start of fine-tuning")
+        n2 = len(s2.get("loss", []))
+        if average_from and n2 >= average_from:
+            ax.axvspan(n1 + average_from - 0.5, n1 + n2 + 0.5, color="grey", alpha=0.12, label="weights averaged")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend(fontsize=8)

@@ -37,6 +37,8 @@ def test_finetune_export_predict_evaluate_explain(cli, weights_file, tmp_path, t
     # the report scores the model trained on the training split; the saved one is refit on all 18 images
     assert manifest["refit"] == {"images": 18, "stage1_epochs": 1, "stage2_epochs": 1}
     assert manifest["split"]["refit_on_all"] and "training split only" in manifest["metrics_of"]
+    assert manifest["test_time_augmentation"].startswith("horizontal flip")
+    assert manifest["stage2_weights"] == "mean of the weights after stage 2 epochs 1-1"
     assert len(read_json(ft / "history.json")["epoch_seconds"]["refit"]) == 2
     history = read_json(ft / "history.json")["history"]
     assert len(history["stage1"]["loss"]) == 1 and len(history["stage2"]["val_loss"]) == 1
@@ -134,3 +136,83 @@ def test_refit_uses_the_epoch_count_with_the_best_validation_loss():
 
     assert _best_epochs({"val_loss": [0.9, 0.7, 0.75, 0.72], "loss": [1, 0.5, 0.4, 0.3]}) == 2
     assert _best_epochs({"loss": [1.0, 0.8]}) == 2 and _best_epochs({}) == 0
+
+
+def _tiny_classifier(size=8, n_classes=3):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3)(x)
+    x = keras.layers.Flatten()(x)  # position-dependent, so a mirror image gets other probabilities
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x), name="tiny")
+
+
+def test_flip_tta_model_averages_the_mirror_image_and_loads_with_plain_keras(tmp_path):
+    import keras
+
+    from embedflow.finetune import predict_pixels, unwrap_tta, with_flip_tta
+
+    core = _tiny_classifier()
+    tta = with_flip_tta(core)
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
+    plain, of_mirror = predict_pixels(core, pixels), predict_pixels(core, mirrored)
+    assert np.abs(plain - of_mirror).max() > 1e-3  # the check below can fail
+    np.testing.assert_allclose(predict_pixels(tta, pixels), (plain + of_mirror) / 2, atol=1e-6)
+    tta.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)  # no embedflow objects needed
+    np.testing.assert_allclose(predict_pixels(loaded, mirrored), predict_pixels(tta, pixels), atol=1e-6)
+    assert unwrap_tta(loaded)[1] and unwrap_tta(loaded)[0].name == "tiny"
+    assert unwrap_tta(core) == (core, False)
+
+
+def _fit_stage_recording(monkeypatch, model, epochs, average_from, seen, interrupt_at=None):
+    """Run finetune.fit_stage on random data, appending the weights after each completed epoch to `seen`
+    (and raising KeyboardInterrupt at the end of epoch `interrupt_at`, before the later callbacks run)."""
+    import keras
+
+    from embedflow import finetune
+
+    real = finetune.make_callbacks
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == interrupt_at:
+                raise KeyboardInterrupt
+            seen.append(self.model.get_weights())
+
+    monkeypatch.setattr(finetune, "make_callbacks", lambda *a: (Record(), real(*a)[1]))
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+    finetune.compile_model(model, 0.05, 0.0)
+    train = finetune.image_dataset(x, y, 4, shuffle_seed=0)
+    finetune.fit_stage(model, train, None, epochs, 0, "stage 2", finetune.SILENT, [], True, average_from)
+
+
+def test_weights_are_averaged_from_the_chosen_epoch_on(monkeypatch):
+    model, seen = _tiny_classifier(), []
+    _fit_stage_recording(monkeypatch, model, epochs=4, average_from=2, seen=seen)
+    assert len(seen) == 4 and np.abs(seen[3][-1] - seen[1][-1]).max() > 1e-4
+    for got, *per_epoch in zip(model.get_weights(), *seen[1:]):
+        np.testing.assert_allclose(got, np.mean(per_epoch, axis=0), atol=1e-6)
+
+
+def test_ctrl_c_keeps_the_weights_averaged_so_far(monkeypatch):
+    model, seen = _tiny_classifier(), []
+    with pytest.raises(KeyboardInterrupt):
+        _fit_stage_recording(monkeypatch, model, epochs=5, average_from=1, seen=seen, interrupt_at=3)
+    # epochs 1 and 2 finished (and were averaged) before Ctrl-C at the end of epoch 3
+    assert len(seen) == 2 and np.abs(seen[1][-1] - seen[0][-1]).max() > 1e-4
+    for got, first, second in zip(model.get_weights(), *seen):
+        np.testing.assert_allclose(got, (first + second) / 2, atol=1e-6)
+
+
+def test_average_start_clamps_to_the_run():
+    from embedflow.finetune import DEFAULTS, average_start
+
+    assert average_start({**DEFAULTS, "average_from": 4, "fine_tune_epochs": 12}) == 4
+    assert average_start({**DEFAULTS, "average_from": 4, "fine_tune_epochs": 1}) == 1  # the last epoch alone
+    assert average_start({**DEFAULTS, "average_from": 0}) == 0
+    assert average_start({**DEFAULTS, "fine_tune_epochs": 0}) == 0
