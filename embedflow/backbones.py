@@ -8,10 +8,12 @@ a warm `embed` (nothing new to embed) never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -360,8 +362,16 @@ def check_compatible(have: dict, want: dict, what: str, hint: str = "") -> None:
 
 
 def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up chatter off the terminal (TF_CPP_MIN_LOG_LEVEL=0 keeps all of it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if "tensorflow" not in sys.modules and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+        # TF 2.21 writes absl/oneDNN/CUDA notices to file descriptor 2 while it loads and first picks a
+        # device, ignoring TF_CPP_MIN_LOG_LEVEL; Python errors still surface after the descriptor is back.
+        with _stderr_fd_silenced():
+            import tensorflow as tf
+
+            tf.constant(0)
     import logging
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -371,6 +381,19 @@ def quiet_tensorflow() -> None:
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def _stderr_fd_silenced():
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def require_fine_tunable(spec: BackboneSpec, what: str = "fine-tuned") -> None:

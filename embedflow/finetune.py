@@ -385,8 +385,10 @@ def _refit(spec, data: Decoded, features, p, seed, stage2_epochs, reporter, time
     """A fresh model trained like the first on every image, for the epochs validation chose."""
     import keras
 
+    how = (f"weights averaged from stage 2 epoch {average_start(p)}" if average_start(p)
+           else "the stage 2 count with the best validation loss")
     reporter.info(f"refit: training a fresh model on all {len(data)} images ({p['epochs']} + {stage2_epochs} "
-                  "epochs, the counts validation chose)")
+                  f"epochs, {how})")
     keras.utils.set_random_seed(seed)
     model, _, base, head = build_model(spec, len(data.classes), p["dropout"])
     everything, none = np.arange(len(data)), np.arange(0)
