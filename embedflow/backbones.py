@@ -368,7 +368,7 @@ def quiet_tensorflow() -> None:
     if "tensorflow" not in sys.modules and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
         # TF 2.21 writes absl/oneDNN/CUDA notices to file descriptor 2 while it loads and first picks a
         # device, ignoring TF_CPP_MIN_LOG_LEVEL; Python errors still surface after the descriptor is back.
-        with _stderr_fd_silenced():
+        with stderr_fd_silenced():
             import tensorflow as tf
 
             tf.constant(0)
@@ -384,7 +384,7 @@ def quiet_tensorflow() -> None:
 
 
 @contextlib.contextmanager
-def _stderr_fd_silenced():
+def stderr_fd_silenced():
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,7 +196,10 @@ def to_tflite(model, quantize: str, representative: np.ndarray | None = None) ->
                 yield [representative[i:i + 1]]
 
         converter.representative_dataset = samples
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints every captured variable
+    # Keras' export prints every captured variable; the converter's C++ side notes its settings on fd 2
+    # (a failed conversion still raises, with its message)
+    with contextlib.redirect_stdout(io.StringIO()), backbones.stderr_fd_silenced(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         return converter.convert()
 
 
