@@ -24,15 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from embedflow import backbones, finetune as ft, models  # noqa: E402
 from embedflow.imagedata import decode_folder  # noqa: E402
-from embedflow.progress import Reporter  # noqa: E402
-
-
-class Printer(Reporter):
-    def info(self, message):
-        print(time.strftime("%H:%M:%S"), message, flush=True)
-
-    def warn(self, message):
-        print(time.strftime("%H:%M:%S"), "warning:", message, flush=True)
+from finetune import Printer  # noqa: E402  (benchmarks/finetune.py, this script's folder)
 
 
 def main() -> None:
