@@ -427,7 +427,8 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / MODEL_FILE)
     (out_dir / "history.json").write_text(json.dumps({"history": history, "epoch_seconds": times}, indent=2))
-    plot_history(history, out_dir / "learning_curve.png", average_start(p))
+    final = report["accuracy"] if report else None
+    plot_history(history, out_dir / "learning_curve.png", average_start(p), final, _final_label(p))
     (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
     split = {"val_split": val_split, "seed": seed, "n_train": len(train), "n_val": len(val),
              "grouped_by": "sha256 (identical files share a side)", "refit_on_all": bool(refit),
@@ -456,8 +457,15 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
     (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
 
 
-def plot_history(history: dict, path: Path, average_from: int = 0) -> None:
-    """Accuracy and loss over both stages, the boundary marked (and the epochs whose weights were averaged)."""
+def _final_label(p: dict) -> str:
+    parts = (["averaged weights"] if average_start(p) else []) + (["flip TTA"] if p["flip_tta"] else [])
+    return "saved recipe" + (f" ({' + '.join(parts)})" if parts else "")
+
+
+def plot_history(history: dict, path: Path, average_from: int = 0, final_accuracy: float | None = None,
+                 final_label: str = "saved recipe") -> None:
+    """Accuracy and loss over both stages, the boundary marked, the epochs whose weights were averaged
+    shaded, and the validation accuracy of the model as saved (averaged, mirrored) as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -476,6 +484,9 @@ def plot_history(history: dict, path: Path, average_from: int = 0) -> None:
         n2 = len(s2.get("loss", []))
         if average_from and n2 >= average_from:
             ax.axvspan(n1 + average_from - 0.5, n1 + n2 + 0.5, color="grey", alpha=0.12, label="weights averaged")
+        if metric == "accuracy" and final_accuracy is not None and n1 + n2:
+            ax.plot([n1 + n2], [final_accuracy], marker="*", markersize=12, linestyle="none", color="tab:red",
+                    label=f"{final_label}: {final_accuracy:.1%}")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend(fontsize=8)
