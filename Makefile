@@ -1,5 +1,5 @@
 # Two entry points, each doing all set-up on a fresh machine:
-#   make demo   get flower_photos (or use $EMBEDFLOW_DATA), embed, fit logreg + SVM, report
+#   make demo   get flower_photos (or use $EMBEDFLOW_DATA), embed, fit logreg + SVM, report, export fused TFLite
 #   make test   the test suite
 PYTHON ?= python3
 VENV ?= .venv

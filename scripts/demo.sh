@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: get flower_photos, embed it once, train the logreg and SVM heads, report.
+# The main job: get flower_photos, embed it once, train the logreg and SVM heads, report, export the
+# logreg head fused with the backbone as one TFLite model.
 # Offline, set EMBEDFLOW_DATA to a class-per-subfolder copy of the photos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,7 @@ embedflow fit --head svm
 first=$(find "$DATA" -iname '*.jpg' | sort | sed -n 1,3p)
 # shellcheck disable=SC2086
 embedflow predict models/svm $first --top-k 2
+# the logreg head fused with its backbone into one TFLite model (parity-checked), used on raw images
+embedflow export models/logreg --format tflite
+# shellcheck disable=SC2086
+embedflow predict models/logreg-tflite/model.tflite $first --top-k 2
