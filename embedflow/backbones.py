@@ -385,6 +385,7 @@ def quiet_tensorflow() -> None:
 
 @contextlib.contextmanager
 def stderr_fd_silenced():
+    """File descriptor 2 (where C++ libraries write) points to /dev/null inside the block."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:

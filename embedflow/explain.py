@@ -53,7 +53,7 @@ def gradcam(model, pixels: np.ndarray, parts=None) -> tuple[np.ndarray, np.ndarr
     if not flip_tta:
         return _gradcam(pre, conv_model, head, pixels)
     mirrored = np.ascontiguousarray(pixels[:, :, ::-1])
-    proba = (_gradcam(pre, conv_model, head, pixels)[1] + _gradcam(pre, conv_model, head, mirrored)[1]) / 2
+    proba = np.asarray(model.predict_on_batch(pixels))  # the mean over both views
     top = proba.argmax(axis=1)
     cam = _gradcam(pre, conv_model, head, pixels, top)[0] + _gradcam(pre, conv_model, head, mirrored, top)[0][:, :, ::-1]
     return _normalise(cam), proba

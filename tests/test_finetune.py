@@ -216,3 +216,20 @@ def test_average_start_clamps_to_the_run():
     assert average_start({**DEFAULTS, "average_from": 4, "fine_tune_epochs": 1}) == 1  # the last epoch alone
     assert average_start({**DEFAULTS, "average_from": 0}) == 0
     assert average_start({**DEFAULTS, "fine_tune_epochs": 0}) == 0
+
+
+def test_gradcam_of_a_flip_tta_model_is_mirror_symmetric(tiny_spec):
+    from embedflow.explain import gradcam
+    from embedflow.finetune import build_model, predict_pixels, with_flip_tta
+
+    model = with_flip_tta(build_model(tiny_spec, 3, 0.5)[0])
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    pixels[:, :, : SIZE // 3] = 255  # asymmetric content, so a map that is not mirrored back would differ
+    cam, proba = gradcam(model, pixels)
+    np.testing.assert_allclose(proba, predict_pixels(model, pixels), atol=1e-5)
+    assert cam.shape[0] == 2 and cam.max() > 0
+    mirrored_cam, mirrored_proba = gradcam(model, np.ascontiguousarray(pixels[:, :, ::-1]))
+    np.testing.assert_allclose(mirrored_proba, proba, atol=1e-5)
+    np.testing.assert_allclose(mirrored_cam, cam[:, :, ::-1], atol=1e-4)
+    assert np.abs(cam - cam[:, :, ::-1]).max() > 1e-3  # the map itself is not symmetric
