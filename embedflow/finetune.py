@@ -314,8 +314,9 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
         reporter.warn("interrupted: saving the best model so far")
     base.trainable = False
     report = None
+    final = _final(model, p)
     if len(val):
-        proba = predict_pixels(_final(model, p), val.pixels)
+        proba = predict_pixels(final, val.pixels)
         report = classification_report(val.labels, proba.argmax(axis=1), data.classes)
         write_report(report, out_dir, "fine-tuned on the training split, validation split")
     refit = None
@@ -323,12 +324,12 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
         stage2_epochs = p["fine_tune_epochs"] if average_start(p) else _best_epochs(history["stage2"])
         times["refit"] = []
         try:
-            model = _refit(spec, data, features, p, seed, stage2_epochs, reporter, times["refit"])
+            final = _final(_refit(spec, data, features, p, seed, stage2_epochs, reporter, times["refit"]), p)
             refit = {"images": len(data), "stage1_epochs": p["epochs"], "stage2_epochs": stage2_epochs}
         except KeyboardInterrupt:
             interrupted = True
             reporter.warn("interrupted during the refit: saving the model trained on the training split")
-    _save(out_dir, _final(model, p), data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
+    _save(out_dir, final, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
           time.perf_counter() - t0, refit)
     result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
                             {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
