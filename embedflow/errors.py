@@ -49,3 +49,8 @@ class StrictModeError(EmbedflowError):
     """Files were skipped while --strict asked for none to be."""
 
     exit_code = 7
+
+
+class BadImage(Exception):
+    """One file cannot be used (unreadable, not an image, corrupt); carries a short reason. Raised per
+    file by hashing and decoding and caught by the run, which skips the file: it never escapes a run."""

@@ -178,7 +178,7 @@ def build_corpus(root: Path) -> list[Case]:
 
 def hooks(root: Path, monkeypatch, as_root: bool) -> None:
     """What the run must meet on the way: files deleted mid-run, a read denied."""
-    import embedflow.data as data_mod
+    import embedflow.data.hashing as data_mod
     import embedflow.embed as embed_mod
 
     gone_early = root / "plums" / "vanishes_before_hashing.jpg"
