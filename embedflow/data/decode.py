@@ -96,7 +96,8 @@ def decode_bytes(data: bytes, size: int, *, notes: list[str] | None = None) -> n
         raise
     except UnidentifiedImageError:
         if fmt:
-            raise BadImage(f"{fmt} image: not supported by the installed Pillow") from None
+            kind = "document" if fmt in ("PDF", "SVG") else "image"
+            raise BadImage(f"{fmt} {kind}: not supported (the installed Pillow cannot decode it)") from None
         raise BadImage("not an image file (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"refused as a possible decompression bomb ({e})") from None
