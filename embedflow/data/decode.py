@@ -128,14 +128,14 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
     w, h = img.size
     if w < 1 or h < 1:
         raise BadImage("image has no pixels")
-    orientation = img.getexif().get(0x0112)  # read before conversions, which drop the EXIF block
-    icc = img.info.get("icc_profile")
     if img.format in JPEG_FORMATS:
         # Decode at the smallest DCT scale still >= 2x the target: fast and memory-light.
         img.draft("RGB" if img.mode == "RGB" else None, (2 * size, 2 * size))
     elif w * h > MAX_PIXELS:
         raise BadImage(f"{w}x{h} pixels: refused as a possible decompression bomb")
+    orientation = _orientation(img)  # read before conversions, which drop the EXIF block (a PNG loads here)
     img.load()
+    icc = img.info.get("icc_profile")
     img = _to_srgb(_eight_bit(img, _reduction(img.size, size)), icc, notes)
     img = _over_white(img)
     if orientation in _TRANSPOSE:
@@ -143,6 +143,16 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _orientation(img) -> int | None:
+    """The EXIF orientation tag (1-8), None when absent or unreadable (the picture is then shown as stored)."""
+    import struct
+
+    try:
+        return img.getexif().get(0x0112)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error):
+        return None
 
 
 def _reduction(wh: tuple[int, int], size: int) -> int:
