@@ -63,6 +63,24 @@ def test_sixteen_bit_grey_colour_key_is_transparent_white():
     assert np.array_equal(decode_bytes(data, S), want)
 
 
+def test_sixteen_bit_rgb_colour_key_is_transparent_white():
+    """Pillow cannot write 16-bit RGB: the PNG is written chunk by chunk."""
+    arr = picture(12)
+    key = (30, 160, 40)
+    deep = arr.astype(">u2") * 257
+    raw = b"".join(b"\x00" + row.tobytes() for row in deep)
+    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", S, S, 16, 2, 0, 0, 0))
+            + png_chunk(b"tRNS", struct.pack(">HHH", *(v * 257 for v in key)))
+            + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+    want = arr.copy()
+    want[(arr == key).all(axis=2)] = 255
+    assert np.array_equal(decode_bytes(data, S), want)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
 @pytest.mark.parametrize("kind", ["RGBA", "LA", "P"])
 def test_alpha_and_palette_transparency_are_composited_the_same_way(kind):
     rgba = np.dstack([picture(4), np.tile(np.linspace(0, 255, S).astype(np.uint8), (S, 1))])
@@ -267,9 +285,7 @@ def test_read_image_hashes_the_bytes_it_decodes(tmp_path):
 
 def grey16_png(width: int, height: int) -> bytes:
     """A 16-bit greyscale PNG, each row a left-to-right ramp 0..65535, written row by row (never whole in memory)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    chunk = png_chunk
 
     row = b"\x00" + (np.arange(width, dtype=np.float64) * 65535 / (width - 1)).round().astype(">u2").tobytes()
     z = zlib.compressobj(1)

@@ -133,6 +133,7 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
         img.draft("RGB" if img.mode == "RGB" else None, (2 * size, 2 * size))
     elif w * h > MAX_PIXELS:
         raise BadImage(f"{w}x{h} pixels: refused as a possible decompression bomb")
+    _eight_bit_colour_key(img)
     orientation = _orientation(img)  # read before conversions, which drop the EXIF block (a PNG loads here)
     img.load()
     icc = img.info.get("icc_profile")
@@ -143,6 +144,14 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _eight_bit_colour_key(img) -> None:
+    """Pillow keeps 8 bits of a 16-bit RGB PNG but its colour key (tRNS) in 16: compare at 8 bits too (pixels
+    within 1/256 of the key colour are taken as the key). Must run before load, while the tile is known."""
+    key = img.info.get("transparency")
+    if img.mode == "RGB" and isinstance(key, tuple) and any(t.args == "RGB;16B" for t in img.tile):
+        img.info["transparency"] = tuple(v >> 8 for v in key)
 
 
 def _orientation(img) -> int | None:
