@@ -67,13 +67,16 @@ def test_sixteen_bit_rgb_colour_key_is_transparent_white():
     """Pillow cannot write 16-bit RGB: the PNG is written chunk by chunk."""
     arr = picture(12)
     key = (30, 160, 40)
-    deep = arr.astype(">u2") * 257
-    raw = b"".join(b"\x00" + row.tobytes() for row in deep)
+    key16 = tuple(v * 256 + 100 for v in key)  # its high bytes are the 8-bit key, its low bytes are not
+    keyed = (arr == key).all(axis=2)
+    deep = arr.astype(np.uint16) * 257
+    deep[keyed] = key16
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in deep)
     data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", S, S, 16, 2, 0, 0, 0))
-            + png_chunk(b"tRNS", struct.pack(">HHH", *(v * 257 for v in key)))
+            + png_chunk(b"tRNS", struct.pack(">HHH", *key16))
             + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
     want = arr.copy()
-    want[(arr == key).all(axis=2)] = 255
+    want[keyed] = 255
     assert np.array_equal(decode_bytes(data, S), want)
 
 
