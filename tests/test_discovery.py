@@ -85,9 +85,11 @@ def test_unlabelled_true_takes_a_nested_collection(tmp_path):
     img(tmp_path / "2023" / "a.jpg")
     img(tmp_path / "2024" / "june" / "b.png")
     img(tmp_path / "c.jpg")
+    (tmp_path / "2023" / "again").symlink_to(tmp_path)  # back to the root: not followed
     found = discover(tmp_path, unlabelled=True)
     assert found.layout == "unlabelled" and keys(found) == ["2023/a.jpg", "2024/june/b.png", "c.jpg"]
     assert all(r.label is None for r in found.refs)
+    assert [d.key for d in found.dropped] == ["2023/again"]
     assert discover(tmp_path).layout == "class-folders"  # not detected: there are folders with images
 
 
@@ -177,3 +179,16 @@ def test_dropped_lists_what_strict_refuses(tmp_path):
     clean = tmp_path / "clean"
     img(clean / "cats" / "1.jpg")
     assert discover(clean).dropped == []
+
+
+def test_nothing_found_says_what_was_looked_for(tmp_path):
+    (tmp_path / "x.txt").write_text("no pictures")
+    (tmp_path / "labels.csv").write_text("a.jpg,cat\n")
+    with pytest.raises(DatasetError, match="no images found .*: expected one subfolder per class"):
+        discover(tmp_path)
+    with pytest.raises(DatasetError, match="no images found"):
+        discover(tmp_path, unlabelled=True)
+    with pytest.raises(DatasetError, match="no image of labels.csv found"):
+        discover(tmp_path, labels_csv=tmp_path / "labels.csv")
+    with pytest.raises(DatasetError, match="cannot read labels file"):
+        discover(tmp_path, labels_csv=tmp_path / "missing.csv")

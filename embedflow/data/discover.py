@@ -193,10 +193,7 @@ def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = 
     else:
         found = _discover_class_folders(root)
     if not found.refs:
-        raise DatasetError(
-            f"no images found in {root}: expected one subfolder per class holding "
-            f"{'/'.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))} files"
-        )
+        raise DatasetError(_nothing_found(root, found.layout, labels_csv))
     found.refs.sort(key=lambda r: r.key)
     found.refs = _without_key_collisions(found.refs, found)
     if found.split_of:
@@ -204,6 +201,15 @@ def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = 
         found.split_of = {k: s for k, s in found.split_of.items() if k in kept}
     _note_ignored(found)
     return found
+
+
+def _nothing_found(root: Path, layout: str, labels_csv) -> str:
+    kinds = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    if layout == "csv":
+        return f"no image of {Path(labels_csv).name} found in {root} ({kinds} files)"
+    if layout == "unlabelled":
+        return f"no images found in {root} ({kinds} files)"
+    return f"no images found in {root}: expected one subfolder per class holding {kinds} files"
 
 
 def discover_labelled(root: str | os.PathLike) -> tuple[list[ImageRef], list[str], list[str]]:
@@ -305,7 +311,7 @@ def _discover_splits(root: Path) -> Discovery:
 def _discover_unlabelled(root: Path, nested: bool) -> Discovery:
     found = Discovery(refs=[], classes=[], layout="unlabelled")
     if nested:
-        walk = _walk(root, guard=None)
+        walk = _walk(root, guard=root)
         _record_walk(found, walk, "")
         files = walk.files
     else:
