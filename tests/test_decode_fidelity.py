@@ -323,3 +323,29 @@ def test_a_9999_square_16_bit_png_decodes_in_bounded_memory(tmp_path):
     assert int(out.split("ramp_err")[1].split()[0]) <= 3  # a ramp stays a ramp: scaled, not clipped
     grew_mb = int(out.split("grew_kb")[1]) / 1024
     assert grew_mb < 300, f"decoding grew the process by {grew_mb:.0f} MB"
+
+
+@pytest.mark.parametrize("kind", ["RGBA", "P", "I;16 keyed"])
+def test_large_images_reduced_in_strips_show_the_same_picture(monkeypatch, kind):
+    """The strip-by-strip box reduction of large images (forced here on a small one, in many strips) gives the
+    picture of reducing what a viewer shows: transparency composited, then averaged."""
+    monkeypatch.setattr(decode_mod, "REDUCE_ABOVE_PIXELS", 0)
+    monkeypatch.setattr(decode_mod, "_STRIP_PIXELS", 256 * 8)
+    rgb = np.kron(picture(50, 64), np.ones((4, 4, 1), np.uint8))  # 256x256
+    if kind == "RGBA":
+        alpha = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
+        img = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+        shown = Image.alpha_composite(Image.new("RGBA", img.size, (255,) * 4), img).convert("RGB")
+        data = encode(img)
+    elif kind == "P":
+        img = Image.fromarray(rgb).quantize(8)
+        data = encode(img, transparency=0)
+        shown = Image.open(io.BytesIO(data)).convert("RGBA")
+        shown = Image.alpha_composite(Image.new("RGBA", shown.size, (255,) * 4), shown).convert("RGB")
+    else:
+        grey = rgb[..., 0]
+        data = encode(Image.fromarray(grey.astype(np.uint16) * 257), transparency=30 * 257)
+        shown = Image.fromarray(np.where(grey == 30, 255, grey).astype(np.uint8)).convert("RGB")
+    want = np.asarray(shown.reduce(4).resize((32, 32), Image.BILINEAR, reducing_gap=None)).astype(int)
+    got = decode_bytes(data, 32).astype(int)  # factor 256 // (2 * 32) = 4: 32 strips of 8 rows
+    assert np.abs(got - want).max() <= 2
