@@ -267,10 +267,12 @@ def test_avif_is_decoded():
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(100), "JPEG XL"),
     (b"\xff\x0a" + bytes(100), "JPEG XL"),
     (b"%PDF-1.7\n" + bytes(100), "PDF"),
+    (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00isommp42" + bytes(100), "MP4"),
+    (b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  " + bytes(100), "QuickTime"),
 ])
 def test_unsupported_formats_are_named(head, name, monkeypatch):
     monkeypatch.setitem(sys.modules, "pillow_heif", None)
-    with pytest.raises(BadImage, match=f"^{name} (image|document): not supported"):
+    with pytest.raises(BadImage, match=f"^{name} (image|document|video): not supported"):
         decode_bytes(head, S)
 
 

@@ -41,14 +41,15 @@ _HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEI
 
 def sniff_format(head: bytes) -> str | None:
     """The name of a format Pillow may not know, from a file's first bytes (64 are enough): "HEIC",
-    "HEIF", "AVIF" (ISO-BMFF ftyp brands), "JPEG XL", "PDF", "SVG"; None for anything else."""
+    "HEIF", "AVIF" (ISO-BMFF ftyp brands; other brands are "MP4" or "QuickTime" videos), "JPEG XL", "PDF",
+    "SVG"; None for anything else."""
     if head[4:8] == b"ftyp":
         brands = [head[8:12]] + [head[i:i + 4] for i in range(16, min(len(head), int.from_bytes(head[:4], "big")), 4)]
         names = {_HEIF_BRANDS[b] for b in brands if b in _HEIF_BRANDS}
         for name in ("AVIF", "HEIC", "HEIF"):  # mif1 is generic: a more precise brand wins
             if name in names:
                 return name
-        return None
+        return "QuickTime" if head[8:12] == b"qt  " else "MP4"  # isom, mp41, mp42, M4V ...: a video
     if head.startswith(b"\xff\x0a") or head[4:12] == b"JXL \r\n\x87\n":
         return "JPEG XL"
     if head.startswith(b"%PDF"):
@@ -96,7 +97,7 @@ def decode_bytes(data: bytes, size: int, *, notes: list[str] | None = None) -> n
         raise
     except UnidentifiedImageError:
         if fmt:
-            kind = "document" if fmt in ("PDF", "SVG") else "image"
+            kind = {"PDF": "document", "SVG": "document", "MP4": "video", "QuickTime": "video"}.get(fmt, "image")
             raise BadImage(f"{fmt} {kind}: not supported (the installed Pillow cannot decode it)") from None
         raise BadImage("not an image file (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
