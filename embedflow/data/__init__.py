@@ -2,10 +2,12 @@
 it imports nothing of embedflow but its errors."""
 
 from ..errors import BadImage
-from .decode import MAX_JPEG_PIXELS, MAX_PIXELS, load_image
-from .discover import (IMAGE_EXTENSIONS, ImageRef, discover_inputs, discover_labelled, is_image_name,
-                       walk_images)
-from .hashing import file_stat, hash_file
+from .decode import MAX_JPEG_PIXELS, MAX_PIXELS, decode_bytes, load_image, read_image, sniff_format
+from .discover import (IMAGE_EXTENSIONS, IMAGE_LIKE_EXTENSIONS, Discovery, Dropped, ImageRef, discover,
+                       discover_inputs, discover_labelled, is_image_name, read_labels_csv, walk_images)
+from .hashing import file_stat, hash_file, read_bytes
 
-__all__ = ["BadImage", "ImageRef", "IMAGE_EXTENSIONS", "MAX_PIXELS", "MAX_JPEG_PIXELS", "discover_inputs",
-           "discover_labelled", "file_stat", "hash_file", "is_image_name", "load_image", "walk_images"]
+__all__ = ["BadImage", "Discovery", "Dropped", "ImageRef", "IMAGE_EXTENSIONS", "IMAGE_LIKE_EXTENSIONS", "MAX_PIXELS",
+           "MAX_JPEG_PIXELS", "decode_bytes", "discover", "discover_inputs", "discover_labelled", "file_stat",
+           "hash_file", "is_image_name", "load_image", "read_bytes", "read_image", "read_labels_csv", "sniff_format",
+           "walk_images"]

@@ -1,38 +1,106 @@
-"""Finding images in folders: class-per-subfolder trees and loose inputs, with their keys."""
+"""Finding images in folders: the dataset layouts (class folders, train/val/test splits, unlabelled
+collections, labels from a CSV) and loose inputs, with their keys."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, UsageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+# Extensions discovered as images (any case). HEIC/HEIF and AVIF are decoded when the installed Pillow
+# (and pillow-heif) can; otherwise each file is skipped with the format named, never silently.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                              ".avif", ".heic", ".heif"})
+# Pictures in formats embedflow does not decode (raw camera files, layered or vector documents, ...):
+# ignored like any other file, but listed in Discovery.dropped so that --strict can refuse to go on.
+IMAGE_LIKE_EXTENSIONS = frozenset({".psd", ".psb", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw",
+                                   ".orf", ".rw2", ".raf", ".pef", ".srw", ".svg", ".jxl", ".jp2", ".j2k", ".jpx",
+                                   ".ico", ".tga", ".exr", ".hdr", ".pcx", ".ppm", ".pgm", ".pbm", ".pnm", ".eps"})
+SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+LAYOUTS = ("class-folders", "splits", "unlabelled", "csv")
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    key: str  # path relative to the dataset root, "/"-separated: the identity of an image in a cache
+    key: str  # path relative to the dataset root, "/"-separated, NFC: the identity of an image in a cache
     path: Path  # where to read it now
-    label: str | None  # class name (top-level folder), None for unlabelled inputs
+    label: str | None  # class name (NFC), None for unlabelled inputs
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Something that looked like data and is not used: an image-like file, a class or a folder."""
+
+    key: str  # path relative to the root, "/"-separated
+    kind: str  # "file" | "class" | "folder"
+    reason: str  # a short human sentence
+
+
+@dataclass
+class Discovery:
+    """What `discover` found in a dataset folder.
+
+    refs: images sorted by key (label None in the unlabelled layout); classes: sorted NFC class names;
+    notes: warnings for the user, one line each; layout: one of LAYOUTS; split_of: key -> "train" | "val" |
+    "test" for the images of a splits layout (empty otherwise); ignored: extension -> number of files that
+    are not images by extension ("" for none); dropped: image-like files, classes and folders left out
+    (the caller's --strict refuses to go on when it is not empty).
+    """
+
+    refs: list[ImageRef]
+    classes: list[str]
+    notes: list[str] = field(default_factory=list)
+    layout: str = "class-folders"
+    split_of: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    dropped: list[Dropped] = field(default_factory=list)
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 def _key_for(rel: str) -> str:
-    """A printable UTF-8 key, even for file names that are not valid UTF-8."""
-    return os.fsencode(rel).decode("utf-8", "backslashreplace").replace(os.sep, "/")
+    """A printable UTF-8 key in NFC, even for file names that are not valid UTF-8 (escaped as \\xe9)."""
+    return _nfc(os.fsencode(rel).decode("utf-8", "backslashreplace").replace(os.sep, "/"))
 
 
 def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def walk_images(folder: Path) -> list[tuple[Path, str]]:
-    """(path, path relative to folder) of every image file below folder, sorted, following symlinks
-    but never looping."""
-    found: list[tuple[Path, str]] = []
+def _is_image_like(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_LIKE_EXTENSIONS
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@dataclass
+class _Walk:
+    """The result of walking one folder: images (path, path relative to the folder) and what was left out."""
+
+    files: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)
+    other: list[str] = field(default_factory=list)  # relative paths of non-image files (image-like or not)
+    loops: list[str] = field(default_factory=list)  # relative paths of folder links back into the dataset
+
+
+def _walk(folder: Path, guard: Path | None = None) -> _Walk:
+    """Every image file below folder, sorted by relative path, following symlinks but never looping
+    (a folder already walked, by (device, inode), is not walked again). With guard (the dataset root), a
+    folder symlink whose target is the root, an ancestor of it, or another part of the dataset outside
+    `folder` is not followed and is listed in loops."""
+    out = _Walk()
     seen_dirs: set[tuple[int, int]] = set()
     top = str(folder)
+    real_root = os.path.realpath(guard) if guard is not None else None
+    real_top = os.path.realpath(folder)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         try:
             st = os.stat(dirpath)
@@ -44,70 +112,325 @@ def walk_images(folder: Path) -> list[tuple[Path, str]]:
             dirnames[:] = []
             continue
         seen_dirs.add(ident)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = dirpath[len(top) + 1:]  # os.walk's dirpath is always top joined with the subfolders
-        found.extend((Path(dirpath, f), os.path.join(rel_dir, f) if rel_dir else f)
-                     for f in filenames if is_image_name(f))
-    return sorted(found, key=lambda item: item[1])  # by the relative path: comparing Paths is slow
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            full = os.path.join(dirpath, d)
+            if real_root is not None and os.path.islink(full):
+                target = os.path.realpath(full)
+                if _inside(real_root, target) or (_inside(target, real_root) and not _inside(target, real_top)):
+                    out.loops.append(os.path.join(rel_dir, d))
+                    continue
+            kept.append(d)
+        dirnames[:] = kept
+        for f in filenames:
+            rel = os.path.join(rel_dir, f) if rel_dir else f
+            if is_image_name(f):
+                out.files.append((Path(dirpath, f), rel))
+            elif not f.startswith("."):
+                out.ignored[os.path.splitext(f)[1].lower()] += 1
+                out.other.append(rel)
+    out.files.sort(key=lambda item: item[1])  # by the relative path: comparing Paths is slow
+    return out
 
 
-def discover_labelled(root: str | os.PathLike) -> tuple[list[ImageRef], list[str], list[str]]:
-    """Images of a class-per-subfolder tree.
+def walk_images(folder: Path) -> list[tuple[Path, str]]:
+    """(path, path relative to folder) of every image file below folder, sorted, following symlinks
+    but never looping."""
+    return _walk(Path(folder)).files
 
-    Returns (images sorted by key, class names sorted, notes about ignored things).
-    Raises DatasetError when the folder is missing or holds no labelled image at all.
-    """
-    root = Path(root)
+
+def _check_root(root: Path) -> None:
     if not root.exists():
         raise DatasetError(f"folder not found: {root}")
     if not root.is_dir():
         raise DatasetError(f"not a folder: {root} (embed takes a folder with one subfolder per class)")
-    notes: list[str] = []
-    images: list[ImageRef] = []
-    classes: list[str] = []
-    loose = [f for f in os.listdir(root) if is_image_name(f) and (root / f).is_file()]
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(e for e in os.listdir(folder) if not e.startswith(".") and (folder / e).is_dir())
+
+
+def _loose_images(folder: Path) -> list[str]:
+    return sorted(f for f in os.listdir(folder) if is_image_name(f) and (folder / f).is_file())
+
+
+def _split_layout(root: Path) -> bool:
+    """train/ val|validation/ test/ parents (at least one holding class folders) and nothing else."""
+    subs = _subfolders(root)
+    return bool(subs) and all(s.lower() in SPLIT_NAMES for s in subs) and any(_subfolders(root / s) for s in subs)
+
+
+def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
+             unlabelled: bool | None = None) -> Discovery:
+    """The images of a dataset folder, in whichever layout it has.
+
+    Layouts, in the order they are tried:
+      * labels_csv given ("csv"): every image below root; its label is the CSV's (columns path,label,
+        header optional, paths relative to root); rows naming no image and images missing from the
+        CSV are reported in notes (the latter are dropped);
+      * unlabelled=True, or no class folder holds an image while root itself does ("unlabelled"):
+        every image below root (only those directly in root when detected), label None;
+      * train/ val|validation/ test/ parents holding the same class folders ("splits"): the class is the
+        second level, the key keeps the full relative path and split_of records each image's split. The
+        plan for the commands: fit trains on train and reports on val, evaluate can take test;
+      * otherwise one folder per class ("class-folders"; nested folders belong to their class).
+    Class names and keys are NFC-normalised: a class folder named on macOS (NFD) and one named on Linux
+    (NFC) are one class; of two files whose names differ only by normalisation one is kept (the NFC one)
+    and the other dropped with a note. Files that are not images by extension are counted per extension
+    in one note; folder symlinks back into the dataset are not followed (a note each).
+
+    Raises DatasetError when root is missing, is not a folder, or holds no image at all.
+    """
+    root = Path(root)
+    _check_root(root)
+    if labels_csv is not None:
+        found = _discover_csv(root, Path(labels_csv))
+    elif unlabelled or (unlabelled is None and _only_loose(root)):
+        found = _discover_unlabelled(root, nested=bool(unlabelled))
+    elif _split_layout(root):
+        found = _discover_splits(root)
+    else:
+        found = _discover_class_folders(root)
+    if not found.refs:
+        raise DatasetError(_nothing_found(root, found.layout, labels_csv))
+    found.refs.sort(key=lambda r: r.key)
+    found.refs = _without_key_collisions(found.refs, found)
+    if found.split_of:
+        kept = {r.key for r in found.refs}
+        found.split_of = {k: s for k, s in found.split_of.items() if k in kept}
+    _note_ignored(found)
+    return found
+
+
+def _nothing_found(root: Path, layout: str, labels_csv) -> str:
+    kinds = "/".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    if layout == "csv":
+        return f"no image of {Path(labels_csv).name} found in {root} ({kinds} files)"
+    if layout == "unlabelled":
+        return f"no images found in {root} ({kinds} files)"
+    return f"no images found in {root}: expected one subfolder per class holding {kinds} files"
+
+
+def discover_labelled(root: str | os.PathLike) -> tuple[list[ImageRef], list[str], list[str]]:
+    """Images of a class-per-subfolder tree (or of train/val/test splits of one).
+
+    Returns (images sorted by key, class names sorted, notes about ignored things).
+    Raises DatasetError when the folder is missing or holds no labelled image at all.
+    """
+    found = discover(root, unlabelled=False)
+    return found.refs, found.classes, found.notes
+
+
+def _only_loose(root: Path) -> bool:
+    """Images directly in root and none in any subfolder: an unlabelled collection."""
+    return bool(_loose_images(root)) and not any(_walk(root / s, guard=root).files for s in _subfolders(root))
+
+
+def _class_folder(found: Discovery, root: Path, rel: str, label: str, split: str | None = None) -> None:
+    """Adds the images of one class folder (root/rel) to found."""
+    folder = root / rel
+    if _reenters(folder, root):
+        _drop(found, _key_for(rel), "folder", f"folder link '{_key_for(rel)}' leads back into the dataset: not followed")
+        return
+    walk = _walk(folder, guard=root)
+    _record_walk(found, walk, rel)
+    if not walk.files:
+        _drop(found, _key_for(rel), "class", f"class folder '{_key_for(rel)}' holds no images: ignored")
+        return
+    if label not in found.classes:
+        found.classes.append(label)
+    for path, sub in walk.files:
+        key = _key_for(os.path.join(rel, sub))
+        found.refs.append(ImageRef(key, path, label))
+        if split is not None:
+            found.split_of[key] = split
+
+
+def _reenters(folder: Path, root: Path) -> bool:
+    """A top-level folder that is a link to the root itself or to an ancestor of it."""
+    return folder.is_symlink() and _inside(os.path.realpath(root), os.path.realpath(folder))
+
+
+def _record_walk(found: Discovery, walk: _Walk, rel: str) -> None:
+    for ext, n in walk.ignored.items():
+        found.ignored[ext] = found.ignored.get(ext, 0) + n
+    for other in walk.other:
+        if _is_image_like(other):
+            key = _key_for(os.path.join(rel, other))
+            found.dropped.append(Dropped(key, "file", f"{os.path.splitext(other)[1].lower()} files are not decoded"))
+    for loop in walk.loops:
+        key = _key_for(os.path.join(rel, loop))
+        _drop(found, key, "folder", f"folder link '{key}' leads back into the dataset: not followed")
+
+
+def _drop(found: Discovery, key: str, kind: str, reason: str) -> None:
+    found.dropped.append(Dropped(key, kind, reason))
+    found.notes.append(reason)
+
+
+def _discover_class_folders(root: Path) -> Discovery:
+    found = Discovery(refs=[], classes=[], layout="class-folders")
+    loose = _loose_images(root)
     if loose:
-        notes.append(f"{len(loose)} image(s) directly in {root} ignored: put them in a class subfolder")
-    for entry in sorted(os.listdir(root)):
-        sub = root / entry
-        if entry.startswith(".") or not sub.is_dir():
-            continue
-        label = _key_for(entry)
-        files = walk_images(sub)
-        if not files:
-            notes.append(f"class folder '{label}' holds no images: ignored")
-            continue
-        classes.append(label)
-        images.extend(ImageRef(_key_for(os.path.join(entry, rel)), f, label) for f, rel in files)
-    if not images:
-        raise DatasetError(
-            f"no images found in {root}: expected one subfolder per class holding "
-            f"{'/'.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))} files"
-        )
-    images.sort(key=lambda r: r.key)
-    return _without_key_collisions(images, notes), classes, notes
+        found.notes.append(f"{len(loose)} image(s) directly in {root} ignored: put them in a class subfolder")
+        found.dropped.extend(Dropped(_key_for(f), "file", "image directly in the dataset folder") for f in loose)
+    for entry in _subfolders(root):
+        _class_folder(found, root, entry, _key_for(entry))
+    found.classes.sort()
+    return found
 
 
-def _utf8_name(path: Path) -> bool:
+def _discover_splits(root: Path) -> Discovery:
+    found = Discovery(refs=[], classes=[], layout="splits")
+    per_split: dict[str, set[str]] = {}
+    for split_dir in _subfolders(root):
+        split = SPLIT_NAMES[split_dir.lower()]
+        loose = _loose_images(root / split_dir)
+        if loose:
+            found.notes.append(f"{len(loose)} image(s) directly in {split_dir}/ ignored: put them in a class subfolder")
+            found.dropped.extend(Dropped(_key_for(f"{split_dir}/{f}"), "file", "image outside a class folder")
+                                 for f in loose)
+        for entry in _subfolders(root / split_dir):
+            label = _key_for(entry)
+            n = len(found.refs)
+            _class_folder(found, root, os.path.join(split_dir, entry), label, split)
+            if len(found.refs) > n:
+                per_split.setdefault(split, set()).add(label)
+    found.classes.sort()
+    train = per_split.get("train", set())
+    for split, labels in sorted(per_split.items()):
+        if split != "train" and labels - train:
+            found.notes.append(f"classes in {split} but not in train: {', '.join(sorted(labels - train))}")
+    found.notes.insert(0, "train/val/test layout: " + ", ".join(
+        f"{s} {sum(1 for v in found.split_of.values() if v == s)}" for s in ("train", "val", "test")
+        if s in per_split) + " image(s); classes from the folders inside each split")
+    return found
+
+
+def _discover_unlabelled(root: Path, nested: bool) -> Discovery:
+    found = Discovery(refs=[], classes=[], layout="unlabelled")
+    if nested:
+        walk = _walk(root, guard=root)
+        _record_walk(found, walk, "")
+        files = walk.files
+    else:
+        files = [(root / f, f) for f in _loose_images(root)]
+        found.notes.append(f"no class folders in {root}: {len(files)} image(s) taken as unlabelled")
+        _count_root_files(found, root)
+    found.refs.extend(ImageRef(_key_for(rel), path, None) for path, rel in files)
+    return found
+
+
+def _count_root_files(found: Discovery, root: Path) -> None:
+    for f in os.listdir(root):
+        if not f.startswith(".") and not is_image_name(f) and (root / f).is_file():
+            ext = os.path.splitext(f)[1].lower()
+            found.ignored[ext] = found.ignored.get(ext, 0) + 1
+            if _is_image_like(f):
+                found.dropped.append(Dropped(_key_for(f), "file", f"{ext} files are not decoded"))
+
+
+def read_labels_csv(path: Path) -> tuple[dict[str, str], list[str]]:
+    """(key -> label, notes) from a CSV of path,label rows (header optional); keys NFC, "/"-separated."""
+    import csv
+
+    labels: dict[str, str] = {}
+    notes: list[str] = []
     try:
-        os.fsencode(path).decode("utf-8")
-        return True
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except OSError as e:
+        raise DatasetError(f"cannot read labels file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"labels file {path} is not UTF-8 text") from None
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    conflicts = set()
+    for row in rows:
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            notes.append(f"{path.name}: row {','.join(row)!r} ignored: expected path,label")
+            continue
+        key = _nfc(row[0].strip().replace("\\", "/")).removeprefix("./")
+        label = _nfc(row[1].strip())
+        if labels.get(key, label) != label:
+            conflicts.add(key)
+        labels[key] = label
+    for key in sorted(conflicts):
+        notes.append(f"{path.name}: {key} has more than one label: left out")
+        del labels[key]
+    return labels, notes
+
+
+def _discover_csv(root: Path, labels_csv: Path) -> Discovery:
+    found = Discovery(refs=[], classes=[], layout="csv")
+    labels, found.notes = read_labels_csv(labels_csv)
+    walk = _walk(root, guard=root)
+    here = os.path.realpath(labels_csv)
+    if any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
+        walk.other = [o for o in walk.other if os.path.realpath(root / o) != here]
+        walk.ignored = Counter(os.path.splitext(o)[1].lower() for o in walk.other)
+    _record_walk(found, walk, "")
+    missing = []
+    for path, rel in walk.files:
+        key = _key_for(rel)
+        if key in labels:
+            found.refs.append(ImageRef(key, path, labels[key]))
+        else:
+            missing.append(key)
+    found.dropped.extend(Dropped(k, "file", f"not in {labels_csv.name}") for k in missing)
+    if missing:
+        found.notes.append(f"{len(missing)} image(s) not in {labels_csv.name}, left out: {_some(missing)}")
+    unknown = sorted(set(labels) - {_key_for(rel) for _, rel in walk.files})
+    if unknown:
+        found.notes.append(f"{len(unknown)} path(s) in {labels_csv.name} not found in {root}: {_some(unknown)}")
+    found.classes = sorted({r.label for r in found.refs})
+    return found
+
+
+def _some(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _note_ignored(found: Discovery) -> None:
+    """One note for every file that is not an image by extension: how many of each extension."""
+    if not found.ignored:
+        return
+    total = sum(found.ignored.values())
+    parts = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in sorted(found.ignored.items(),
+                                                                         key=lambda item: (-item[1], item[0])))
+    found.notes.append(f"{total} file(s) that are not images by extension ignored: {parts}")
+
+
+def _raw_name_is_key(ref: ImageRef) -> bool:
+    """The file's own relative path is its key: valid UTF-8 and already NFC."""
+    parts = os.fsencode(ref.path).split(os.fsencode(os.sep))[-(ref.key.count("/") + 1):]
+    try:
+        return "/".join(p.decode("utf-8") for p in parts) == ref.key
     except UnicodeDecodeError:
         return False
 
 
-def _without_key_collisions(images: list[ImageRef], notes: list[str]) -> list[ImageRef]:
-    """A name that is not valid UTF-8 gets a backslash-escaped key, which can equal a real file's name
-    (b"caf\xe9.jpg" and "caf\\xe9.jpg"). Keys must stay unique: the real name keeps it, the other is skipped."""
+def _without_key_collisions(images: list[ImageRef], found: Discovery) -> list[ImageRef]:
+    """Keys must stay unique. A name that is not valid UTF-8 gets a backslash-escaped key, which can equal a real
+    file's name (b"caf\\xe9.jpg" and "caf\\\\xe9.jpg"); two names can differ only by Unicode normalisation (NFD
+    "café" from macOS and NFC "café"). The file whose name is its key keeps it, the other is skipped."""
     kept: list[ImageRef] = []
     for ref in images:  # sorted by key: collisions are neighbours
         if not kept or kept[-1].key != ref.key:
             kept.append(ref)
             continue
-        if not _utf8_name(kept[-1].path):  # the one kept so far is the escaped name: the real one takes its place
+        if not _raw_name_is_key(kept[-1]) and _raw_name_is_key(ref):
             kept[-1], ref = ref, kept[-1]
-        notes.append(f"skipped {os.fsencode(ref.path)!r}: its name is not valid UTF-8 and its printable key "
-                     f"'{ref.key}' is the name of another file; rename it")
+        try:
+            os.fsencode(ref.path).decode("utf-8")
+            reason = (f"skipped {str(ref.path)!r}: its name differs from '{ref.key}' only by Unicode normalisation "
+                      f"(NFD/NFC) and that name is taken by another file; rename it")
+        except UnicodeDecodeError:
+            reason = (f"skipped {os.fsencode(ref.path)!r}: its name is not valid UTF-8 and its printable key "
+                      f"'{ref.key}' is the name of another file; rename it")
+        found.notes.append(reason)
+        found.dropped.append(Dropped(ref.key, "file", reason))
     return kept
 
 

@@ -43,3 +43,10 @@ def _read_errors(path: Path):
         raise BadImage("is a folder, not an image") from None
     except OSError as e:
         raise BadImage(f"cannot read: {e.strerror or e}") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """All the bytes of a regular file. Raises BadImage when it cannot be read (file_stat's checks first)."""
+    file_stat(path)
+    with _read_errors(path), open(path, "rb") as f:
+        return f.read()

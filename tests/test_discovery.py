@@ -1,0 +1,194 @@
+"""Dataset layouts: class folders, train/val/test splits, unlabelled collections, labels from a CSV; NFC names;
+folder links back into the dataset; files that are not images counted per extension; what --strict needs."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+import pytest
+
+from embedflow.data import Discovery, discover, discover_labelled
+from embedflow.errors import DatasetError
+
+NFC, NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+
+
+def img(path, seed=1):
+    """Discovery goes by names: any bytes will do."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"image %d" % seed)
+    return path
+
+
+def keys(found: Discovery) -> list[str]:
+    return [r.key for r in found.refs]
+
+
+def test_class_folders_layout(tmp_path):
+    for name in ["a.jpg", "b.jfif", "c.jpe", "d.tif", "e.TIFF", "f.png"]:
+        img(tmp_path / "cats" / name)
+    img(tmp_path / "dogs" / "x.jpg")
+    found = discover(tmp_path)
+    assert found.layout == "class-folders" and found.classes == ["cats", "dogs"] and found.split_of == {}
+    assert keys(found) == ["cats/a.jpg", "cats/b.jfif", "cats/c.jpe", "cats/d.tif", "cats/e.TIFF", "cats/f.png",
+                           "dogs/x.jpg"]
+    assert found.dropped == [] and found.notes == []
+
+
+def test_heic_heif_and_avif_names_are_images(tmp_path):
+    for name in ["a.heic", "b.HEIF", "c.avif"]:
+        (tmp_path / "cats").mkdir(exist_ok=True)
+        (tmp_path / "cats" / name).write_bytes(b"\x00\x00\x00\x18ftypheic")  # discovery goes by name only
+    assert keys(discover(tmp_path)) == ["cats/a.heic", "cats/b.HEIF", "cats/c.avif"]
+
+
+@pytest.mark.parametrize("val", ["val", "validation"])
+def test_train_val_test_splits_are_recognised(tmp_path, val):
+    for split, classes in [("train", ["cats", "dogs"]), (val, ["cats", "dogs"]), ("test", ["cats"])]:
+        for c in classes:
+            img(tmp_path / split / c / "1.jpg")
+            img(tmp_path / split / c / "deeper" / "2.jpg")
+    found = discover(tmp_path)
+    assert found.layout == "splits" and found.classes == ["cats", "dogs"]
+    assert [(r.key, r.label) for r in found.refs][:2] == [("test/cats/1.jpg", "cats"), ("test/cats/deeper/2.jpg", "cats")]
+    assert len(found.refs) == 10
+    assert found.split_of[f"{val}/dogs/deeper/2.jpg"] == "val" and found.split_of["train/cats/1.jpg"] == "train"
+    assert sorted(set(found.split_of.values())) == ["test", "train", "val"] and len(found.split_of) == 10
+    assert found.notes == ["train/val/test layout: train 4, val 4, test 2 image(s); classes from the folders inside "
+                           "each split"]
+    refs, classes, notes = discover_labelled(tmp_path)  # today's callers get the classes, not the splits
+    assert classes == ["cats", "dogs"] and [r.key for r in refs] == keys(found)
+
+
+def test_a_split_with_a_class_train_lacks_is_reported(tmp_path):
+    img(tmp_path / "train" / "cats" / "1.jpg")
+    img(tmp_path / "val" / "cats" / "1.jpg")
+    img(tmp_path / "val" / "owls" / "1.jpg")
+    found = discover(tmp_path)
+    assert found.classes == ["cats", "owls"]
+    assert "classes in val but not in train: owls" in found.notes
+
+
+def test_images_directly_in_the_root_are_an_unlabelled_collection(tmp_path):
+    for i in range(3):
+        img(tmp_path / f"{i}.jpg")
+    (tmp_path / "empty").mkdir()
+    found = discover(tmp_path)
+    assert found.layout == "unlabelled" and found.classes == []
+    assert [(r.key, r.label) for r in found.refs] == [("0.jpg", None), ("1.jpg", None), ("2.jpg", None)]
+    with pytest.raises(DatasetError, match="no images found"):  # discover_labelled wants classes, as before
+        discover_labelled(tmp_path)
+
+
+def test_unlabelled_true_takes_a_nested_collection(tmp_path):
+    img(tmp_path / "2023" / "a.jpg")
+    img(tmp_path / "2024" / "june" / "b.png")
+    img(tmp_path / "c.jpg")
+    (tmp_path / "2023" / "again").symlink_to(tmp_path)  # back to the root: not followed
+    found = discover(tmp_path, unlabelled=True)
+    assert found.layout == "unlabelled" and keys(found) == ["2023/a.jpg", "2024/june/b.png", "c.jpg"]
+    assert all(r.label is None for r in found.refs)
+    assert [d.key for d in found.dropped] == ["2023/again"]
+    assert discover(tmp_path).layout == "class-folders"  # not detected: there are folders with images
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_labels_from_a_csv(tmp_path, header):
+    data = tmp_path / "data"
+    for name in ["a.jpg", "sub/b.jpg", "c.jpg", f"{NFC}.jpg"]:
+        img(data / name)
+    rows = ["a.jpg,cat", "./sub/b.jpg,dog", "gone.jpg,cat", f"{NFD}.jpg,dog"]  # NFD in the CSV, NFC on disk
+    (tmp_path / "labels.csv").write_text("\n".join((["path,label"] if header else []) + rows) + "\n")
+    found = discover(data, labels_csv=tmp_path / "labels.csv")
+    assert found.layout == "csv" and found.classes == ["cat", "dog"]
+    assert [(r.key, r.label) for r in found.refs] == [("a.jpg", "cat"), (f"{NFC}.jpg", "dog"), ("sub/b.jpg", "dog")]
+    assert f"1 path(s) in labels.csv not found in {data}: gone.jpg" in found.notes
+    assert "1 image(s) not in labels.csv, left out: c.jpg" in found.notes
+    assert [(d.key, d.kind) for d in found.dropped] == [("c.jpg", "file")]
+
+
+def test_a_csv_inside_the_folder_is_not_a_stray_file(tmp_path):
+    img(tmp_path / "a.jpg")
+    (tmp_path / "labels.csv").write_text("a.jpg,cat\n")
+    found = discover(tmp_path, labels_csv=tmp_path / "labels.csv")
+    assert found.ignored == {} and found.notes == [] and keys(found) == ["a.jpg"]
+
+
+def test_class_names_and_keys_are_nfc(tmp_path):
+    img(tmp_path / NFC / "1.jpg")
+    img(tmp_path / NFD / "2.jpg")  # the same class, named on macOS
+    img(tmp_path / "plain" / f"{NFD}.jpg")
+    found = discover(tmp_path)
+    assert found.classes == [NFC, "plain"]
+    assert keys(found) == [f"{NFC}/1.jpg", f"{NFC}/2.jpg", f"plain/{NFC}.jpg"]
+    assert all(unicodedata.is_normalized("NFC", r.label) for r in found.refs)
+
+
+def test_two_names_differing_only_by_normalisation_keep_one_key(tmp_path):
+    img(tmp_path / "cats" / f"{NFD}.jpg", 1)
+    img(tmp_path / "cats" / f"{NFC}.jpg", 2)
+    img(tmp_path / "cats" / "other.jpg", 3)
+    found = discover(tmp_path)
+    assert keys(found) == [f"cats/{NFC}.jpg", "cats/other.jpg"]
+    kept = found.refs[0]
+    assert os.path.basename(kept.path) == f"{NFC}.jpg"  # the file whose name is its key keeps it
+    assert len(found.notes) == 1 and "only by Unicode normalisation" in found.notes[0]
+    assert [(d.key, d.kind) for d in found.dropped] == [(f"cats/{NFC}.jpg", "file")]
+
+
+def test_folder_links_back_into_the_dataset_are_not_followed(tmp_path):
+    root = tmp_path / "data"
+    img(root / "cats" / "1.jpg")
+    img(root / "dogs" / "2.jpg")
+    img(tmp_path / "elsewhere" / "3.jpg")
+    (root / "cats" / "all").symlink_to(root)  # re-enters the root: would relabel every dog as a cat
+    (root / "cats" / "up").symlink_to(tmp_path)  # an ancestor of the root
+    (root / "cats" / "dogs_too").symlink_to(root / "dogs")  # another class
+    (root / "cats" / "more").symlink_to(tmp_path / "elsewhere")  # outside the dataset: followed
+    (root / "everything").symlink_to(root)  # a class folder that is the root itself
+    found = discover(root)
+    assert keys(found) == ["cats/1.jpg", "cats/more/3.jpg", "dogs/2.jpg"]
+    assert found.classes == ["cats", "dogs"]
+    assert sorted(d.key for d in found.dropped) == ["cats/all", "cats/dogs_too", "cats/up", "everything"]
+    assert all(d.kind == "folder" for d in found.dropped)
+    assert "folder link 'cats/all' leads back into the dataset: not followed" in found.notes
+
+
+def test_ignored_files_are_counted_per_extension_in_one_note(tmp_path):
+    img(tmp_path / "cats" / "1.jpg")
+    for name in ["a.txt", "b.txt", "sub/c.txt", "d.psd", "e.raw", "f.RAW", "Makefile"]:
+        (tmp_path / "cats" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cats" / name).write_bytes(b"x")
+    (tmp_path / "cats" / ".DS_Store").write_bytes(b"x")  # hidden: not counted
+    found = discover(tmp_path)
+    assert found.ignored == {".txt": 3, ".raw": 2, ".psd": 1, "": 1}
+    assert found.notes == ["7 file(s) that are not images by extension ignored: .txt 3, .raw 2, (no extension) 1, "
+                           ".psd 1"]
+    assert sorted(d.key for d in found.dropped) == ["cats/d.psd", "cats/e.raw", "cats/f.RAW"]  # image-like only
+
+
+def test_dropped_lists_what_strict_refuses(tmp_path):
+    img(tmp_path / "cats" / "1.jpg")
+    img(tmp_path / "loose.jpg")
+    (tmp_path / "owls").mkdir()
+    (tmp_path / "owls" / "readme.txt").write_text("no pictures yet")
+    found = discover(tmp_path)
+    assert sorted((d.key, d.kind) for d in found.dropped) == [("loose.jpg", "file"), ("owls", "class")]
+    assert "class folder 'owls' holds no images: ignored" in found.notes
+    clean = tmp_path / "clean"
+    img(clean / "cats" / "1.jpg")
+    assert discover(clean).dropped == []
+
+
+def test_nothing_found_says_what_was_looked_for(tmp_path):
+    (tmp_path / "x.txt").write_text("no pictures")
+    (tmp_path / "labels.csv").write_text("a.jpg,cat\n")
+    with pytest.raises(DatasetError, match="no images found .*: expected one subfolder per class"):
+        discover(tmp_path)
+    with pytest.raises(DatasetError, match="no images found"):
+        discover(tmp_path, unlabelled=True)
+    with pytest.raises(DatasetError, match="no image of labels.csv found"):
+        discover(tmp_path, labels_csv=tmp_path / "labels.csv")
+    with pytest.raises(DatasetError, match="cannot read labels file"):
+        discover(tmp_path, labels_csv=tmp_path / "missing.csv")
