@@ -1,18 +1,18 @@
 """The Python API: what the CLI calls and what users import.
 
-    from embedflow import embed_folder, fit_head, evaluate, predict, info
+    from embedflow import embed_folder, open_cache, fit_head, load_model, evaluate, predict
     embed_folder("data/flower_photos")                 # -> cache/embeddings.h5
-    result = fit_head(head="svm")                      # -> models/svm
-    evaluate("models/svm", "data/test_photos")["accuracy"]
-    predict("models/svm", ["photo.jpg"], top_k=3)
+    clf = fit_head(open_cache(), head="svm", C=10.0)   # in memory; clf.report_ is the validation report
+    clf.save("models/svm")
+    clf.predict_proba([PIL.Image.open("photo.jpg")])   # (1, n_classes) float32
+    evaluate(load_model("models/svm"), "data/test_photos").accuracy
+    predict("models/svm", ["photo.jpg"], top_k=3).to_dict()
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,6 @@ from .embedding import EmbedSummary, embed_files
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, DatasetError, FingerprintMismatch, UsageError
 from .progress import SILENT, Reporter
-from .reports import classification_report, write_report
 
 DEFAULT_CACHE = Path("cache/embeddings.h5")
 DEFAULT_MODELS = Path("models")
@@ -59,7 +58,7 @@ def choose_cache(cache_path: str | os.PathLike | None, reporter: Reporter = SILE
     return DEFAULT_CACHE
 
 
-def _cache_for_model(loaded: models.LoadedModel) -> Path | None:
+def _cache_for_model(loaded: models.Classifier) -> Path | None:
     """A cache made with the model's fingerprint, to reuse its vectors: the one it was fitted on, else
     one of cache/embeddings*.h5."""
     for path in models.recorded_caches(loaded.manifest) + embedding_caches():
@@ -89,62 +88,30 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
                          reporter=reporter)
 
 
-@dataclass
-class FitResult:
-    model_dir: Path
-    head: str
-    report: dict | None  # validation report (None with val_split=0)
-    n_train: int
-    n_val: int
-    seconds: float
+def open_cache(path: str | os.PathLike | None = None, *, reporter: Reporter = SILENT) -> cache.Cache:
+    """The embedding cache at `path` (default: cache/embeddings.h5, else the only cache/embeddings-*.h5) as
+    a Cache: X (N, D) float32 read on first use, y, keys, hashes, classes, fingerprint, root, failed."""
+    return cache.open_cache(choose_cache(path, reporter))
 
 
-def fit_head(cache_path: str | os.PathLike | None = None, head: str = "logreg", out: str | os.PathLike | None = None,
-             *, val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, params: dict | None = None,
-             refit: bool = True, reporter: Reporter = SILENT) -> FitResult:
-    """Train a head on cached vectors with a deterministic stratified split; write a model folder.
+def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head: str = "logreg", *,
+             val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, refit: bool = True,
+             runtime: str = "auto", reporter: Reporter = SILENT, **params):
+    """Train a head (logreg, svm, dense, knn) on a cache's vectors; returns the fitted classifier in memory
+    (nothing is written: `.save(path)` writes the model folder). `params` are the head's own
+    hyper-parameters (logreg/svm: C; dense: epochs, ...; knn: k); one it does not take is a UsageError.
+    The classifier's `report_` is the validation report, `split_` the split record. See embedflow.fit."""
+    from .fit import fit_head as _fit_head
 
-    The validation report scores a head trained on the training split only. With refit (the default,
-    as in scikit-learn's GridSearchCV), the head that is saved is then trained again on all vectors:
-    the report is an honest estimate for it, made on images the scored head never saw."""
-    from .heads import head_params, make_head
+    data = cache_or_path if isinstance(cache_or_path, cache.Cache) else choose_cache(cache_or_path, reporter)
+    return _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                     runtime=runtime, reporter=reporter, **params)
 
-    t0 = time.perf_counter()
-    estimator = make_head(head, class_weight=class_weight, seed=seed, **(params or {}))
-    cache_path = choose_cache(cache_path, reporter)
-    data = cache.load(cache_path)
-    if len(data) == 0:
-        raise DatasetError(f"cache {cache_path} holds no vectors")
-    bad = ~np.isfinite(data.embeddings).all(axis=1)
-    if bad.any():
-        raise CacheError(f"cache {cache_path} holds {int(bad.sum())} non-finite vector(s) (e.g. {data.keys[int(np.argmax(bad))]}); "
-                         "embed again with --rebuild")
-    train, val = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
-    reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
-    estimator.fit(data.embeddings[train], data.labels[train])
-    out_dir = Path(out) if out else DEFAULT_MODELS / head
-    report = None
-    if len(val):
-        pred = models.LoadedModel(out_dir, {"classes": data.classes}, estimator).predict_proba(
-            data.embeddings[val]).argmax(axis=1)
-        report = classification_report(data.labels[val], pred, data.classes)
-        write_report(report, out_dir, f"{head} head, validation split")
-        if refit:
-            reporter.info(f"refitting {head} on all {len(data)} vectors")
-            estimator = make_head(head, class_weight=class_weight, seed=seed, **(params or {}))
-            estimator.fit(data.embeddings, data.labels)
-    split = {"val_split": val_split, "seed": seed, "n_train": int(len(train)), "n_val": int(len(val)),
-             "refit_on_all": bool(refit and len(val)), "grouped_by": "sha256 (identical files share a side)",
-             "val_keys_sha256": hashlib.sha256("\n".join(data.keys[i] for i in val).encode()).hexdigest()}
-    models.save(out_dir, estimator, head, data.classes, data.fingerprint, {
-        "hyperparameters": {**head_params(estimator), "class_weight": class_weight},
-        "split": split,
-        "cache": {"path": str(cache_path), "abspath": str(Path(cache_path).resolve()), "count": len(data),
-                  "root": data.root},
-        "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
-        "fit_seconds": round(time.perf_counter() - t0, 3),
-    })
-    return FitResult(out_dir, head, report, len(train), len(val), time.perf_counter() - t0)
+
+def load_model(path: str | os.PathLike, *, runtime: str = "auto") -> models.Classifier:
+    """The classifier at `path` (a model folder from fit_head(...).save, finetune or export, or a .tflite
+    file); see embedflow.models.load_model."""
+    return models.load_model(path, runtime=runtime)
 
 
 def _eval_cache_path(folder: Path) -> Path:
@@ -152,82 +119,42 @@ def _eval_cache_path(folder: Path) -> Path:
     return DEFAULT_CACHE.parent / f"{folder.resolve().name}-{digest}.h5"
 
 
-def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
+def _model_and_name(model, runtime: str) -> tuple[models.Classifier, str]:
+    if isinstance(model, models.Classifier):
+        return model, str(model.path or model.kind)
+    return models.load_model(model, runtime=runtime), str(model)
+
+
+def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, runtime: str = "auto", weights: str | None = None,
-             reporter: Reporter = SILENT) -> dict:
-    """Score a model on a labelled folder (embedded through a cache of its own) or on a cache file.
+             reporter: Reporter = SILENT):
+    """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
+    EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
+    (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
+    Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given."""
+    from .evaluate import evaluate as _evaluate
 
-    Writes eval-report.json / eval-confusion.{json,png} to `out` (default: the model folder).
-    Fine-tuned, fused and TFLite models run on the decoded images of a folder (no cache)."""
-    from .models.image_models import is_image_model
-
-    if is_image_model(model):
-        return _evaluate_image_model(model, data, out=out, reporter=reporter)
-    loaded = models.load(model)
+    clf, name = _model_and_name(model, runtime)
     data = Path(data)
-    if data.is_dir():
-        spec = backbones.spec_from_fingerprint(loaded.fingerprint)
-        if weights:
-            spec = backbones.get_spec(spec.arg, spec.image_size, weights)
-        cache_path = Path(cache_path) if cache_path else _eval_cache_path(data)
-        summary = _embed_folder(data, cache_path, spec=spec, runtime=runtime, reporter=reporter)
-        reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")
-    elif data.suffix in (".h5", ".hdf5") or data.is_file():
-        cache_path = data
-    else:
-        raise UsageError(f"no such folder or cache: {data}")
-    held = cache.load(cache_path)
-    backbones.check_compatible(held.fingerprint, loaded.fingerprint, f"the evaluation cache {cache_path}",
-                               f"model {model} was trained on another backbone's vectors")
-    unknown = sorted(set(held.classes) - set(loaded.classes))
-    if unknown:
-        raise DatasetError(
-            f"classes not known to model {model}: {', '.join(unknown)} (the model knows: {', '.join(loaded.classes)})"
-        )
-    missing = sorted(set(loaded.classes) - set(held.classes))
-    if missing:
-        reporter.warn(f"no evaluation images for class(es): {', '.join(missing)}")
-    if len(held) == 0:
-        raise DatasetError(f"no images to evaluate in {data}")
-    to_model = np.array([loaded.classes.index(c) for c in held.classes])
-    y_true = to_model[held.labels]
-    y_pred = loaded.predict_proba(held.embeddings).argmax(axis=1)
-    report = classification_report(y_true, y_pred, loaded.classes)
-    report["model"], report["data"] = str(model), str(data)
-    report["skipped"] = [{"key": k, "reason": r} for k, r, _ in held.failed]  # files the evaluation could not use
-    report["cache"] = str(cache_path)
-    write_report(report, Path(out) if out else Path(model), f"{Path(model).name} on {data.name}", prefix="eval-")
-    return report
+    if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
+        cache_path = _eval_cache_path(data)
+    return _evaluate(clf, data, cache_path=cache_path, weights=weights, name=name, out=out, reporter=reporter)
 
 
-def predict(model: str | os.PathLike, inputs: list[str | os.PathLike], *, top_k: int = 3,
-            cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
-            reporter: Reporter = SILENT) -> dict:
-    """Top-k labels for image files and folders. Vectors of images already in the cache (same sha256)
-    are reused; cache_path "auto" looks for one made with the model's backbone, None uses none. Returns {"predictions": [{"path", "top": [{"label", "probability"}]}], "failed": [...]}."""
-    from .models.image_models import is_image_model
+def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
+            reporter: Reporter = SILENT):
+    """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier
+    or a model path); returns a PredictResult (`.to_dict()`: {"model", "predictions": [{"path", "top":
+    [{"label", "probability"}]}], "failed"}). A head reuses the vectors of files already in a cache of its
+    backbone (same sha256): cache_path "auto" looks for one, None uses none."""
+    from .predict import predict as _predict
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
-    if is_image_model(model):
-        return _predict_image_model(model, inputs, top_k=top_k, reporter=reporter)
-    loaded = models.load(model)
-    refs = discover_inputs(inputs)
-    spec = backbones.spec_from_fingerprint(loaded.fingerprint)
+    clf, name = _model_and_name(model, runtime)
     if cache_path == "auto":
-        cache_path = _cache_for_model(loaded)
-    ok, vectors, failures = embed_files(refs, spec, loaded.fingerprint, runtime=runtime, reporter=reporter,
-                                        known_from=lambda hashes: cache.vectors_for_hashes(
-                                            cache_path, hashes, loaded.fingerprint["id"]) if cache_path else {})
-    proba = loaded.predict_proba(vectors) if len(ok) else np.zeros((0, len(loaded.classes)))
-    k = min(top_k, len(loaded.classes))
-    predictions = []
-    for ref, p in zip(ok, proba):
-        top = np.argsort(-p, kind="stable")[:k]
-        predictions.append({"path": str(ref.path),
-                            "top": [{"label": loaded.classes[i], "probability": float(p[i])} for i in top]})
-    return {"model": str(model), "predictions": predictions,
-            "failed": [{"path": str(ref.path), "reason": reason} for ref, reason in failures]}
+        cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
+    return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reporter=reporter)
 
 
 # --- image models: fine-tuned, fused, TFLite (embedflow.finetune, embedflow.export, embedflow.explain) ---
@@ -239,11 +166,11 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
              params: dict | None = None, reporter: Reporter = SILENT):
     """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
     Returns embedflow.finetune.FinetuneResult; see that module for the recipe and its defaults."""
-    from . import finetune as _finetune
+    from .finetune import finetune as _finetune
 
     spec = spec or backbones.get_spec(backbone, image_size, weights)
     backbones.require_fine_tunable(spec)
-    return _finetune.finetune(data, out, spec=spec, val_split=val_split, seed=seed, params=params,
+    return _finetune(data, out, spec=spec, val_split=val_split, seed=seed, params=params,
                               reporter=reporter)
 
 
@@ -252,9 +179,9 @@ def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none"
            reporter: Reporter = SILENT):
     """Export a fine-tuned model or a fusable cached head (logreg, dense) to TFLite or a fused Keras model,
     with a parity check on the validation images. Returns embedflow.export.ExportResult."""
-    from . import export as _export
+    from .export import export as _export
 
-    return _export.export(model, fmt, quantize, out, data_root=str(data) if data else None,
+    return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
                           cache_path=str(cache_path) if cache_path else None, reporter=reporter)
 
 
@@ -264,48 +191,6 @@ def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str 
     from .explain import explain as _explain
 
     return _explain(model, [str(i) for i in images], out, reporter=reporter)
-
-
-def _evaluate_image_model(model, data, *, out, reporter: Reporter) -> dict:
-    from .embedding import decode_folder
-    from .models.image_models import load as load_image_model
-
-    clf = load_image_model(model)
-    data = Path(data)
-    if not data.is_dir():
-        raise UsageError(f"{model} is a {clf.kind} model: evaluate it on a labelled folder of images, not {data}")
-    decoded = decode_folder(data, clf.image_size, reporter=reporter)
-    unknown = sorted(set(decoded.classes) - set(clf.classes))
-    if unknown:
-        raise DatasetError(f"classes not known to model {model}: {', '.join(unknown)} "
-                           f"(the model knows: {', '.join(clf.classes)})")
-    if not len(decoded):
-        raise DatasetError(f"no images to evaluate in {data}")
-    to_model = np.array([clf.classes.index(c) for c in decoded.classes])
-    y_pred = clf.predict_pixels(decoded.pixels).argmax(axis=1)
-    report = classification_report(to_model[decoded.labels], y_pred, clf.classes)
-    report["model"], report["data"] = str(model), str(data)
-    report["skipped"] = [{"key": r.key, "reason": why} for r, why in decoded.failed]
-    out_dir = Path(out) if out else (Path(model) if Path(model).is_dir() else Path(model).parent)
-    write_report(report, out_dir, f"{Path(model).name} on {data.name}", prefix="eval-")
-    return report
-
-
-def _predict_image_model(model, inputs, *, top_k: int, reporter: Reporter) -> dict:
-    from .embedding import decode_refs
-    from .models.image_models import load as load_image_model
-
-    clf = load_image_model(model)
-    decoded = decode_refs(discover_inputs(inputs), clf.image_size, reporter=reporter)
-    proba = clf.predict_pixels(decoded.pixels) if len(decoded) else np.zeros((0, len(clf.classes)))
-    k = min(top_k, len(clf.classes))
-    predictions = []
-    for ref, p in zip(decoded.refs, proba):
-        top = np.argsort(-p, kind="stable")[:k]
-        predictions.append({"path": str(ref.path),
-                            "top": [{"label": clf.classes[i], "probability": float(p[i])} for i in top]})
-    return {"model": str(model), "predictions": predictions,
-            "failed": [{"path": str(ref.path), "reason": reason} for ref, reason in decoded.failed]}
 
 
 def info(cache_path: str | os.PathLike | None = None) -> dict:

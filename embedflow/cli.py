@@ -99,17 +99,18 @@ def emit_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
-def print_training(r, what: str, extra: dict, quiet: bool, as_json: bool) -> None:
+def print_training(model_dir, n_train: int, n_val: int, seconds: float, report: dict | None, what: str, extra: dict,
+                   quiet: bool, as_json: bool) -> None:
     """The result of fit or finetune: JSON, or the validation report and where the model went."""
     from .reports import format_report
 
     if as_json:
-        emit_json({"model_dir": str(r.model_dir), "n_train": r.n_train, "n_val": r.n_val, "seconds": r.seconds,
-                   **extra, "report": r.report})
+        emit_json({"model_dir": str(model_dir), "n_train": n_train, "n_val": n_val, "seconds": seconds,
+                   **extra, "report": report})
         return
-    if r.report and not quiet:
-        typer.echo(format_report(r.report))
-    typer.echo(f"wrote {r.model_dir} ({what}, {r.n_train} train / {r.n_val} validation, {r.seconds:.1f}s)")
+    if report and not quiet:
+        typer.echo(format_report(report))
+    typer.echo(f"wrote {model_dir} ({what}, {n_train} train / {n_val} validation, {seconds:.1f}s)")
 
 
 @app.callback(invoke_without_command=True)
@@ -184,21 +185,18 @@ def fit(
     as_json: bool = JsonOpt,
 ):
     """Train a classifier head on the cached vectors and write a model folder with its report."""
+    import time
+
     from . import api
 
-    params = {"C": c} if c is not None else {}
-    if epochs is not None:
-        params["epochs"] = epochs
-    if params and head == "dense":
-        params.pop("C", None)
-    if head != "dense":
-        params.pop("epochs", None)
-    if head == "knn":
-        params = {"k": k} if k is not None else {}
+    params = {name: value for name, value in (("C", c), ("epochs", epochs), ("k", k)) if value is not None}
     rep = CliReporter(quiet or as_json)
-    r = api.fit_head(cache, head, out, val_split=val_split, seed=seed, class_weight=class_weight, params=params,
-                     refit=refit, reporter=rep)
-    print_training(r, r.head, {"head": r.head}, quiet, as_json)
+    t0 = time.perf_counter()
+    clf = api.fit_head(cache, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                       reporter=rep, **params)
+    model_dir = clf.save(out or api.DEFAULT_MODELS / head)
+    print_training(model_dir, clf.n_train, clf.n_val, time.perf_counter() - t0, clf.report_, head, {"head": head},
+                   quiet, as_json)
 
 
 @app.command()
@@ -219,7 +217,8 @@ def evaluate(
     from .reports import format_report
 
     rep = CliReporter(quiet or as_json)
-    report = api.evaluate(model, data, cache_path=cache, out=out, runtime=runtime, reporter=rep)
+    out_dir = out or (model if model.is_dir() else model.parent)
+    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
@@ -250,7 +249,7 @@ def predict(
 
     rep = CliReporter(quiet or as_json)
     result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
-                         reporter=rep)
+                         reporter=rep).to_dict()
     if as_json:
         emit_json(result)
     else:
@@ -395,7 +394,8 @@ def finetune(
     rep = CliReporter(quiet or as_json)
     r = api.finetune(folder, out, image_size=image_size, weights=weights, val_split=val_split, seed=seed,
                      params=params, reporter=rep)
-    print_training(r, "fine-tuned", {"epoch_seconds": r.epoch_seconds}, quiet, as_json)
+    print_training(r.model_dir, r.n_train, r.n_val, r.seconds, r.report, "fine-tuned", {"epoch_seconds": r.epoch_seconds},
+                   quiet, as_json)
 
 
 @app.command()

@@ -89,22 +89,27 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
 def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -> dict:
     """Write IMAGE-gradcam.png overlays (and grid.png for several images) into out_dir."""
     from .data import BadImage, discover_inputs, load_image
+    from .models import Classifier, load_model
     from .models.image_models import load_keras_model
-    from .models import read_manifest
 
-    model_path = Path(model_path)
-    if model_path.suffix == ".tflite":
-        raise ModelError("Grad-CAM needs gradients, which a .tflite file does not have: explain the Keras model "
-                         "it was exported from")
-    manifest = read_manifest(model_path)
-    keras_file = manifest.get("keras_file") or (manifest.get("model_file") if manifest.get("kind") in
-                                                ("finetuned", "fused") else None)
-    if not keras_file:
-        raise ModelError(f"{model_path} holds no Keras model (kind {manifest.get('kind')}); Grad-CAM works on "
+    if isinstance(model_path, Classifier):
+        clf, model_path = model_path, Path(model_path.path or model_path.kind)
+    else:
+        model_path = Path(model_path)
+        if model_path.suffix == ".tflite":
+            raise ModelError("Grad-CAM needs gradients, which a .tflite file does not have: explain the Keras model "
+                             "it was exported from")
+        clf = load_model(model_path)
+    manifest = clf.manifest
+    if hasattr(clf, "keras_model"):
+        model = clf.keras_model
+    elif manifest.get("keras_file"):  # a TFLite export of a fused head keeps the Keras model beside it
+        model = load_keras_model(clf.path, manifest, manifest["keras_file"])
+    else:
+        raise ModelError(f"{model_path} holds no Keras model (kind {clf.kind}); Grad-CAM works on "
                          "fine-tuned and fused models: export a cached head with --format keras, or explain "
                          f"{manifest.get('source', {}).get('path', 'the source model')}")
-    model = load_keras_model(model_path, manifest, keras_file)
-    size, classes = int(manifest["fingerprint"]["image_size"]), manifest["classes"]
+    size, classes = clf.image_size, clf.classes
     parts = gradcam_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ Every export runs a parity check on the source model's validation images and rec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +21,6 @@ import numpy as np
 from . import backbones, cache, models
 from .errors import CacheError, DatasetError, ModelError, UsageError
 from .embedding import Decoded, decode_refs, refs_for_keys
-from .models.image_models import load_keras_model
 from .progress import SILENT, Reporter
 
 QUANTIZE = ("none", "dynamic", "float16", "int8")
@@ -59,11 +58,15 @@ class ExportResult:
     parity: dict
     seconds: float
 
+    def load(self):
+        """The exported model as a Classifier (models.load_model)."""
+        return models.load_model(self.out_dir)
+
 
 # --- fusing --------------------------------------------------------------------------------------
 
 
-def fuse(loaded: models.LoadedModel, spec, weights_path=None):
+def fuse(loaded: models.HeadClassifier, spec, weights_path=None):
     """keras.Model: uint8 image -> probabilities of the cached head (logreg or dense) on the backbone."""
     from .models.keras_parts import assemble, split_parts
 
@@ -105,38 +108,39 @@ def logreg_dense_layer(pipeline, n_classes: int, dim: int):
 # --- sources -------------------------------------------------------------------------------------
 
 
-def load_source(model_dir: Path, *, data_root: str | None = None, cache_path: str | None = None,
-                reporter: Reporter = SILENT) -> Source:
-    manifest = models.read_manifest(model_dir)
-    kind = manifest.get("kind")
-    if kind in ("finetuned", "fused"):
-        return _image_model_source(model_dir, manifest, data_root, reporter)
-    if kind == "cached-head":
-        return _cached_head_source(model_dir, manifest, data_root, cache_path, reporter)
-    raise UsageError(f"{model_dir} is already an export ({kind}); export its source model instead")
+def load_source(clf: models.Classifier, model_dir: Path, *, data_root: str | None = None,
+                cache_path: str | None = None, reporter: Reporter = SILENT) -> Source:
+    if isinstance(clf, models.HeadClassifier):
+        return _cached_head_source(model_dir, clf, data_root, cache_path, reporter)
+    if hasattr(clf, "keras_model"):
+        return _image_model_source(model_dir, clf, data_root, reporter)
+    raise UsageError(f"{model_dir} is already an export ({clf.kind}); export its source model instead")
 
 
-def _image_model_source(model_dir, manifest, data_root, reporter) -> Source:
+def _image_model_source(model_dir, clf, data_root, reporter) -> Source:
     from .data import discover_labelled
     from .models.keras_parts import predict_pixels
 
-    model = load_keras_model(model_dir, manifest, manifest["model_file"])
+    manifest, model = clf.manifest, clf.keras_model
     root = Path(data_root or manifest["data"]["root"])
-    val_keys = manifest["split"]["val_keys"]
     if not root.is_dir():
         raise DatasetError(f"the parity check needs the validation images of {model_dir}, from {root}, which is "
                            "not there; pass --data FOLDER")
     refs, _, _ = discover_labelled(root)
-    in_val = set(val_keys)
+    check = models.check_split(manifest["split"], [r.key for r in refs])
+    in_val = {refs[i].key for i in check.rows}
     val_refs = [r for r in refs if r.key in in_val]
     train_refs = [r for r in refs if r.key not in in_val]
     val = _decode(val_refs, manifest, reporter)
-    return Source(model, manifest, manifest["classes"], manifest["fingerprint"], val, predict_pixels(model, val.pixels),
+    recorded = dict(zip(manifest["split"]["val_keys"], manifest["split"].get("val_hashes") or []))
+    check.changed = [r.key for r, h in zip(val.refs, val.hashes) if recorded.get(r.key, h) != h]
+    _warn_split(check, f"the images in {root}", reporter)
+    return Source(model, manifest, clf.classes, clf.fingerprint, val, predict_pixels(model, val.pixels),
                   train_refs, manifest["split"], str(root.resolve()))
 
 
-def _cached_head_source(model_dir, manifest, data_root, cache_path, reporter) -> Source:
-    loaded = models.load(model_dir)
+def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> Source:
+    manifest = loaded.manifest
     spec = backbones.spec_from_fingerprint(loaded.fingerprint)
     backbones.check_compatible(backbones.fingerprint(spec), loaded.fingerprint, "the backbone weights found now",
                                f"model {model_dir} was trained on vectors of another backbone")
@@ -149,8 +153,7 @@ def _cached_head_source(model_dir, manifest, data_root, cache_path, reporter) ->
     held = cache.load(cache_path)
     backbones.check_compatible(held.fingerprint, loaded.fingerprint, f"cache {cache_path}")
     split = manifest.get("split", {})
-    train_rows, val_rows = models.split_indices(held.labels, held.hashes, held.classes, split.get("val_split", 0.2),
-                                                split.get("seed", 0))
+    train_rows, val_rows = _recorded_split(split, held, cache_path, reporter)
     if not len(val_rows):
         raise DatasetError(f"{model_dir} was fitted without a validation split: nothing to check parity on")
     root = Path(data_root or held.root)
@@ -161,11 +164,35 @@ def _cached_head_source(model_dir, manifest, data_root, cache_path, reporter) ->
     val = _decode(val_refs, manifest, reporter)
     val.labels = np.array([loaded.classes.index(r.label) for r in val.refs], dtype=np.int64)
     row_of = {held.keys[i]: i for i in val_rows}
-    source_proba = loaded.predict_proba(held.embeddings[[row_of[r.key] for r in val.refs]])
+    source_proba = loaded._proba_vectors(held.embeddings[[row_of[r.key] for r in val.refs]])
     train_refs = refs_for_keys(root, [held.keys[i] for i in train_rows],
                                [held.classes[held.labels[i]] for i in train_rows])
     return Source(model, manifest, loaded.classes, loaded.fingerprint, val, source_proba, train_refs,
                   {**split, "val_keys": [r.key for r in val.refs]}, str(root.resolve()), fused_from=manifest.get("head"))
+
+
+def _recorded_split(split: dict, held, cache_path, reporter) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of the cache read now for the split the model recorded; a warning
+    when the cache changed since. Older folders record no keys: the split is computed again and checked
+    against the recorded digest of its keys."""
+    check = models.check_split(split, held.keys, held.hashes)
+    if check is None:
+        train, val = models.split_indices(held.labels, held.hashes, held.classes, split.get("val_split", 0.2),
+                                          split.get("seed", 0))
+        digest = hashlib.sha256("\n".join(held.keys[i] for i in val).encode()).hexdigest()
+        if split.get("val_keys_sha256") and len(val) and digest != split["val_keys_sha256"]:
+            reporter.warn(f"cache {cache_path} changed since the model was trained: its validation split, computed "
+                          "again, is not the recorded one (the model may have seen some of these images)")
+        return train, val
+    _warn_split(check, f"cache {cache_path}", reporter)
+    val = np.sort(check.rows)
+    return np.setdiff1d(np.arange(len(held)), val), val
+
+
+def _warn_split(check, what: str, reporter: Reporter) -> None:
+    line = check.warning(what)
+    if line:
+        reporter.warn(line)
 
 
 def _decode(refs, manifest, reporter) -> Decoded:
@@ -213,12 +240,12 @@ def parity(proba: np.ndarray, source_proba: np.ndarray, labels: np.ndarray) -> d
 # --- the export ----------------------------------------------------------------------------------
 
 
-def export(model_dir, fmt: str = "tflite", quantize: str = "none", out=None, *, data_root: str | None = None,
+def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data_root: str | None = None,
            cache_path: str | None = None, reporter: Reporter = SILENT) -> ExportResult:
-    from .models.keras_parts import predict_pixels
-    from .embedding import decode_refs as _decode_refs
-    from .models.image_models import TFLiteImageClassifier
-
+    """Export `model` (a Classifier, or the path of a fine-tuned model folder or of a logreg/dense head's
+    folder) to `out` (default: beside the source, see default_name), with the parity check. Raises
+    UsageError (bad format/quantization, already an export), NotFusable, DatasetError/CacheError when the
+    validation images or the cache are not there."""
     t0 = time.perf_counter()
     if fmt not in FORMATS:
         raise UsageError(f"unknown format '{fmt}': use {' or '.join(FORMATS)}")
@@ -226,17 +253,38 @@ def export(model_dir, fmt: str = "tflite", quantize: str = "none", out=None, *, 
         raise UsageError(f"unknown quantization '{quantize}': use {', '.join(QUANTIZE)}")
     if fmt == "keras" and quantize != "none":
         raise UsageError("--quantize applies to --format tflite only")
-    model_dir = Path(model_dir)
-    src = load_source(model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
+    clf = model if isinstance(model, models.Classifier) else models.load_model(model)
+    if clf.path is None and out is None:
+        raise UsageError("this model was never saved: give the export an out folder")
+    model_dir = Path(clf.path) if clf.path is not None else Path(clf.kind)
+    src = load_source(clf, model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
     if fmt == "keras" and not src.fused_from:
         raise UsageError(f"{model_dir} is already a Keras image model ({src.manifest['kind']}): nothing to fuse")
     out_dir = Path(out) if out else model_dir.parent / default_name(model_dir, fmt, quantize)
-    if out_dir.resolve() == model_dir.resolve():
+    if clf.path is not None and out_dir.resolve() == model_dir.resolve():
         raise UsageError("--out must differ from the source model folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with models.staged_folder(out_dir) as staged:
+        files, result = _write_export(staged, src, fmt, quantize, reporter)
+        checked = result.get("tflite", result.get("fused_keras"))
+        ok = quantize not in ("none", "float16") or checked["top1_agreement"] >= FLOAT_PARITY
+        if not ok:
+            reporter.warn(f"parity below {FLOAT_PARITY:.0%}: the export disagrees with its source on "
+                          f"{1 - checked['top1_agreement']:.1%} of the validation images")
+        model_file = "model.tflite" if fmt == "tflite" else "model.keras"
+        _write_manifest(staged, src, model_dir, fmt, quantize, model_file, files, {**result, "ok": ok},
+                        time.perf_counter() - t0)
+    return ExportResult(out_dir, out_dir / model_file, fmt, quantize, {**result, "ok": ok}, time.perf_counter() - t0)
+
+
+def _write_export(out_dir: Path, src: Source, fmt: str, quantize: str, reporter: Reporter) -> tuple[dict, dict]:
+    """The model file(s) and labels.txt in out_dir, with the parity of each against the source:
+    ({file name: sha256}, {"fused_keras"/"tflite": parity, "note"?})."""
+    from .embedding import decode_refs as _decode_refs
+    from .models.image_models import TFLiteImageClassifier
+    from .models.keras_parts import predict_pixels
+
     labels = src.val.labels
-    result = {}
-    files = {}
+    result, files = {}, {}
     if src.fused_from:
         fused_proba = predict_pixels(src.model, src.val.pixels)
         result["fused_keras"] = parity(fused_proba, src.source_proba, labels)
@@ -259,17 +307,9 @@ def export(model_dir, fmt: str = "tflite", quantize: str = "none", out=None, *, 
     if src.manifest.get("split", {}).get("refit_on_all"):
         result["note"] = ("the source model was refit on all its data, validation images included: accuracy here "
                           "is not a held-out estimate; agreement is what this check measures")
-    checked = result.get("tflite", result.get("fused_keras"))
-    ok = quantize not in ("none", "float16") or checked["top1_agreement"] >= FLOAT_PARITY
-    if not ok:
-        reporter.warn(f"parity below {FLOAT_PARITY:.0%}: the export disagrees with its source on "
-                      f"{1 - checked['top1_agreement']:.1%} of the validation images")
     (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in src.classes))
     files["labels.txt"] = models.sha256_file(out_dir / "labels.txt")
-    model_file = "model.tflite" if fmt == "tflite" else "model.keras"
-    _write_manifest(out_dir, src, model_dir, fmt, quantize, model_file, files, {**result, "ok": ok},
-                    time.perf_counter() - t0)
-    return ExportResult(out_dir, out_dir / model_file, fmt, quantize, {**result, "ok": ok}, time.perf_counter() - t0)
+    return files, result
 
 
 def default_name(model_dir: Path, fmt: str, quantize: str) -> str:
@@ -279,9 +319,8 @@ def default_name(model_dir: Path, fmt: str, quantize: str) -> str:
 
 
 def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, files, parity_result, seconds):
-    kind = "tflite" if fmt == "tflite" else "fused"
-    manifest = {
-        "format": models.FORMAT, "schema_version": models.SCHEMA_VERSION, "kind": kind,
+    models.write_manifest(out_dir, {
+        "kind": "tflite" if fmt == "tflite" else "fused",
         "model_file": model_file, "keras_file": "model.keras" if "model.keras" in files else None,
         "classes": src.classes, "labels_file": "labels.txt", "fingerprint": src.fingerprint,
         "image_size": int(src.fingerprint["image_size"]),
@@ -293,6 +332,4 @@ def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, 
                    "metrics": src.manifest.get("metrics", {})},
         "data": {"root": src.data_root}, "split": src.split,
         "parity": parity_result, "files": files, "export_seconds": round(seconds, 2),
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    })

@@ -22,7 +22,6 @@ estimate for the saved one, which saw 25% more data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -261,7 +260,6 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     if len(val):
         proba = predict_pixels(final, val.pixels)
         report = classification_report(val.labels, proba.argmax(axis=1), data.classes)
-        write_report(report, out_dir, "fine-tuned on the training split, validation split")
     refit = None
     if p["refit"] and len(val) and not interrupted:
         stage2_epochs = p["fine_tune_epochs"] if average_start(p) else _best_epochs(history["stage2"])
@@ -361,37 +359,36 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
 
 def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
           root, seconds, refit) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / MODEL_FILE)
-    (out_dir / "history.json").write_text(json.dumps({"history": history, "epoch_seconds": times}, indent=2))
-    final = report["accuracy"] if report else None
-    plot_history(history, out_dir / "learning_curve.png", average_start(p), final, _final_label(p))
-    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
-    split = {"val_split": val_split, "seed": seed, "n_train": len(train), "n_val": len(val),
-             "grouped_by": "sha256 (identical files share a side)", "refit_on_all": bool(refit),
-             "val_keys": [r.key for r in val.refs],
-             "val_keys_sha256": hashlib.sha256("\n".join(r.key for r in val.refs).encode()).hexdigest()}
-    manifest = {
-        "format": models.FORMAT, "schema_version": models.SCHEMA_VERSION, "kind": "finetuned",
-        "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,
-        "image_size": fp["image_size"], "input": "uint8 RGB (N, S, S, 3), resized without crop; preprocessing inside",
-        "preprocessing": fp["preprocessing"], "data": {"root": str(Path(root).resolve()), "count": len(data),
-                                                       "skipped": [[r.key, why] for r, why in data.failed]},
-        "split": split, "hyperparameters": p, "interrupted": interrupted,
-        "test_time_augmentation": ("horizontal flip: the mean of the probabilities for the image and its mirror "
-                                   "image, inside the model") if p["flip_tta"] else None,
-        "stage2_weights": (f"mean of the weights after stage 2 epochs {average_start(p)}-{p['fine_tune_epochs']}"
-                           if average_start(p) else "the epoch with the best validation loss"),
-        "refit": refit,  # None: the saved model is the one the metrics score
-        "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
-        "metrics_of": ("the same recipe trained on the training split only (the saved model was then refit on "
-                       "all images)") if refit else "the saved model",
-        "epochs_run": {k: len(v.get("loss", [])) for k, v in history.items()},
-        "fit_seconds": round(seconds, 2),
-        "files": {name: models.sha256_file(out_dir / name) for name in (MODEL_FILE, "labels.txt")},
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    """The model folder, built beside out_dir and swapped into place (models.staged_folder)."""
+    with models.staged_folder(out_dir) as staged:
+        model.save(staged / MODEL_FILE)
+        (staged / "history.json").write_text(json.dumps({"history": history, "epoch_seconds": times}, indent=2))
+        final = report["accuracy"] if report else None
+        plot_history(history, staged / "learning_curve.png", average_start(p), final, _final_label(p))
+        if report:
+            write_report(report, staged, "fine-tuned on the training split, validation split")
+        (staged / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
+        split = models.split_record([r.key for r in val.refs], val.hashes, range(len(train)), range(len(val)),
+                                    val_split=val_split, seed=seed, refit_on_all=bool(refit))
+        models.write_manifest(staged, {
+            "kind": "finetuned",
+            "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,
+            "image_size": fp["image_size"], "input": "uint8 RGB (N, S, S, 3), resized without crop; preprocessing inside",
+            "preprocessing": fp["preprocessing"], "data": {"root": str(Path(root).resolve()), "count": len(data),
+                                                           "skipped": [[r.key, why] for r, why in data.failed]},
+            "split": split, "hyperparameters": p, "interrupted": interrupted,
+            "test_time_augmentation": ("horizontal flip: the mean of the probabilities for the image and its mirror "
+                                       "image, inside the model") if p["flip_tta"] else None,
+            "stage2_weights": (f"mean of the weights after stage 2 epochs {average_start(p)}-{p['fine_tune_epochs']}"
+                               if average_start(p) else "the epoch with the best validation loss"),
+            "refit": refit,  # None: the saved model is the one the metrics score
+            "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
+            "metrics_of": ("the same recipe trained on the training split only (the saved model was then refit on "
+                           "all images)") if refit else "the saved model",
+            "epochs_run": {k: len(v.get("loss", [])) for k, v in history.items()},
+            "fit_seconds": round(seconds, 2),
+            "files": {name: models.sha256_file(staged / name) for name in (MODEL_FILE, "labels.txt")},
+        })
 
 
 def _final_label(p: dict) -> str:

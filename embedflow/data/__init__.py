@@ -1,4 +1,4 @@
-"""Images on disk: discovery (discover), identity (hashing) and pixels (decode). The bottom layer:
+"""Images on disk: discovery (discover), identity (hashing) and pixels (decode, pixels). The bottom layer:
 it imports nothing of embedflow but its errors."""
 
 from ..errors import BadImage
@@ -6,8 +6,9 @@ from .decode import MAX_JPEG_PIXELS, MAX_PIXELS, decode_bytes, load_image, read_
 from .discover import (IMAGE_EXTENSIONS, IMAGE_LIKE_EXTENSIONS, Discovery, Dropped, ImageRef, discover,
                        discover_inputs, discover_labelled, is_image_name, read_labels_csv, walk_images)
 from .hashing import file_stat, hash_file, read_bytes
+from .pixels import to_pixels
 
 __all__ = ["BadImage", "Discovery", "Dropped", "ImageRef", "IMAGE_EXTENSIONS", "IMAGE_LIKE_EXTENSIONS", "MAX_PIXELS",
            "MAX_JPEG_PIXELS", "decode_bytes", "discover", "discover_inputs", "discover_labelled", "file_stat",
            "hash_file", "is_image_name", "load_image", "read_bytes", "read_image", "read_labels_csv", "sniff_format",
-           "walk_images"]
+           "to_pixels", "walk_images"]

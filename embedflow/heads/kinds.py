@@ -24,16 +24,26 @@ DEFAULTS = {
 }
 
 
+def check_head_params(kind: str, params: dict) -> None:
+    """Raise UsageError (one line) for an unknown head kind or a parameter the head does not take."""
+    if kind not in HEAD_KINDS:
+        raise UsageError(f"unknown head '{kind}': choose one of {', '.join(HEAD_KINDS)}")
+    unknown = sorted(set(params) - set(DEFAULTS[kind]))
+    if unknown:
+        raise UsageError(f"the {kind} head takes no parameter {', '.join(repr(p) for p in unknown)} "
+                         f"(its parameters: {', '.join(DEFAULTS[kind])})")
+
+
 def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **params):
-    """A fresh, unfitted estimator for the head kind. Extra params override the defaults."""
+    """A fresh, unfitted estimator for the head kind. Extra params override the defaults; a parameter
+    the head does not take (see DEFAULTS) is a UsageError."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import Normalizer, StandardScaler
     from sklearn.svm import SVC
 
-    if kind not in HEAD_KINDS:
-        raise UsageError(f"unknown head '{kind}': choose one of {', '.join(HEAD_KINDS)}")
+    check_head_params(kind, {k: v for k, v in params.items() if v is not None})
     if class_weight not in (None, "balanced"):
         raise UsageError(f"--class-weight must be 'balanced' or omitted, got '{class_weight}'")
     p = {**DEFAULTS[kind], **{k: v for k, v in params.items() if v is not None}}

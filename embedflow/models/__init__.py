@@ -1,9 +1,13 @@
-"""Trained models: the manifest (one reader, the member check), the train/validation split, heads on
-cached vectors (head_model) and the image classifiers (image_models: fine-tuned, fused, TFLite)."""
+"""Trained models: the manifest (one reader, one atomic writer, the member check), the train/validation
+split and its record, and the Classifier kinds: heads on cached vectors (head_model) and the image
+classifiers (image_models: fine-tuned, fused, TFLite), all loaded by load_model (classifier)."""
 
-from .head_model import LoadedModel, load, save
-from .manifest import FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, checked_member, read_manifest, recorded_caches, sha256_file
-from .split import split_indices
+from .classifier import Classifier, load_model
+from .head_model import HeadClassifier, LoadedModel, load
+from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, checked_member, read_manifest, recorded_caches,
+                       recover_aside, sha256_file, staged_folder, write_manifest)
+from .split import SplitCheck, check_split, split_indices, split_record
 
-__all__ = ["FORMAT", "LoadedModel", "MANIFEST", "ManifestView", "SCHEMA_VERSION", "checked_member", "load",
-           "read_manifest", "recorded_caches", "save", "sha256_file", "split_indices"]
+__all__ = ["Classifier", "FORMAT", "HeadClassifier", "LoadedModel", "MANIFEST", "ManifestView", "SCHEMA_VERSION",
+           "SplitCheck", "check_split", "checked_member", "load", "load_model", "read_manifest", "recorded_caches",
+           "recover_aside", "sha256_file", "split_indices", "split_record", "staged_folder", "write_manifest"]

@@ -1,65 +1,112 @@
-"""Model folders of a head trained on cached vectors (kind "cached-head"): saving and loading."""
+"""A head trained on cached vectors (kind "cached-head"): the classifier, its folder (saving, loading)."""
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..__about__ import __version__
 from ..errors import ModelError
-from .manifest import FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, _jsonable, _require, checked_member, read_manifest, sha256_file
+from .classifier import Classifier
+from .manifest import _require, checked_member, read_manifest, sha256_file
 
 
-@dataclass
-class LoadedModel(ManifestView):
-    path: Path
-    manifest: dict
-    estimator: object
+class HeadClassifier(Classifier):
+    """A scikit-learn head (logreg, svm, dense, knn) on the vectors of a frozen backbone.
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(N, len(classes)) probabilities, columns in manifest class order."""
-        proba = np.asarray(self.estimator.predict_proba(np.asarray(X, dtype=np.float32)))
-        cols = [int(c) for c in self.estimator.classes_]
+    `predict_proba_vectors(X)` scores vectors (N, D) from a cache of the same fingerprint;
+    `predict_pixels`/`predict_proba` embed images first with the backbone, through the same embedder as
+    `embed` (`runtime`: auto = LiteRT on a CPU, litert, keras)."""
+
+    def __init__(self, estimator, manifest: dict, path: Path | None = None, *, runtime: str = "auto"):
+        super().__init__({"kind": "cached-head", **manifest}, path)
+        self.estimator_ = estimator
+        self.runtime = runtime
+        self.report_: dict | None = None  # the validation report of fit_head (None when loaded or val_split=0)
+        self._embedder = None
+
+    @property
+    def estimator(self):
+        return self.estimator_
+
+    @property
+    def head(self) -> str:
+        return self.manifest.get("head", "")
+
+    def predict_proba_vectors(self, X: np.ndarray) -> np.ndarray:
+        """float32 (N, len(classes_)) probabilities for vectors X (N, D) of this model's backbone."""
+        return self._proba_vectors(X).astype(np.float32)
+
+    def _proba_vectors(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
         out = np.zeros((len(X), len(self.classes)))
-        out[:, cols] = proba
+        if not len(X):
+            return out
+        proba = np.asarray(self.estimator_.predict_proba(X))
+        out[:, [int(c) for c in self.estimator_.classes_]] = proba
         return out
 
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 (N, D) backbone vectors of uint8 pixels (N, S, S, 3), batch by batch."""
+        from ..embedding import checked, preferred_batch
 
-def save(out_dir: Path, estimator, head: str, classes: list[str], fingerprint: dict, extra: dict) -> Path:
-    """Write the head file and manifest.json into out_dir; returns the manifest path."""
-    from ..heads import DenseHead, dumps_sklearn
+        embedder = self.embedder
+        step = preferred_batch(embedder)
+        dim = int(self.fingerprint.get("output_dim") or 0)
+        parts = []
+        for i in range(0, len(pixels), step):
+            batch = np.ascontiguousarray(pixels[i:i + step], dtype=np.uint8)
+            out = embedder(batch)
+            parts.append(checked(out, len(batch), dim) if dim else np.asarray(out, np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(estimator, DenseHead):
-        head_file = "head.keras"
-        estimator.model_.save(out_dir / head_file)
-    else:
-        head_file = "head.joblib"
-        (out_dir / head_file).write_bytes(dumps_sklearn(estimator))
-    manifest = {
-        "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
-        "kind": "cached-head",
-        "head": head,
-        "head_file": head_file,
-        "classes": list(classes),
-        "fingerprint": fingerprint,
-        "files": {head_file: sha256_file(out_dir / head_file)},
-        "embedflow_version": __version__,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **extra,
-    }
-    path = out_dir / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, default=_jsonable))
-    return path
+    @property
+    def embedder(self):
+        """The backbone's embedder (made on first use), the one `embed` uses for this fingerprint."""
+        return self.backbone_embedder()
+
+    def backbone_embedder(self, reporter=None):
+        """The embedder, made on first use with `reporter` told about a first LiteRT conversion."""
+        if self._embedder is None:
+            from .. import backbones
+
+            spec = backbones.spec_from_fingerprint(self.fingerprint)
+            self._embedder = backbones.make_embedder(spec, self.fingerprint, runtime=self.runtime, reporter=reporter)
+        return self._embedder
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self._proba_vectors(self.embed_pixels(pixels))
+
+    def _write_members(self, staged: Path) -> dict:
+        from ..heads import DenseHead, dumps_sklearn
+
+        if isinstance(self.estimator_, DenseHead):
+            head_file = "head.keras"
+            self.estimator_.model_.save(staged / head_file)
+        else:
+            head_file = "head.joblib"
+            (staged / head_file).write_bytes(dumps_sklearn(self.estimator_))
+        self.manifest["head_file"] = head_file
+        return {head_file: sha256_file(staged / head_file)}
+
+    def _manifest_for_save(self) -> dict:
+        m = super()._manifest_for_save()
+        order = ["kind", "head", "head_file", "classes", "fingerprint"]
+        return {**{k: m[k] for k in order if k in m}, "embedflow_version": __version__,
+                **{k: v for k, v in m.items() if k not in order and k not in ("embedflow_version", "created_utc")}}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_embedder"] = None  # interpreters do not pickle; made again on first use
+        return state
 
 
-def load(model_dir: str | Path) -> LoadedModel:
-    """Load a model folder, refusing a head file whose sha256 differs from the manifest."""
+LoadedModel = HeadClassifier  # the name before the Classifier interface
+
+
+def load(model_dir: str | Path, *, runtime: str = "auto") -> HeadClassifier:
+    """Load a head's model folder, refusing a head file whose sha256 differs from the manifest."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     if manifest.get("kind", "cached-head") != "cached-head":
@@ -70,7 +117,7 @@ def load(model_dir: str | Path) -> LoadedModel:
         est = _load_head(head_file, manifest)
     except Exception as e:  # noqa: BLE001 - a file that matches its hash but is not a head (a forged manifest)
         raise ModelError(f"cannot load {head_file}: {type(e).__name__}: {e}") from None
-    return LoadedModel(model_dir, manifest, est)
+    return HeadClassifier(est, manifest, model_dir, runtime=runtime)
 
 
 def _load_head(head_file: Path, manifest: dict):

@@ -1,47 +1,41 @@
 """Image classifiers: models that map raw uint8 pixels to class probabilities without the cache.
 
-Three kinds share one interface (`classes`, `fingerprint`, `image_size`, `predict_pixels`):
+Three kinds of the Classifier interface (models.classifier):
 a fine-tuned model folder (`kind: finetuned`, model.keras), a cached head fused with its backbone
 (`kind: fused`, model.keras) and a TFLite export (`kind: tflite`, model.tflite, or a bare .tflite file
-with labels.txt beside it). `predict` and `evaluate` use them on decoded images.
+with labels.txt beside it).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from . import manifest as models
 from ..errors import ModelError
+from .classifier import Classifier
 
 IMAGE_KINDS = ("finetuned", "fused", "tflite")
 
 
-class ImageClassifier(models.ManifestView):
+class ImageClassifier(Classifier):
     """uint8 (N, S, S, 3) -> (N, len(classes)) probabilities, columns in `classes` order."""
 
     def __init__(self, path: Path, manifest: dict):
-        self.path = path
-        self.manifest = manifest
-
-    @property
-    def image_size(self) -> int:
-        return int(self.manifest.get("image_size") or self.fingerprint["image_size"])
-
-    @property
-    def kind(self) -> str:
-        return self.manifest["kind"]
-
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        super().__init__(manifest, path)
 
 
 class KerasImageClassifier(ImageClassifier):
+    """A fine-tuned or fused Keras model (uint8 pixels in, probabilities out; preprocessing inside)."""
+
     def __init__(self, path: Path, manifest: dict, model):
         super().__init__(path, manifest)
         self.model = model
+
+    @property
+    def keras_model(self):
+        return self.model
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         from .keras_parts import predict_pixels
@@ -50,11 +44,29 @@ class KerasImageClassifier(ImageClassifier):
 
 
 class TFLiteImageClassifier(ImageClassifier):
+    """A TFLite export run by LiteRT (a folder with manifest.json, or a bare .tflite with labels.txt)."""
+
     def __init__(self, path: Path, manifest: dict, model_file: Path, threads: int | None = None):
         from ..backbones import make_interpreter
 
         super().__init__(path, manifest)
+        self.model_file = Path(model_file)
         self.interpreter = make_interpreter(str(model_file), threads=threads)
+
+    def _write_members(self, staged: Path) -> dict:
+        if self.manifest.get("files"):
+            return super()._write_members(staged)
+        # a bare .tflite file: the folder gets the file, its labels and a manifest describing them
+        import shutil
+
+        shutil.copy2(self.model_file, staged / "model.tflite")
+        (staged / "labels.txt").write_text("".join(f"{c}\n" for c in self.classes))
+        self.manifest.update(model_file="model.tflite", labels_file="labels.txt")
+        return {name: models.sha256_file(staged / name) for name in ("model.tflite", "labels.txt")}
+
+    def _write_extras(self, staged: Path) -> None:
+        if self.manifest.get("files"):
+            super()._write_extras(staged)
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         from ..backbones import run_tflite
@@ -62,21 +74,6 @@ class TFLiteImageClassifier(ImageClassifier):
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         outs = [run_tflite(self.interpreter, pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
         return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, len(self.classes)))
-
-
-def is_image_model(path: str | Path) -> bool:
-    """A .tflite file, or a model folder whose manifest kind runs on images."""
-    path = Path(path)
-    if path.suffix == ".tflite":
-        return True
-    manifest_path = path / models.MANIFEST
-    if not manifest_path.is_file():
-        return False
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        return isinstance(manifest, dict) and manifest.get("kind") in IMAGE_KINDS
-    except (OSError, ValueError):
-        return False
 
 
 def load_keras_model(model_dir: Path, manifest: dict, name: str):

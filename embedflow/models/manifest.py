@@ -1,11 +1,23 @@
-"""Model folders' manifest.json: the one reader, the member check (sha256 before anything is loaded),
-and the fields every loaded model exposes. A joblib or Keras file can run code when loaded: only load
-model folders from sources you trust."""
+"""Model folders' manifest.json: the one reader, the one atomic writer, the member check (sha256 before
+anything is loaded), and the fields every loaded model exposes. A joblib or Keras file can run code when
+loaded: only load model folders from sources you trust.
+
+Writing (`staged_folder`): the complete folder is built beside its target (`.NAME.tmp-PID`, same parent),
+its files and the folder are fsynced, then it is swapped into place, so that at every instant the target
+is the complete old folder or the complete new one. On Linux the swap is one `renameat2(RENAME_EXCHANGE)`;
+elsewhere the old folder is renamed aside (`.NAME.old-PID`), the new one renamed in, the old one deleted,
+and `read_manifest` puts a folder left aside by a crash between those two renames back in place.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +57,12 @@ def _jsonable(o):
 
 
 def read_manifest(model_dir: str | Path) -> dict:
+    """The manifest of a model folder, checked for format and schema. Raises ModelError (missing folder,
+    no manifest, unreadable, foreign, newer schema). A folder a crashed writer left aside is put back first."""
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
+    if not model_dir.exists():
+        recover_aside(model_dir)
     if not model_dir.exists():
         raise ModelError(f"no model folder at {model_dir}: train one with `embedflow fit`")
     if not path.is_file():
@@ -102,3 +118,113 @@ def recorded_caches(manifest: dict) -> list[Path]:
     then its absolute path (older manifests lack it)."""
     recorded = manifest.get("cache") or {}
     return [Path(p) for p in dict.fromkeys(filter(None, (recorded.get("path"), recorded.get("abspath"))))]
+
+
+# --- the one writer ----------------------------------------------------------------------------------
+
+
+def write_manifest(folder: Path, manifest: dict) -> Path:
+    """manifest.json in a staged folder, with `format`, `schema_version` and `created_utc` filled in."""
+    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **manifest}
+    manifest.setdefault("created_utc", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    path = Path(folder) / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, default=_jsonable))
+    return path
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | Path):
+    """Yields an empty folder beside `target` to write the complete model folder into; when the block ends
+    without an exception, fsyncs it and swaps it into place (see the module docstring). On an exception
+    the staged folder is removed and the target is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    try:
+        yield staged
+        _fsync_tree(staged)
+        swap_into_place(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def swap_into_place(staged: Path, target: Path) -> None:
+    """Make `staged` the folder at `target`; afterwards `staged` holds the old folder (or nothing)."""
+    if not os.path.lexists(target):
+        _rename(staged, target)
+    elif not _exchange(staged, target):
+        aside = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(aside, ignore_errors=True)
+        _rename(target, aside)
+        _rename(staged, target)  # a crash before this line leaves the old folder aside: recover_aside
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def recover_aside(target: Path) -> bool:
+    """Put back a complete folder that a writer renamed aside before crashing; True if one was."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return False
+    aside = sorted((p for p in target.parent.glob(f".{target.name}.old-*") if (p / MANIFEST).is_file()),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in aside:
+        try:
+            _rename(p, target)
+            return True
+        except OSError:  # another reader put it back first
+            return target.exists()
+    return False
+
+
+_rename = os.rename  # one seam, so the tests can crash a writer between its two renames
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths with renameat2(RENAME_EXCHANGE) (Linux, glibc >= 2.28); False where
+    that is unavailable (other systems, old libc, file systems without it)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)

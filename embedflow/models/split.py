@@ -1,6 +1,9 @@
-"""The train/validation split shared by fit and finetune."""
+"""The train/validation split shared by fit and finetune, its record in a model folder, and the check of
+a recorded split against the data read when it is reused (export's parity check)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,3 +47,59 @@ def split_indices(labels: np.ndarray, hashes: list[str], classes: list[str], val
                                       random_state=seed)
     in_val = np.isin(group_ids, g_val)
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+GROUPED_BY = "sha256 (identical files share a side)"
+
+
+def split_record(keys: list[str], hashes: list[str], train_rows, val_rows, *, val_split: float, seed: int,
+                 refit_on_all: bool) -> dict:
+    """What a model folder records about its split: the parameters, the counts, and the validation keys
+    with their content hashes, so a later reuse can check that the data is still the same."""
+    import hashlib
+
+    val_keys = [keys[i] for i in val_rows]
+    return {"val_split": val_split, "seed": seed, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+            "refit_on_all": bool(refit_on_all), "grouped_by": GROUPED_BY,
+            "val_keys": val_keys, "val_hashes": [hashes[i] for i in val_rows],
+            "val_keys_sha256": hashlib.sha256("\n".join(val_keys).encode()).hexdigest()}
+
+
+@dataclass
+class SplitCheck:
+    """A recorded validation split against the data read now: `rows` (int, in the data read now) of the
+    recorded validation keys still there, the `missing` keys and the keys whose content `changed`."""
+
+    rows: np.ndarray
+    n_recorded: int
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def warning(self, what: str) -> str | None:
+        """One line for the reporter when the data changed since the split was recorded, else None."""
+        if not self.missing and not self.changed:
+            return None
+        example = (self.missing or self.changed)[0]
+        return (f"{what} changed since the model was trained: of its {self.n_recorded} validation images, "
+                f"{len(self.missing)} are missing and {len(self.changed)} changed content (e.g. {example}); "
+                f"using the {len(self.rows)} still there")
+
+
+def check_split(record: dict, keys: list[str], hashes: list[str] | None = None) -> SplitCheck | None:
+    """Match a split record's validation keys (and hashes, when both sides have them) against data read
+    now (its keys and hashes); None for a record without keys (older model folders)."""
+    val_keys = record.get("val_keys")
+    if not isinstance(val_keys, list):
+        return None
+    val_hashes = record.get("val_hashes") or [None] * len(val_keys)
+    row_of = {k: i for i, k in enumerate(keys)}
+    rows, missing, changed = [], [], []
+    for key, digest in zip(val_keys, val_hashes):
+        row = row_of.get(key)
+        if row is None:
+            missing.append(key)
+            continue
+        if digest and hashes is not None and hashes[row] != digest:
+            changed.append(key)
+        rows.append(row)
+    return SplitCheck(np.array(rows, dtype=np.int64), len(val_keys), missing, changed)

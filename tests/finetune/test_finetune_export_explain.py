@@ -171,9 +171,11 @@ def test_flip_tta_model_averages_the_mirror_image_and_loads_with_plain_keras(tmp
 def _fit_stage_recording(monkeypatch, model, epochs, average_from, seen, interrupt_at=None):
     """Run finetune.fit_stage on random data, appending the weights after each completed epoch to `seen`
     (and raising KeyboardInterrupt at the end of epoch `interrupt_at`, before the later callbacks run)."""
+    import importlib
+
     import keras
 
-    from embedflow import finetune
+    finetune = importlib.import_module("embedflow.finetune")  # `from embedflow import finetune` is the function
 
     real = finetune.make_callbacks
 

@@ -1,0 +1,130 @@
+"""Scoring a classifier on labelled data, in memory: `evaluate` returns an EvalResult; files (eval-report.json,
+eval-confusion.json/png) only when asked. One code path for every kind: a model that scores cached vectors
+(a head) reads them from a cache (a folder is embedded into one first, incrementally); any other kind runs
+on the decoded images of a folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import backbones, cache
+from .errors import DatasetError, UsageError
+from .models import Classifier
+from .progress import SILENT, Reporter
+
+
+@dataclass
+class EvalResult:
+    """The evaluation report: n, accuracy, macro precision/recall/F1, per_class, confusion_matrix, classes,
+    model, data, skipped ([{key, reason}]) and, when vectors came from a cache, cache."""
+
+    report: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.report)
+
+    @property
+    def accuracy(self) -> float:
+        return self.report["accuracy"]
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        return np.asarray(self.report["confusion_matrix"])
+
+    @property
+    def skipped(self) -> list[dict]:
+        return self.report.get("skipped") or []
+
+    def __getitem__(self, key):  # result["accuracy"], as when this was a dict
+        return self.report[key]
+
+    def get(self, key, default=None):
+        return self.report.get(key, default)
+
+    def write(self, out_dir: str | os.PathLike, title: str) -> list[Path]:
+        """eval-report.json, eval-confusion.json and eval-confusion.png in out_dir."""
+        from .reports import write_report
+
+        return write_report(self.report, Path(out_dir), title, prefix="eval-")
+
+
+def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
+             weights: str | None = None, name: str | None = None, out: str | os.PathLike | None = None,
+             reporter: Reporter = SILENT) -> EvalResult:
+    """Score `model` on a labelled class-per-subfolder folder or on a cache file.
+
+    A head reads vectors from a cache: `data` itself, or for a folder `cache_path` (embedded into it
+    first, incrementally; `weights` names a copy of the backbone's weights file); with a folder and no
+    cache_path, and for every other kind, the folder's images are decoded and scored on their pixels.
+    `name` is how the report names the model (default: its path). Writes the report files into `out`
+    when given. Raises DatasetError (classes the model does not know, no images) and UsageError."""
+    data = Path(data)
+    name = name or str(model.path or model.kind)
+    vectors = hasattr(model, "predict_proba_vectors")
+    if vectors and (data.is_dir() and cache_path is not None or not data.is_dir()):
+        y_true, proba, extra = _on_vectors(model, data, cache_path, weights, name, reporter)
+    elif data.is_dir():
+        y_true, proba, extra = _on_pixels(model, data, name, reporter)
+    else:
+        raise UsageError(f"{name} is a {model.kind} model: evaluate it on a labelled folder of images, not {data}")
+    from .reports import classification_report
+
+    report = classification_report(y_true, proba.argmax(axis=1), model.classes)
+    report["model"], report["data"] = name, str(data)
+    report.update(extra)
+    result = EvalResult(report)
+    if out is not None:
+        result.write(out, f"{Path(name).name} on {data.name}")
+    return result
+
+
+def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
+    if data.is_dir():
+        from .embedding import embed_folder
+
+        spec = backbones.spec_from_fingerprint(model.fingerprint)
+        if weights:
+            spec = backbones.get_spec(spec.arg, spec.image_size, weights)
+        summary = embed_folder(data, cache_path, spec=spec, runtime=getattr(model, "runtime", "auto"),
+                               reporter=reporter)
+        reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")
+    elif data.suffix in (".h5", ".hdf5") or data.is_file():
+        cache_path = data
+    else:
+        raise UsageError(f"no such folder or cache: {data}")
+    held = cache.load(cache_path)
+    backbones.check_compatible(held.fingerprint, model.fingerprint, f"the evaluation cache {cache_path}",
+                               f"model {name} was trained on another backbone's vectors")
+    to_model = _class_map(held.classes, model.classes, name)
+    missing = sorted(set(model.classes) - set(held.classes))
+    if missing:
+        reporter.warn(f"no evaluation images for class(es): {', '.join(missing)}")
+    if len(held) == 0:
+        raise DatasetError(f"no images to evaluate in {data}")
+    proba = model._proba_vectors(held.embeddings)
+    return to_model[held.labels], proba, {"skipped": [{"key": k, "reason": r} for k, r, _ in held.failed],
+                                          "cache": str(cache_path)}
+
+
+def _on_pixels(model, data: Path, name, reporter):
+    from .embedding import decode_folder
+
+    decoded = decode_folder(data, model.image_size, reporter=reporter)
+    to_model = _class_map(decoded.classes, model.classes, name)
+    if not len(decoded):
+        raise DatasetError(f"no images to evaluate in {data}")
+    proba = model.predict_pixels(decoded.pixels)
+    return to_model[decoded.labels], proba, {"skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed]}
+
+
+def _class_map(data_classes: list[str], model_classes: list[str], name: str) -> np.ndarray:
+    """Index in the model's classes of each of the data's classes; DatasetError for unknown ones."""
+    unknown = sorted(set(data_classes) - set(model_classes))
+    if unknown:
+        raise DatasetError(f"classes not known to model {name}: {', '.join(unknown)} "
+                           f"(the model knows: {', '.join(model_classes)})")
+    return np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)

@@ -1,0 +1,86 @@
+"""Training a head on cached vectors, in memory: `fit_head` returns the fitted classifier with its
+validation report (`report_`) and split record (`split_`); `.save(path)` writes the model folder."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+from .cache import Cache, open_cache
+from .errors import CacheError, DatasetError
+from .models import HeadClassifier
+from .progress import SILENT, Reporter
+
+
+class FittedHead(HeadClassifier):
+    """A head fitted by fit_head: a HeadClassifier whose folder also gets its validation report
+    (report.json, confusion.json, confusion.png) when saved."""
+
+    def _write_extras(self, staged: Path) -> None:
+        from .reports import write_report
+
+        if self.report_:
+            write_report(self.report_, staged, f"{self.head} head, validation split")
+
+    @property
+    def n_train(self) -> int:
+        return int(self.split_.get("n_train", 0))
+
+    @property
+    def n_val(self) -> int:
+        return int(self.split_.get("n_val", 0))
+
+
+def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split: float = 0.2, seed: int = 0,
+             class_weight: str | None = None, refit: bool = True, runtime: str = "auto",
+             reporter: Reporter = SILENT, **params) -> FittedHead:
+    """Train a head (logreg, svm, dense, knn) on a cache's vectors with a deterministic stratified split
+    that keeps identical files on one side; nothing is written (call .save(path)).
+
+    `params` are the head's own hyper-parameters (logreg/svm: C; dense: epochs, dropout, learning_rate,
+    batch_size, patience; knn: k, space); one it does not take raises UsageError. The validation report
+    (`report_`, a dict, None with val_split=0) scores a head trained on the training split only; with
+    refit (the default, as in GridSearchCV) the returned head is then trained again on all vectors.
+    Raises DatasetError (empty cache, a class too small for the split) and CacheError (non-finite vectors)."""
+    from .heads import head_params, make_head
+    from .reports import classification_report
+
+    t0 = time.perf_counter()
+    estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
+    cache = data if isinstance(data, Cache) else open_cache(data)
+    if len(cache) == 0:
+        raise DatasetError(f"cache {cache.path} holds no vectors")
+    X, y = cache.X, cache.y
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise CacheError(f"cache {cache.path} holds {int(bad.sum())} non-finite vector(s) (e.g. "
+                         f"{cache.keys[int(np.argmax(bad))]}); embed again with --rebuild")
+    train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+    reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
+    estimator.fit(X[train], y[train])
+    report = None
+    if len(val):
+        scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
+        report = classification_report(y[val], scored._proba_vectors(X[val]).argmax(axis=1), cache.classes)
+        if refit:
+            reporter.info(f"refitting {head} on all {len(cache)} vectors")
+            estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
+            estimator.fit(X, y)
+    split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
+                                refit_on_all=bool(refit and len(val)))
+    manifest = {
+        "head": head, "classes": list(cache.classes), "fingerprint": cache.fingerprint,
+        "hyperparameters": {**head_params(estimator), "class_weight": class_weight},
+        "split": split,
+        "cache": {"path": str(cache.path), "abspath": str(cache.path.resolve()), "count": len(cache),
+                  "root": cache.root},
+        "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
+        "fit_seconds": round(time.perf_counter() - t0, 3),
+    }
+    fitted = FittedHead(estimator, manifest, runtime=runtime)
+    fitted.report_ = report
+    return fitted

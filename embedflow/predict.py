@@ -1,0 +1,94 @@
+"""Labelling images with a classifier, in memory: `predict` returns a PredictResult (top-k labels with
+probabilities per image). One code path for every kind; for a head, vectors of files already in a cache
+of its backbone (same sha256) are read from there instead of being computed again."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UsageError
+from .models import Classifier
+from .progress import SILENT, Reporter
+
+
+@dataclass
+class Prediction:
+    """One image: its path (or image[i] for an image given in memory) and its top-k (label, probability)."""
+
+    path: str
+    top: list[dict]  # [{"label": str, "probability": float}], most probable first
+
+    @property
+    def label(self) -> str:
+        return self.top[0]["label"]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "top": [dict(t) for t in self.top]}
+
+
+@dataclass
+class PredictResult:
+    """Predictions for the images that could be read, and the ones that could not ([{path, reason}]).
+    `proba` is float64 (N, len(classes)) for the predictions, rows in their order."""
+
+    model: str
+    predictions: list[Prediction]
+    failed: list[dict] = field(default_factory=list)
+    proba: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "predictions": [p.to_dict() for p in self.predictions],
+                "failed": [dict(f) for f in self.failed]}
+
+    def __getitem__(self, key):  # result["predictions"], as when this was a dict
+        return self.to_dict()[key]
+
+
+def predict(model: Classifier, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = None,
+            name: str | None = None, reporter: Reporter = SILENT) -> PredictResult:
+    """Top-k labels for `images`: image files and folders (paths), or PIL images / uint8 arrays (named
+    image[i]). Files that cannot be read are listed in `failed`, not raised. For a head, `cache_path` is a
+    cache whose vectors of identical files are reused. Raises UsageError for top_k < 1."""
+    if top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    name = name or str(model.path or model.kind)
+    if isinstance(images, np.ndarray) or not all(isinstance(i, (str, os.PathLike)) for i in images):
+        from .data import to_pixels
+
+        pixels = to_pixels(images, model.image_size)
+        names, proba, failed = [f"image[{i}]" for i in range(len(pixels))], model.predict_pixels(pixels), []
+    else:
+        names, proba, failed = _on_files(model, images, cache_path, reporter)
+    k = min(top_k, len(model.classes))
+    predictions = []
+    for path, p in zip(names, proba):
+        top = np.argsort(-p, kind="stable")[:k]
+        predictions.append(Prediction(path, [{"label": model.classes[i], "probability": float(p[i])} for i in top]))
+    return PredictResult(name, predictions, failed, proba)
+
+
+def _on_files(model, inputs, cache_path, reporter):
+    from .data import discover_inputs
+
+    refs = discover_inputs(inputs)
+    if hasattr(model, "predict_proba_vectors"):
+        from . import backbones, cache
+        from .embedding import embed_files
+
+        spec = backbones.spec_from_fingerprint(model.fingerprint)
+        ok, vectors, failures = embed_files(
+            refs, spec, model.fingerprint, runtime=model.runtime, reporter=reporter,
+            embedder_factory=lambda *args, **kwargs: model.backbone_embedder(kwargs.get("reporter")),
+            known_from=lambda hashes: cache.vectors_for_hashes(cache_path, hashes, model.fingerprint["id"])
+            if cache_path else {})
+        proba = model._proba_vectors(vectors) if len(ok) else np.zeros((0, len(model.classes)))
+    else:
+        from .embedding import decode_refs
+
+        decoded = decode_refs(refs, model.image_size, reporter=reporter)
+        ok, failures = decoded.refs, decoded.failed
+        proba = model.predict_pixels(decoded.pixels) if len(decoded) else np.zeros((0, len(model.classes)))
+    return [str(r.path) for r in ok], proba, [{"path": str(r.path), "reason": why} for r, why in failures]
