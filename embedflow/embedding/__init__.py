@@ -6,8 +6,8 @@ from ..errors import Interrupted
 from .decoded import Decoded, decode_folder, decode_refs, refs_for_keys
 from .files import embed_files
 from .incremental import EmbedSummary, embed_folder, hash_all
-from .mapper import BackboneFailure, BatchResult, checked, embed_stream, preferred_batch
+from .mapper import BackboneFailure, BatchResult, checked, embed_stream, map_batch, preferred_batch
 
 __all__ = ["BackboneFailure", "BatchResult", "Decoded", "EmbedSummary", "Interrupted", "checked", "decode_folder",
-           "decode_refs", "embed_files", "embed_folder", "embed_stream", "hash_all", "preferred_batch",
+           "decode_refs", "embed_files", "embed_folder", "embed_stream", "hash_all", "map_batch", "preferred_batch",
            "refs_for_keys"]

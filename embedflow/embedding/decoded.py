@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, discover_labelled, hash_file, load_image
+from ..data import BadImage, ImageRef, discover_labelled, hash_file
 from ..progress import SILENT, Reporter
+from .mapper import map_batch
 
 
 @dataclass
@@ -43,9 +44,13 @@ def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = Non
 
     def one(ref: ImageRef):
         try:
-            return ref, hash_file(ref.path), load_image(ref.path, size), None
+            digest = hash_file(ref.path)
         except BadImage as e:
             return ref, None, None, str(e)
+        result = map_batch([(ref, digest)], size)
+        if result.bad:
+            return ref, None, None, result.bad[0][2]
+        return ref, digest, result.vectors[0], None
 
     pixels = np.empty((len(refs), size, size, 3), dtype=np.uint8)
     ok, hashes, failed = [], [], []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -31,8 +31,30 @@ def checked(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
 @dataclass
 class BatchResult:
     ok: list[tuple[ImageRef, str]]  # (ref, hash) of the images embedded, in input order
-    vectors: np.ndarray  # (len(ok), D)
-    bad: list[tuple[ImageRef, str, str]]  # (ref, hash, reason)
+    vectors: np.ndarray  # (len(ok), D) float32 vectors; the uint8 (len(ok), S, S, 3) pixels when fn is None
+    bad: list[tuple[ImageRef, str, str]]  # (ref, hash, reason), in input order
+
+
+def map_batch(items: Sequence[tuple[ImageRef, str]], size: int, fn: Callable | None = None, dim: int = 0) -> BatchResult:
+    """Decode each (ref, hash) item to (size, size, 3) uint8 pixels, skip the bad files with their reasons,
+    and run `fn` once on the stacked pixels of the good ones.
+
+    fn: the backbone, uint8 (n, size, size, 3) -> (n, dim) vectors; None keeps the pixels themselves.
+    dim: the width of fn's vectors, for the (0, dim) float32 result of a batch with no good file.
+    The vectors are returned as fn gives them (callers check them with `checked`). Raises only what fn
+    raises: a file that cannot be decoded (data.BadImage) is a `bad` entry, never an error.
+    """
+    ok, pixels, bad = [], [], []
+    for ref, h in items:
+        try:
+            pixels.append(load_image(ref.path, size))
+            ok.append((ref, h))
+        except BadImage as e:
+            bad.append((ref, h, str(e)))
+    stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
+    if fn is None:
+        return BatchResult(ok, stacked, bad)
+    return BatchResult(ok, fn(stacked) if ok else np.zeros((0, dim), np.float32), bad)
 
 
 def embed_stream(items: list[tuple[ImageRef, str]], embedder: Callable, size: int, dim: int, *,
@@ -45,15 +67,9 @@ def embed_stream(items: list[tuple[ImageRef, str]], embedder: Callable, size: in
     """
 
     def work(chunk: list[tuple[ImageRef, str]]) -> BatchResult:
-        ok, pixels, bad = [], [], []
-        for ref, h in chunk:
-            try:
-                pixels.append(load_image(ref.path, size))
-                ok.append((ref, h))
-            except BadImage as e:
-                bad.append((ref, h, str(e)))
-        vectors = checked(embedder(np.stack(pixels)), len(ok), dim) if ok else np.zeros((0, dim), np.float32)
-        return BatchResult(ok, vectors, bad)
+        result = map_batch(chunk, size, embedder, dim)
+        result.vectors = checked(result.vectors, len(result.ok), dim)
+        return result
 
     chunks = (items[i:i + batch_size] for i in range(0, len(items), batch_size))
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -10,13 +10,15 @@ that dies is restarted and its batch retried by Ray; an interrupted driver resum
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .. import backbones
-from ..data import BadImage, ImageRef, load_image
+from ..data import ImageRef
 from ..errors import UsageError
+from .mapper import BatchResult, checked, map_batch
 
 # Environment that workers need to find weights and converted backbones the way the driver does.
 FORWARDED_ENV = ("KERAS_HOME", "EMBEDFLOW_HOME", "TFHUB_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
@@ -30,20 +32,15 @@ class EmbedActor:
         self.embedder = backbones.make_embedder(spec, fp, runtime=runtime, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        size, dim = self.spec.image_size, self.spec.output_dim
-        pixels, ok, errors = [], [], []
-        for path in batch["path"]:
-            try:
-                pixels.append(load_image(path, size))
-                ok.append(True)
-                errors.append("")
-            except BadImage as e:
-                ok.append(False)
-                errors.append(str(e))
-        vectors = np.zeros((len(ok), dim), np.float32)
-        if pixels:
-            vectors[np.array(ok)] = self.embedder(np.stack(pixels))
-        return {"hash": batch["hash"], "error": np.array(errors, dtype=object), "vector": vectors}
+        """One row per input path: its hash, "" or the reason it was skipped, its vector (zeros if skipped)."""
+        items = [(ImageRef(str(path), Path(path), None), h) for path, h in zip(batch["path"], batch["hash"])]
+        result = map_batch(items, self.spec.image_size, self.embedder, self.spec.output_dim)
+        reasons = {id(ref): reason for ref, _, reason in result.bad}
+        good = np.array([id(ref) not in reasons for ref, _ in items], dtype=bool)
+        vectors = np.zeros((len(items), self.spec.output_dim), np.float32)
+        vectors[good] = result.vectors
+        errors = np.array([reasons.get(id(ref), "") for ref, _ in items], dtype=object)
+        return {"hash": batch["hash"], "error": errors, "vector": vectors}
 
 
 def _connect(address: str | None, workers: int):
@@ -72,8 +69,6 @@ def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, 
                address: str | None = None, workers: int = 2, batch_size: int = 16,
                runtime: str = "litert", threads_per_worker: int = 1) -> Iterator:
     """BatchResults (see embed.embed_stream) computed by `workers` Ray actors, in completion order."""
-    from .mapper import BatchResult, checked
-
     if runtime == "litert" or runtime == "auto":
         runtime = "litert"
         backbones.tflite_backbone_path(spec, fp)  # convert once here, so local workers only load it
