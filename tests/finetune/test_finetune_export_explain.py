@@ -14,6 +14,9 @@ from PIL import Image
 from ..conftest import SIZE, make_dataset
 
 TINY = ["--epochs", "1", "--fine-tune-epochs", "1", "--image-size", str(SIZE)]
+# The first test to use the module-scoped fine-tuned model pays for fine-tuning and two exports (about
+# a minute on 2 idle cores, ten on a busy machine): more than the default per-test timeout.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def read_json(path):
