@@ -1,12 +1,12 @@
 # Two entry points, each doing all set-up on a fresh machine:
 #   make demo   get flower_photos (or use $EMBEDFLOW_DATA), embed, fit logreg + SVM, report, export fused TFLite
-#   make test   the test suite
+#   make test   the test suite (make test-fast: without the tests marked slow)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-fast install bench clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh

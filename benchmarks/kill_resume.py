@@ -4,15 +4,16 @@
 
 1. An uninterrupted reference run embeds DATA into WORK/reference.h5 (timed).
 2. Then, into WORK/crash.h5, `embedflow embed` is started again and again and killed with SIGKILL: at
-   random moments over the run's expected life, when the first journal chunk appears, and while the new
-   cache file is being written. After every kill the cache (if there is one) must open and agree with
+   random moments while it embeds (after a random number of its own journal commits, or during start-up),
+   when the first journal chunk appears, while the new cache file is being written and right after it is
+   renamed into place. After every kill the cache (if there is one) must open and agree with
    the reference row by row (key, sha256 of the file, label, vector), every journal chunk must load and
    agree too, the lock must be free, and the set of committed vectors (cache + journal) may only grow.
 3. A last run completes; its cache must equal the reference: same keys, hashes, labels, classes,
    failed table, vectors within float tolerance; no journal or temporary file left behind.
 
 Exit 0 and a JSON report when every check held; exit 1 and the first failure otherwise.
-The test suite runs this on a small synthetic folder (tests/test_crash.py).
+The test suite runs this on a small synthetic folder (tests/cache/test_cache_crash_safety.py).
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ def check_after_kill(cache_path: Path, ref: Reference, before: set[str]) -> tupl
             "temp_files": temps}, committed
 
 
-def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: float, limit: float) -> str:
-    """Wait for the trigger, then SIGKILL. Returns what happened ("killed ..." or "finished")."""
+def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: float, limit: float,
+              chunks: int = 1) -> str:
+    """Wait for the trigger, then SIGKILL. Returns what happened ("killed ..." or "finished").
+    "progress": `chunks` new journal chunks committed by this run, then `delay` seconds."""
     t0 = time.monotonic()
     mtime0 = cache_path.stat().st_mtime_ns if cache_path.exists() else None
     chunks0 = set(committed_chunks(cache_path))
@@ -154,6 +157,9 @@ def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: flo
         if trigger == "time" and elapsed >= delay:
             break
         if trigger == "first-chunk" and set(committed_chunks(cache_path)) - chunks0:
+            time.sleep(delay)
+            break
+        if trigger == "progress" and len(set(committed_chunks(cache_path)) - chunks0) >= chunks:
             time.sleep(delay)
             break
         if trigger == "cache-write" and any(cache_path.parent.glob(f".{cache_path.name}.tmp*")):
@@ -220,15 +226,22 @@ def kill_resume(data: Path, work: Path, *, kills: int = 8, seed: int = 0, extra:
     for n in range(kills):
         remaining = 1 - len(committed) / max(1, len(ref.hashes))
         trigger = next_trigger(n, kills, remaining, events[-1]["journal_vectors"] if events else 0, pending)
-        if remaining > 0:  # mostly while embedding (there is work to lose), sometimes during start-up
-            life = timing["first_chunk"] + 0.7 * remaining * (timing["seconds"] - timing["first_chunk"])
-            startup = 0.8 * timing["first_chunk"] if rng.random() < 0.75 else 0.05
+        r_kind, r_delay, r_chunks = rng.random(), rng.random(), rng.random()  # the same draws each run: one plan per seed
+        chunks = 1
+        if trigger == "first-chunk":
+            delay = 0.05 * r_delay
+        elif trigger != "time":
+            delay = 0.0
+        elif remaining > 0 and r_kind < 0.75:  # while embedding: after some of this run's commits, never at its end
+            left = remaining * (timing["seconds"] - timing["first_chunk"]) / commit_seconds  # chunks still to come
+            trigger, chunks, delay = "progress", 1 + int(r_chunks * max(1, left // 3)), r_delay * commit_seconds
+        elif remaining > 0:  # during start-up
+            delay = 0.05 + r_delay * 0.8 * timing["first_chunk"]
         else:  # everything committed: a run hashes the files and writes the cache
-            life, startup = 0.9 * timing["noop"], 0.05
-        delay = {"time": rng.uniform(startup, max(startup, life)), "first-chunk": rng.uniform(0, 0.05)}.get(trigger, 0.0)
+            delay = 0.05 + r_delay * 0.9 * timing["noop"]
         proc = subprocess.Popen(embed_cmd(data, cache_path, extra), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        outcome = kill_when(proc, cache_path, trigger, delay, limit=timing["seconds"] * 3 + 10)
+        outcome = kill_when(proc, cache_path, trigger, delay, limit=timing["seconds"] * 3 + 10, chunks=chunks)
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         proc.stderr.close()
         if outcome == "finished" and proc.returncode != 0:

@@ -61,7 +61,9 @@ def _save(path: Path, img: Image.Image, **kw) -> None:
     img.save(path, **kw)
 
 
-def build_corpus(root: Path) -> list[Case]:
+def build_corpus(root: Path, unreadable: bool = True) -> list[Case]:
+    """The corpus under root, with its expected outcomes. unreadable=False leaves out the chmod-000 file:
+    root reads it anyway (tests/cli/test_cli_bad_inputs.py checks it with the capability dropped)."""
     cases: list[Case] = []
     add = cases.append
     a, l, p = root / "apples", root / "limes", root / "plums"
@@ -93,8 +95,9 @@ def build_corpus(root: Path) -> list[Case]:
     add(Case("limes/dangling.jpg", "skipped", r"^broken symbolic link \(to nowhere.jpg\)$"))
     os.mkfifo(l / "pipe.jpg")  # would block a naive reader forever
     add(Case("limes/pipe.jpg", "skipped", r"^not a regular file$"))
-    make_image(p / "unreadable.jpg", CLASS_COLOURS["plums"], 11)
-    add(Case("plums/unreadable.jpg", "skipped", r"^permission denied$", note="chmod 000, or simulated as root"))
+    if unreadable:
+        make_image(p / "unreadable.jpg", CLASS_COLOURS["plums"], 11)
+        add(Case("plums/unreadable.jpg", "skipped", r"^permission denied$", note="chmod 000 (see hooks)"))
     make_image(p / "vanishes_before_hashing.jpg", CLASS_COLOURS["plums"], 12)
     add(Case("plums/vanishes_before_hashing.jpg", "skipped", r"^file vanished while the run was going$"))
     make_image(p / "vanishes_before_decoding.jpg", CLASS_COLOURS["plums"], 13)
@@ -176,9 +179,8 @@ def build_corpus(root: Path) -> list[Case]:
     return cases
 
 
-def hooks(root: Path, monkeypatch, as_root: bool) -> None:
+def hooks(root: Path, monkeypatch) -> None:
     """What the run must meet on the way: files deleted mid-run, a read denied."""
-    import embedflow.data.hashing as data_mod
     import embedflow.embedding.incremental as embed_mod
     import embedflow.embedding.mapper as mapper_mod
 
@@ -197,14 +199,5 @@ def hooks(root: Path, monkeypatch, as_root: bool) -> None:
     monkeypatch.setattr(embed_mod, "hash_file", hash_and_delete)
     monkeypatch.setattr(mapper_mod, "load_image", load_and_delete)
     unreadable = root / "plums" / "unreadable.jpg"
-    if not as_root:
-        unreadable.chmod(0)
-        return
-
-    # root reads a chmod-000 file anyway: simulate the PermissionError the OS gives other users.
-    def guarded_open(path, *args, **kw):
-        if Path(path) == unreadable:
-            raise PermissionError(13, "Permission denied", str(path))
-        return open(path, *args, **kw)
-
-    monkeypatch.setattr(data_mod, "open", guarded_open, raising=False)
+    if unreadable.exists():
+        unreadable.chmod(0)  # denied to anyone without CAP_DAC_OVERRIDE

@@ -13,7 +13,7 @@ import pytest
 from embedflow import backbones
 from embedflow.errors import FingerprintMismatch, UsageError, WeightsError
 
-from .conftest import CLASS_COLOURS, make_dataset, make_image
+from ..conftest import CLASS_COLOURS, make_dataset, make_image
 
 HUB_SIZE = 64
 

@@ -9,7 +9,7 @@ import shutil
 import h5py
 import pytest
 
-from .conftest import SIZE, make_dataset
+from ..conftest import SIZE, make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from embedflow import models
-from embedflow.heads import DenseHead, make_head
 
-from .conftest import make_dataset, make_image
+from ..conftest import make_dataset, make_image
 
 
 @pytest.mark.parametrize("head", ["logreg", "svm", "dense"])
@@ -42,47 +38,6 @@ def test_fit_writes_a_complete_model_folder(cli, tmp_path, head):
     assert (mdir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     # the synthetic classes are colours: any working head separates them
     assert report["accuracy"] >= 0.8
-
-
-def test_split_is_deterministic_stratified_and_keeps_duplicates_together():
-    labels = np.repeat([0, 1, 2], 20)
-    hashes = [f"h{i}" for i in range(60)]
-    hashes[5] = hashes[6] = "dup"  # an exact duplicate pair
-    a = models.split_indices(labels, hashes, ["a", "b", "c"], 0.25, seed=3)
-    b = models.split_indices(labels, hashes, ["a", "b", "c"], 0.25, seed=3)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    train, val = a
-    assert set(train).isdisjoint(val) and len(train) + len(val) == 60
-    assert sorted(np.bincount(labels[val])) in ([5, 5, 5], [4, 5, 5], [5, 5, 6])
-    assert (5 in val) == (6 in val)
-
-
-def test_heads_are_sklearn_estimators():
-    from sklearn.base import clone
-
-    rng = np.random.default_rng(0)
-    X = np.vstack([rng.normal(m, 1, (20, 8)) for m in (0, 4)]).astype(np.float32)
-    y = np.repeat([0, 1], 20)
-    for kind in ("logreg", "svm", "dense"):
-        est = make_head(kind)
-        pipe = Pipeline([("s", StandardScaler()), ("head", est)])
-        assert pipe.fit(X, y) is pipe
-        assert (pipe.predict(X) == y).mean() >= 0.9
-        assert repr(clone(est).get_params()) == repr(est.get_params())
-    d = DenseHead(epochs=5)
-    assert not [k for k in vars(d) if k.endswith("_")]  # __init__ stores parameters only
-    assert d.fit(X, y) is d and hasattr(d, "model_") and list(d.classes_) == [0, 1]
-    again = joblib.load(_roundtrip(d))  # pickles through its .keras bytes
-    np.testing.assert_allclose(again.predict_proba(X), d.predict_proba(X), atol=1e-6)
-
-
-def _roundtrip(obj):
-    import io
-
-    buf = io.BytesIO()
-    joblib.dump(obj, buf)
-    buf.seek(0)
-    return buf
 
 
 def test_fit_errors_are_one_clear_line(cli, tmp_path):

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from .conftest import FLOWERS, SHARED
-
-WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+from ..conftest import FLOWERS, imagenet_keras_home as _keras_home
 
 
-def _keras_home() -> Path | None:
-    for home in (os.environ.get("KERAS_HOME"), SHARED / "keras", Path.home() / ".keras"):
-        if home and (Path(home) / "models" / WEIGHTS).is_file():
-            return Path(home)
-    return None
-
-
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.skipif(not FLOWERS.is_dir() or _keras_home() is None, reason="needs flowers-dev and the ImageNet weights")
 def test_flowers_accuracy_floor(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from PIL import Image
 from embedflow.data import BadImage, discover_inputs, discover_labelled, load_image
 from embedflow.errors import DatasetError, UsageError
 
-from .conftest import make_image
+from ..conftest import make_image
 
 
 def test_discovery_rules(tmp_path):
@@ -54,12 +54,40 @@ def test_symlink_loop_does_not_hang(tmp_path):
     assert [r.key for r in images] == ["a/1.jpg", "b/2.jpg"]
 
 
+def reference_rgb(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """What a file of `mode` made from these RGB pixels shows, as RGB, worked out without decoding a file:
+    CMYK is the picture itself, L and LA its luma in every channel, P and 1 PIL's own palette / dithered
+    bitmap of it; then resized as load_image documents (bilinear, no crop)."""
+    if mode == "CMYK":
+        shown = rgb
+    elif mode in ("L", "LA"):
+        rgb = rgb.astype(np.int64)
+        luma = (rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000  # ITU-R 601-2
+        shown = np.repeat(luma[..., None], 3, axis=2).astype(np.uint8)
+    elif mode == "1":
+        bits = np.asarray(Image.fromarray(rgb).convert("1"), dtype=bool)
+        shown = np.repeat(np.where(bits, 255, 0)[..., None], 3, axis=2).astype(np.uint8)
+    else:  # P, RGBA (opaque)
+        shown = np.asarray(Image.fromarray(rgb).convert(mode).convert("RGB"))
+    return np.asarray(Image.fromarray(shown).resize((32, 32), Image.BILINEAR, reducing_gap=None))
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "LA", "1"])
-def test_colour_modes_become_rgb(tmp_path, mode):
+def test_colour_modes_become_the_rgb_pixels_they_show(tmp_path, mode):
+    """Each mode decodes to the pixels it stands for (lossless PNGs exactly, JPEGs up to compression noise),
+    so an inverted CMYK, a dropped channel or an unconverted bitmap fails."""
     fmt = "JPEG" if mode in ("L", "CMYK") else "PNG"
     path = make_image(tmp_path / f"x.{fmt.lower()}", (120, 30, 200), 1, mode=mode, fmt=fmt)
+    rgb = np.asarray(Image.open(make_image(tmp_path / "twin.png", (120, 30, 200), 1)).convert("RGB"))
     arr = load_image(path, 32)
     assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+    diff = np.abs(arr.astype(int) - reference_rgb(rgb, mode).astype(int))
+    if fmt == "PNG":
+        assert diff.max() <= 1, f"{mode}: differs by up to {diff.max()} levels"
+    else:
+        assert diff.mean() < 4 and diff.max() < 48, f"{mode}: mean {diff.mean():.1f}, max {diff.max()} levels"
+    if mode in ("L", "LA"):
+        assert (arr == arr[..., :1]).all()  # grey stays grey
 
 
 def test_transparent_pixels_become_white(tmp_path):

@@ -12,9 +12,9 @@ import pytest
 
 from embedflow import backbones, cache
 from embedflow.embedding import Interrupted, embed_folder
-from embedflow.errors import CacheLocked, FingerprintMismatch
+from embedflow.errors import CacheLocked
 
-from .conftest import SIZE, make_image
+from ..conftest import SIZE, make_image
 
 
 def test_cache_schema_is_plain_hdf5(cli, dataset, weights_file):
@@ -94,18 +94,6 @@ def test_fingerprint_mismatch_is_refused(cli, dataset, weights_file):
     assert "Traceback" not in r.stderr + r.stdout
     cli("embed", dataset, "--weights", weights_file, "--image-size", "128", "--rebuild", tiny=False)
     assert json.loads(h5py.File("cache/embeddings.h5", "r").attrs["fingerprint"])["image_size"] == 128
-
-
-def test_user_mistakes_get_one_line(cli, tmp_path):
-    r = cli("embed", tmp_path / "missing", expect=2)
-    assert r.stderr.strip() == f"error: folder not found: {tmp_path / 'missing'}"
-    (tmp_path / "empty").mkdir()
-    r = cli("embed", tmp_path / "empty", expect=2)
-    assert r.stderr.startswith("error: no images found") and len(r.stderr.strip().splitlines()) == 1
-    r = cli("embed", tmp_path, "--image-size", "50", tiny=False, expect=2)
-    assert "between 96 and 224" in r.stderr
-    r = cli("info", "--cache", tmp_path / "none.h5", expect=4)
-    assert "run `embedflow embed FOLDER` first" in r.stderr
 
 
 def test_interrupt_keeps_progress_and_resume_matches_uninterrupted(dataset, tiny_spec, tmp_path):

@@ -9,9 +9,10 @@ import pytest
 
 from embedflow import cache
 
-from .conftest import make_dataset, make_image
+from ..conftest import make_dataset, make_image
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'embedflow[ray]'")
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
 
 
 @pytest.fixture

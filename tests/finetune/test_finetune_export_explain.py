@@ -4,94 +4,191 @@ end to end through the CLI on tiny synthetic images with the random-weight 96 px
 from __future__ import annotations
 
 import json
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SIZE, make_dataset
+from ..conftest import SIZE, make_dataset
 
 TINY = ["--epochs", "1", "--fine-tune-epochs", "1", "--image-size", str(SIZE)]
+# The first test to use the module-scoped fine-tuned model pays for fine-tuning and two exports (about
+# a minute on 2 idle cores, ten on a busy machine): more than the default per-test timeout.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def read_json(path):
     return json.loads(path.read_text())
 
 
+def models_sha256(path) -> str:
+    from embedflow.models import sha256_file
+
+    return sha256_file(path)
+
+
 def top_labels(result) -> dict:
     return {p["path"]: p["top"][0]["label"] for p in json.loads(result.stdout)["predictions"]}
 
 
-def test_finetune_export_predict_evaluate_explain(cli, weights_file, tmp_path, tiny_spec):
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, weights_file):
+    """One model fine-tuned on 18 synthetic images (1 + 1 epochs), with its float TFLite and dynamic-range
+    quantized exports: made once for this module; the tests below only read them."""
+    from typer.testing import CliRunner
+
+    from embedflow.cli import app
+
+    work = tmp_path_factory.mktemp("finetuned")
+    data = make_dataset(work / "data", per_class=6)
+    runner = CliRunner()
+
+    def run(*args):
+        r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+        return r
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        run("finetune", data, "--out", "models/ft", *TINY, "--weights", weights_file, "--quiet")
+        export_stdout = run("export", "models/ft", "--format", "tflite").stdout
+        run("export", "models/ft", "--quantize", "dynamic", "--quiet")
+    models = work / "models"
+    return SimpleNamespace(data=data, ft=models / "ft", tfl=models / "ft-tflite", quant=models / "ft-tflite-dynamic",
+                           export_stdout=export_stdout)
+
+
+@pytest.mark.slow
+def test_finetuned_manifest_records_kind_classes_fingerprint_and_split(finetuned, tiny_spec):
     from embedflow import backbones
 
-    data = make_dataset(tmp_path / "data", per_class=6)
-    cli("finetune", data, "--out", "models/ft", *TINY, "--weights", weights_file, "--quiet")
-    ft = tmp_path / "models" / "ft"
-    manifest = read_json(ft / "manifest.json")
+    manifest = read_json(finetuned.ft / "manifest.json")
     assert manifest["kind"] == "finetuned"
     assert manifest["classes"] == ["apples", "limes", "plums"]
     assert manifest["fingerprint"]["id"] == backbones.fingerprint(tiny_spec)["id"]
-    assert manifest["split"]["n_train"] + manifest["split"]["n_val"] == 18 and manifest["split"]["n_val"] == 4
-    assert manifest["files"]["model.keras"] and manifest["metrics"]["accuracy"] >= 0
-    # the report scores the model trained on the training split; the saved one is refit on all 18 images
+    assert manifest["split"]["n_train"] == 14 and manifest["split"]["n_val"] == 4
+    assert len(manifest["split"]["val_keys"]) == 4
+
+
+@pytest.mark.slow
+def test_finetuned_metrics_are_those_of_its_report(finetuned):
+    """The manifest's accuracy is the report's: the trace of the 4-image validation confusion matrix."""
+    manifest = read_json(finetuned.ft / "manifest.json")
+    report = read_json(finetuned.ft / "report.json")
+    confusion = np.array(report["confusion_matrix"])
+    assert confusion.shape == (3, 3) and confusion.sum() == 4
+    assert manifest["metrics"]["accuracy"] == report["accuracy"] == pytest.approx(np.trace(confusion) / 4)
+
+
+@pytest.mark.slow
+def test_finetuned_model_is_refit_on_all_images(finetuned):
+    """The report scores the model trained on the training split; the saved one is refit on all 18 images."""
+    manifest = read_json(finetuned.ft / "manifest.json")
     assert manifest["refit"] == {"images": 18, "stage1_epochs": 1, "stage2_epochs": 1}
     assert manifest["split"]["refit_on_all"] and "training split only" in manifest["metrics_of"]
-    assert manifest["test_time_augmentation"].startswith("horizontal flip")
     assert manifest["stage2_weights"] == "mean of the weights after stage 2 epochs 1-1"
-    assert len(read_json(ft / "history.json")["epoch_seconds"]["refit"]) == 2
-    history = read_json(ft / "history.json")["history"]
-    assert len(history["stage1"]["loss"]) == 1 and len(history["stage2"]["val_loss"]) == 1
-    for name in ("model.keras", "learning_curve.png", "report.json", "confusion.png", "labels.txt"):
-        assert (ft / name).is_file(), name
+    history = read_json(finetuned.ft / "history.json")
+    assert len(history["epoch_seconds"]["refit"]) == 2
+    assert len(history["history"]["stage1"]["loss"]) == 1 and len(history["history"]["stage2"]["val_loss"]) == 1
 
-    # float TFLite: parity with the Keras model recorded in the manifest, labels.txt beside it
-    out = cli("export", "models/ft", "--format", "tflite").stdout
-    assert "top-1 agreement 100.00%" in out
-    tfl = tmp_path / "models" / "ft-tflite"
-    exported = read_json(tfl / "manifest.json")
+
+@pytest.mark.slow
+def test_finetuned_folder_holds_model_report_and_labels(finetuned):
+    manifest = read_json(finetuned.ft / "manifest.json")
+    assert manifest["files"]["model.keras"] == models_sha256(finetuned.ft / "model.keras")
+    assert manifest["test_time_augmentation"].startswith("horizontal flip")
+    for name in ("model.keras", "learning_curve.png", "report.json", "confusion.png", "labels.txt"):
+        assert (finetuned.ft / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_float_tflite_export_agrees_with_keras(finetuned):
+    """Parity with the Keras model on its validation images is printed and recorded; labels.txt beside it."""
+    assert "top-1 agreement 100.00%" in finetuned.export_stdout
+    exported = read_json(finetuned.tfl / "manifest.json")
     assert exported["kind"] == "tflite" and exported["quantize"] == "none"
-    assert exported["parity"]["tflite"]["top1_agreement"] == 1.0
+    assert exported["parity"]["tflite"]["n"] == 4 and exported["parity"]["tflite"]["top1_agreement"] == 1.0
     assert exported["parity"]["tflite"]["max_abs_probability_diff"] < 1e-3
-    assert (tfl / "labels.txt").read_text().split() == manifest["classes"]
+    assert (finetuned.tfl / "labels.txt").read_text().split() == ["apples", "limes", "plums"]
     assert exported["preprocessing"].startswith("inside the model")
 
-    # a quantized variant reports agreement and accuracy
-    cli("export", "models/ft", "--quantize", "dynamic", "--quiet")
-    quant = read_json(tmp_path / "models" / "ft-tflite-dynamic" / "manifest.json")
-    assert quant["quantize"] == "dynamic"
-    assert {"top1_agreement", "accuracy"} <= set(quant["parity"]["tflite"])
-    assert "refit on all" in quant["parity"]["note"]  # its validation images were in the refit's training data
-    assert (tmp_path / "models" / "ft-tflite-dynamic" / "model.tflite").stat().st_size < \
-        (tfl / "model.tflite").stat().st_size / 2
 
-    # predict and evaluate accept the fine-tuned folder and the bare .tflite file alike
-    from_keras = top_labels(cli("predict", "models/ft", data / "apples", data / "plums", "--json"))
-    from_tflite = top_labels(cli("predict", tfl / "model.tflite", data / "apples", data / "plums", "--json"))
+@pytest.mark.slow
+def test_quantized_export_records_the_parity_it_has(finetuned, cli):
+    """The recorded agreement and accuracy are those of the quantized model on the 4 validation images,
+    recomputed here through `predict` on the quantized file and on the Keras model."""
+    quant = read_json(finetuned.quant / "manifest.json")
+    assert quant["quantize"] == "dynamic"
+    assert "refit on all" in quant["parity"]["note"]  # its validation images were in the refit's training data
+    val_keys = read_json(finetuned.ft / "manifest.json")["split"]["val_keys"]
+    images = [finetuned.data / key for key in val_keys]
+    labels = [key.split("/")[0] for key in val_keys]
+    keras_top = top_labels(cli("predict", finetuned.ft, *images, "--json"))
+    quant_top = top_labels(cli("predict", finetuned.quant / "model.tflite", *images, "--json"))
+    keys = [str(p) for p in images]
+    recorded = quant["parity"]["tflite"]
+    assert recorded["n"] == 4
+    assert recorded["top1_agreement"] == pytest.approx(np.mean([quant_top[k] == keras_top[k] for k in keys]))
+    assert recorded["accuracy"] == pytest.approx(np.mean([quant_top[k] == lab for k, lab in zip(keys, labels)]))
+    assert recorded["source_accuracy"] == pytest.approx(np.mean([keras_top[k] == lab for k, lab in zip(keys, labels)]))
+
+
+@pytest.mark.slow
+def test_quantized_export_is_less_than_half_the_float_size(finetuned):
+    assert (finetuned.quant / "model.tflite").stat().st_size < (finetuned.tfl / "model.tflite").stat().st_size / 2
+
+
+@pytest.mark.slow
+def test_predict_gives_the_same_labels_from_keras_and_tflite(finetuned, cli):
+    data = finetuned.data
+    from_keras = top_labels(cli("predict", finetuned.ft, data / "apples", data / "plums", "--json"))
+    from_tflite = top_labels(cli("predict", finetuned.tfl / "model.tflite", data / "apples", data / "plums", "--json"))
     assert len(from_keras) == 12 and from_keras == from_tflite
-    report_keras = json.loads(cli("evaluate", "models/ft", data, "--json", "--out", "ek").stdout)
-    report_tflite = json.loads(cli("evaluate", tfl / "model.tflite", data, "--json", "--out", "et").stdout)
+
+
+@pytest.mark.slow
+def test_evaluate_gives_the_same_report_from_keras_and_tflite(finetuned, cli, tmp_path):
+    report_keras = json.loads(cli("evaluate", finetuned.ft, finetuned.data, "--json", "--out", "ek").stdout)
+    report_tflite = json.loads(cli("evaluate", finetuned.tfl / "model.tflite", finetuned.data, "--json",
+                                   "--out", "et").stdout)
     assert report_keras["n"] == report_tflite["n"] == 18
     assert report_keras["accuracy"] == report_tflite["accuracy"]
-    assert (tmp_path / "et" / "eval-report.json").is_file()
+    assert report_keras["confusion_matrix"] == report_tflite["confusion_matrix"]
+    assert (tmp_path / "et" / "eval-report.json").is_file() and (tmp_path / "ek" / "eval-report.json").is_file()
 
-    # Grad-CAM: one overlay per image at the image's own size, plus a grid
-    images = [data / "apples" / "apples_000.jpg", data / "limes" / "limes_001.png"]
-    result = json.loads(cli("explain", "models/ft", *images, "--out", "gradcam", "--json").stdout)
+
+GRADCAM_IMAGES = ["apples/apples_000.jpg", "limes/limes_001.png"]
+
+
+@pytest.mark.slow
+def test_gradcam_overlays_each_image_at_its_own_size_plus_a_grid(finetuned, cli, tmp_path):
+    images = [finetuned.data / key for key in GRADCAM_IMAGES]
+    result = json.loads(cli("explain", finetuned.ft, *images, "--out", "gradcam", "--json").stdout)
     assert len(result["explanations"]) == 2 and result["grid"]
     overlay = Image.open(result["explanations"][0]["overlay"])
     assert overlay.size == Image.open(images[0]).size
     assert not np.array_equal(np.asarray(overlay.convert("RGB")), np.asarray(Image.open(images[0]).convert("RGB")))
     assert (tmp_path / "gradcam" / "grid.png").is_file()
-    bad = cli("explain", tfl / "model.tflite", images[0], expect=5)
+
+
+@pytest.mark.slow
+def test_gradcam_of_a_tflite_model_is_one_line_exit_5(finetuned, cli):
+    bad = cli("explain", finetuned.tfl / "model.tflite", finetuned.data / GRADCAM_IMAGES[0], expect=5)
     assert "gradients" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
-    # a modified model file is refused before it is loaded
+
+@pytest.mark.slow
+def test_modified_model_file_is_refused_before_it_is_loaded(finetuned, cli, tmp_path):
+    ft = tmp_path / "ft"
+    shutil.copytree(finetuned.ft, ft)  # the shared model stays intact
     with open(ft / "model.keras", "ab") as f:
         f.write(b"x")
-    assert "sha256" in cli("predict", "models/ft", images[0], expect=5).stderr
+    assert "sha256" in cli("predict", ft, finetuned.data / GRADCAM_IMAGES[0], expect=5).stderr
 
 
+@pytest.mark.slow
 def test_fused_logreg_matches_cached_head_and_svm_is_refused(cli, tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data", per_class=8)
     cli("embed", data, "--runtime", "keras", "--quiet")
@@ -220,6 +317,7 @@ def test_average_start_clamps_to_the_run():
     assert average_start({**DEFAULTS, "fine_tune_epochs": 0}) == 0
 
 
+@pytest.mark.slow  # builds the MobileNetV2 model
 def test_gradcam_of_a_flip_tta_model_is_mirror_symmetric(tiny_spec):
     from embedflow.explain import gradcam
     from embedflow.finetune import build_model

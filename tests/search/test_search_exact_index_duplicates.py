@@ -1,11 +1,10 @@
-"""Nearest neighbours, near-duplicates, the faiss index beside the cache, and the kNN head."""
+"""Nearest neighbours (exact and the faiss index beside the cache) and near-duplicates, on real cache files."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,6 @@ import pytest
 from embedflow import api, cache, search as neighbors
 from embedflow.search import exact as exact_search
 from embedflow.errors import DatasetError, FingerprintMismatch, UsageError
-from embedflow.heads import KNNHead, make_head
-
-from .conftest import make_dataset, make_image
 
 FP = {"backbone": "synthetic", "id": "0123456789abcdef"}
 CLASSES = ["a", "b", "c"]
@@ -172,83 +168,6 @@ def test_clear_errors(tmp_path):
         api.neighbors(keys=["a/k0000.png"], k=0, cache_path=path)
     with pytest.raises(UsageError):
         api.duplicates(path, threshold=1.5)
-
-
-def test_cli_neighbors_of_images_keys_and_a_sheet(cli, tmp_path):
-    data = make_dataset(tmp_path / "data", per_class=6)
-    cli("embed", data, "--quiet")
-    query = data / "limes" / "limes_000.jpg"
-    out = json.loads(cli("neighbors", query, "--k", "4", "--json").stdout)
-    [res] = out["results"]
-    keys = [n["key"] for n in res["neighbors"]]
-    assert len(keys) == 4 and "limes/limes_000.jpg" not in keys  # read from the cache, not its own neighbour
-    assert [n["label"] for n in res["neighbors"]].count("limes") >= 3
-    assert all(a["score"] >= b["score"] for a, b in zip(res["neighbors"], res["neighbors"][1:]))
-    by_key = json.loads(cli("neighbors", "--key", "limes/limes_000.jpg", "--k", "4", "--json").stdout)
-    assert by_key["results"][0]["neighbors"] == res["neighbors"]
-    new = make_image(tmp_path / "new" / "plum.png", (90, 50, 160), seed=999)  # not in the cache: embedded now
-    text = cli("neighbors", new, "--k", "3", "--sheet", "sheet.png").stdout
-    assert text.splitlines()[0] == str(new) and text.count("plums") >= 2
-    assert Path("sheet.png").read_bytes()[:4] == b"\x89PNG"
-    r = cli("neighbors", "--key", "limes/nope.jpg", expect=2)
-    assert "no image with key 'limes/nope.jpg'" in r.stderr and "\n" not in r.stderr.strip()
-
-
-def test_cli_duplicates_flags_a_copy_filed_under_another_class(cli, tmp_path):
-    data = make_dataset(tmp_path / "data", per_class=5)
-    shutil.copy(data / "apples" / "apples_001.png", data / "plums" / "copied.png")
-    cli("embed", data, "--quiet")
-    out = json.loads(cli("duplicates", "--json").stdout)
-    flagged = [g for g in out["groups"] if g["cross_class"]]
-    assert len(flagged) == 1 and flagged[0]["min_score"] == 1.0
-    assert {m["key"] for m in flagged[0]["members"]} == {"apples/apples_001.png", "plums/copied.png"}
-    assert "CROSS-CLASS group of 2" in cli("duplicates").stdout
-
-
-def test_cli_index_follows_embed(cli, tmp_path):
-    pytest.importorskip("faiss")
-    data = make_dataset(tmp_path / "data", per_class=5)
-    cli("embed", data, "--quiet")
-    cli("neighbors", "--key", "apples/apples_000.jpg", "--index", "--quiet")
-    sidecar = Path("cache/embeddings.h5.faiss.json")
-    assert json.loads(sidecar.read_text())["count"] == 15
-    copy = data / "limes" / "twin.png"
-    shutil.copy(data / "apples" / "apples_001.png", copy)
-    cli("embed", data, "--quiet")
-    out = json.loads(cli("neighbors", "--key", "apples/apples_001.png", "--index", "--k", "1", "--include-self",
-                         "--json").stdout)
-    assert json.loads(sidecar.read_text())["count"] == 16
-    assert out["method"] == "index" and out["results"][0]["neighbors"][0]["score"] == 1.0
-
-
-def test_knn_head_is_a_cosine_distance_weighted_estimator():
-    rng = np.random.default_rng(0)
-    X = np.vstack([rng.normal(0, 1, (20, 8)) + 4 * np.eye(8)[0], rng.normal(0, 1, (20, 8)) + 4 * np.eye(8)[1]])
-    y = np.repeat([0, 1], 20)
-    head = make_head("knn", k=5, space="raw").fit(X, y)
-    assert isinstance(head, KNNHead) and head.get_params() == {"k": 5, "space": "raw"}
-    assert (head.predict(X * 10) == y).mean() > 0.9  # cosine: scale does not matter
-    lda = make_head("knn", k=5, space="lda").fit(X, y)
-    assert lda.space_ == "lda" and lda.projection_ is not None and (lda.predict(X) == y).mean() > 0.9
-    assert lda.knn_.effective_metric_ == "euclidean"  # two classes: one discriminant axis
-    proba = head.predict_proba(X[:3])
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    assert np.array_equal(proba[0], [1.0, 0.0]) or proba[0, 0] > 0.5
-    assert KNNHead(k=100).fit(X[:4], y[:4]).knn_.n_neighbors == 4  # capped at the training set
-    with pytest.raises(UsageError):
-        make_head("knn", class_weight="balanced")
-
-
-def test_cli_fit_knn_head(cli, tmp_path):
-    data = make_dataset(tmp_path / "data", per_class=10)
-    cli("embed", data, "--quiet")
-    out = json.loads(cli("fit", "--head", "knn", "--k", "3", "--json").stdout)
-    manifest = json.loads((Path(out["model_dir"]) / "manifest.json").read_text())
-    assert out["model_dir"] == str(Path("models/knn")) and manifest["head"] == "knn"
-    assert manifest["hyperparameters"]["k"] == 3 and manifest["head_file"] == "head.joblib"
-    assert out["report"]["accuracy"] >= 0.8
-    pred = json.loads(cli("predict", "models/knn", data / "plums" / "plums_005.JPEG", "--json").stdout)
-    assert pred["predictions"][0]["top"][0]["label"] == "plums"
 
 
 def test_a_cache_replaced_during_a_search_is_refused(tmp_path, monkeypatch):
