@@ -8,6 +8,7 @@ Writes benchmarks/results/finetune-<UTC time>.json (and the model folder under /
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -18,7 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from embedflow import backbones, finetune  # noqa: E402
+from embedflow import backbones  # noqa: E402
+finetune = importlib.import_module("embedflow.finetune")  # the module (`from embedflow import finetune` is the function)
 from embedflow.progress import Reporter  # noqa: E402
 
 

@@ -12,6 +12,7 @@ unsmoothed. Writes benchmarks/results/finetune-ablation-<tag>-s<seed>.json.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -22,7 +23,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from embedflow import backbones, finetune as ft, models  # noqa: E402
+from embedflow import backbones, models  # noqa: E402
+ft = importlib.import_module("embedflow.finetune")  # the module (`from embedflow import finetune` is the function)
 from embedflow.embedding import decode_folder  # noqa: E402
 from finetune import Printer  # noqa: E402  (benchmarks/finetune.py, this script's folder)
 

@@ -10,6 +10,7 @@ Writes benchmarks/results/finetune-tta-views.json.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from embedflow import finetune as ft, models  # noqa: E402
+from embedflow import models  # noqa: E402
+ft = importlib.import_module("embedflow.finetune")  # the module (`from embedflow import finetune` is the function)
 from embedflow.models import image_models as imagemodels  # noqa: E402
 from embedflow.models.keras_parts import unwrap_tta  # noqa: E402
 from embedflow.embedding import decode_folder  # noqa: E402

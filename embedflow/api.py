@@ -165,7 +165,7 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
              spec: backbones.BackboneSpec | None = None, val_split: float = 0.2, seed: int = 0,
              params: dict | None = None, reporter: Reporter = SILENT):
     """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
-    Returns embedflow.finetune.FinetuneResult; see that module for the recipe and its defaults."""
+    Returns embedflow.finetune.FinetuneResult (`.load()`: the Classifier); see that module for the recipe."""
     from .finetune import finetune as _finetune
 
     spec = spec or backbones.get_spec(backbone, image_size, weights)
@@ -177,8 +177,9 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
            reporter: Reporter = SILENT):
-    """Export a fine-tuned model or a fusable cached head (logreg, dense) to TFLite or a fused Keras model,
-    with a parity check on the validation images. Returns embedflow.export.ExportResult."""
+    """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
+    TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
+    changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
     from .export import export as _export
 
     return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
@@ -187,7 +188,8 @@ def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none"
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,
             reporter: Reporter = SILENT) -> dict:
-    """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model."""
+    """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model (a
+    Classifier or a model path)."""
     from .explain import explain as _explain
 
     return _explain(model, [str(i) for i in images], out, reporter=reporter)

@@ -69,6 +69,10 @@ class FinetuneResult:
     epoch_seconds: dict = field(default_factory=dict)
     interrupted: bool = False
 
+    def load(self):
+        """The fine-tuned model as a Classifier (models.load_model)."""
+        return models.load_model(self.model_dir)
+
 
 def build_model(spec, n_classes: int, dropout: float, weights_path=None):
     import keras

@@ -124,7 +124,7 @@ def load_model(path, *, runtime: str = "auto", threads: int | None = None) -> Cl
     manifest = read_manifest(path)
     kind = manifest.get("kind", "cached-head")
     if kind == "cached-head":
-        return head_model.load(path, runtime=runtime)
+        return head_model.from_manifest(path, manifest, runtime=runtime)
     if kind in image_models.IMAGE_KINDS:
-        return image_models.load(path, threads=threads)
+        return image_models.from_manifest(path, manifest, threads=threads)
     raise ModelError(f"{path} holds a model of unknown kind '{kind}': written by a newer embedflow?")

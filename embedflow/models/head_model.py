@@ -107,8 +107,11 @@ LoadedModel = HeadClassifier  # the name before the Classifier interface
 
 def load(model_dir: str | Path, *, runtime: str = "auto") -> HeadClassifier:
     """Load a head's model folder, refusing a head file whose sha256 differs from the manifest."""
-    model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
+    return from_manifest(Path(model_dir), read_manifest(model_dir), runtime=runtime)
+
+
+def from_manifest(model_dir: Path, manifest: dict, *, runtime: str = "auto") -> HeadClassifier:
+    """The head of a model folder whose manifest was read (load_model decides the kind)."""
     if manifest.get("kind", "cached-head") != "cached-head":
         raise ModelError(f"{model_dir} is a {manifest['kind']} model, which runs on images, not on cached vectors")
     _require(manifest, model_dir, {"head_file": str, "classes": list, "fingerprint": dict})

@@ -94,7 +94,11 @@ def load(path: str | Path, threads: int | None = None) -> ImageClassifier:
     path = Path(path)
     if path.suffix == ".tflite":
         return _load_bare_tflite(path, threads)
-    manifest = models.read_manifest(path)
+    return from_manifest(path, models.read_manifest(path), threads)
+
+
+def from_manifest(path: Path, manifest: dict, threads: int | None = None) -> ImageClassifier:
+    """The image classifier of a model folder whose manifest was read (load_model decides the kind)."""
     kind = manifest.get("kind")
     if kind in ("finetuned", "fused"):
         return KerasImageClassifier(path, manifest, load_keras_model(path, manifest, manifest["model_file"]))
