@@ -114,6 +114,16 @@ def decode_bytes(data: bytes, size: int, *, notes: list[str] | None = None) -> n
     return arr
 
 
+def decode_image(img, size: int, *, notes: list[str] | None = None) -> np.ndarray:
+    """An open PIL image (e.g. one a notebook user holds) -> (size, size, 3) uint8, through the same steps
+    as a file: what a viewer shows, resized to a square. The image is loaded and may be modified: pass a copy
+    to keep yours. Raises BadImage with a short reason on failure."""
+    try:
+        return _decode(img, size, notes)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImage(f"corrupt image ({str(e) or type(e).__name__})") from None
+
+
 def _register_heif(fmt: str) -> None:
     try:
         import pillow_heif

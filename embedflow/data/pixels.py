@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadImage, UsageError
-from .decode import _to_rgb, load_image
+from .decode import decode_image, load_image
 
 
 def to_pixels(images, size: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def to_pixels(images, size: int) -> np.ndarray:
 
 
 def _one(image, size: int) -> np.ndarray:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
         try:
@@ -41,8 +41,7 @@ def _one(image, size: int) -> np.ndarray:
         except BadImage as e:
             raise UsageError(f"cannot read {image}: {e}") from None
     if isinstance(image, Image.Image):
-        img = ImageOps.exif_transpose(image)  # a copy: the caller's image is left alone
-        return _resized(_to_rgb(img), size)
+        return decode_image(image.copy(), size)  # a copy: the caller's image is left alone
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise UsageError(f"an image array must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}")
