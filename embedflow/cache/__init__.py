@@ -2,11 +2,12 @@
 writer lock (lock). See store's docstring for the schema."""
 
 from ..errors import CacheError, CacheLocked
+from .info import CacheInfo, cache_info
 from .journal import Journal
 from .lock import CacheLock, is_locked
 from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, CacheColumns, CacheData, Row, iter_vector_blocks, load,
                     load_columns, read_meta, read_vectors, vectors_for_hashes, write)
 
-__all__ = ["BLOCK_ROWS", "CacheError", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "CacheLock", "Journal", "Row",
-           "is_locked", "iter_vector_blocks", "load", "load_columns", "read_meta", "read_vectors",
+__all__ = ["BLOCK_ROWS", "CacheError", "CacheInfo", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "CacheLock", "Journal", "Row",
+           "cache_info", "is_locked", "iter_vector_blocks", "load", "load_columns", "read_meta", "read_vectors",
            "vectors_for_hashes", "write"]
