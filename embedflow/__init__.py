@@ -3,7 +3,7 @@
 from .__about__ import __version__
 
 __all__ = ["__version__", "embed_folder", "fit_head", "evaluate", "predict", "info", "neighbors", "duplicates",
-           "list_backbones", "EmbedflowError"]
+           "list_backbones", "Embedder", "EmbedflowError"]
 
 
 def __getattr__(name):  # lazy: `import embedflow` (and `embedflow --help`) stays instant
@@ -12,6 +12,10 @@ def __getattr__(name):  # lazy: `import embedflow` (and `embedflow --help`) stay
         from . import api
 
         return getattr(api, name)
+    if name == "Embedder":
+        from .embedding.transformer import Embedder
+
+        return Embedder
     if name == "EmbedflowError":
         from .errors import EmbedflowError
 
