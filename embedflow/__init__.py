@@ -13,7 +13,7 @@ from .__about__ import __version__
 
 _API = ("embed_folder", "open_cache", "fit_head", "load_model", "evaluate", "predict", "finetune", "export",
         "explain", "info", "neighbors", "duplicates", "list_backbones")
-_TYPES = {"Classifier": "models", "Cache": "cache", "EmbedflowError": "errors"}
+_TYPES = {"Classifier": "models", "Cache": "cache", "Embedder": "embedding", "EmbedflowError": "errors"}
 
 __all__ = ["__version__", *_API, *_TYPES]
 

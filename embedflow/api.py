@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
 
 from . import backbones, cache, models
-from .data import discover_inputs
-from .embedding import EmbedSummary, embed_files
+from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
-from .errors import CacheError, DatasetError, FingerprintMismatch, UsageError
+from .errors import CacheError, UsageError
 from .progress import SILENT, Reporter
+
+if TYPE_CHECKING:
+    from . import search
 
 DEFAULT_CACHE = Path("cache/embeddings.h5")
 DEFAULT_MODELS = Path("models")
@@ -74,7 +77,7 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int | None = None, workers: int | None = None,
                  engine: str = "local", address: str | None = None, rehash: bool = False,
-                 reporter: Reporter = SILENT) -> EmbedSummary:
+                 reporter: Reporter | str | None = "auto") -> EmbedSummary:
     """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.
 
     engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
@@ -195,184 +198,57 @@ def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str 
     return _explain(model, [str(i) for i in images], out, reporter=reporter)
 
 
-def info(cache_path: str | os.PathLike | None = None) -> dict:
-    """What a cache holds: fingerprint, classes with counts, failed files, pending journal.
-
-    Safe while a writer runs: it describes one complete snapshot (re-read if a new one was renamed in
-    between its two reads)."""
-    cache_path = choose_cache(cache_path)
-    journal = cache.Journal(cache_path, "").chunks()
-    if journal and not cache_path.exists():
-        raise CacheError(f"no cache at {cache_path} yet: an interrupted run left {len(journal)} committed journal "
-                         f"chunk(s) in {cache_path}.journal; run the same `embedflow embed` command again to finish")
-    for _ in range(5):
-        before = cache_path.stat() if cache_path.exists() else None
-        meta = cache.read_meta(cache_path)
-        held = cache.load(cache_path, vectors=False)
-        after = cache_path.stat()
-        if before and (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns):
-            break
-    counts = np.bincount(held.labels, minlength=len(held.classes)) if len(held) else np.zeros(len(held.classes), int)
-    return {**meta, "per_class": {c: int(n) for c, n in zip(held.classes, counts)},
-            "failed_files": [{"key": k, "reason": r} for k, r, _ in held.failed],
-            "size_bytes": after.st_size,
-            "pending_journal_chunks": len(journal)}
-
-
-def _image_queries(images, columns: cache.CacheColumns, cache_path, runtime: str, reporter: Reporter):
-    """(names, hashes, vectors, failures) for image files/folders: cached content is read from the cache,
-    the rest is embedded with the cache's own backbone."""
-    from .data import BadImage, hash_file
-
-    refs, hashes, failures = [], [], []
-    for ref in discover_inputs(images):
-        try:
-            hashes.append(hash_file(ref.path))
-            refs.append(ref)
-        except BadImage as e:
-            failures.append({"path": str(ref.path), "reason": str(e)})
-    fp = columns.fingerprint
-    known = cache.vectors_for_hashes(cache_path, set(hashes), fp["id"])
-    if all(h in known for h in hashes):
-        vectors = np.stack([known[h] for h in hashes]) if hashes else np.zeros((0, columns.dim), np.float32)
-        return [str(r.path) for r in refs], hashes, vectors, failures
-    hash_of = {id(r): h for r, h in zip(refs, hashes)}
-    ok, vectors, failed = embed_files(refs, backbones.spec_from_fingerprint(fp), fp, runtime=runtime,
-                                      reporter=reporter, known_from=lambda wanted: known)
-    failures += [{"path": str(ref.path), "reason": reason} for ref, reason in failed]
-    return [str(r.path) for r in ok], [hash_of[id(r)] for r in ok], vectors, failures
-
-
-def _key_queries(keys, columns: cache.CacheColumns, cache_path):
-    import difflib
-
-    row_of = {k: i for i, k in enumerate(columns.keys)}
-    for key in keys:
-        if key not in row_of:
-            close = difflib.get_close_matches(key, columns.keys, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UsageError(f"no image with key '{key}' in cache {cache_path}{hint}")
-    rows = [row_of[k] for k in keys]
-    return list(keys), [columns.hashes[r] for r in rows], cache.read_vectors(cache_path, rows)
-
-
-def _vector_queries(vectors, fingerprint, columns: cache.CacheColumns, cache_path):
-    vectors = np.asarray(vectors, dtype=np.float32)
-    vectors = vectors[None, :] if vectors.ndim == 1 else vectors
-    if fingerprint is not None:
-        have_id = fingerprint if isinstance(fingerprint, str) else fingerprint.get("id")
-        want = columns.fingerprint
-        if have_id != want["id"]:
-            try:
-                made_with = backbones.describe(want)
-            except KeyError:
-                made_with = f"backbone id {want['id']}"
-            raise FingerprintMismatch(f"the query vectors come from backbone id {have_id}, but cache {cache_path} "
-                                      f"holds vectors of {made_with}: embed the queries with the cache's backbone")
-    if vectors.ndim != 2 or vectors.shape[1] != columns.dim:
-        raise FingerprintMismatch(f"query vectors have shape {vectors.shape}, cache {cache_path} holds "
-                                  f"{columns.dim}-d vectors: they come from another backbone")
-    if not np.isfinite(vectors).all():
-        raise UsageError("query vectors hold NaN or infinite values")
-    return [f"vector[{i}]" for i in range(len(vectors))], [None] * len(vectors), vectors
-
-
-def _searchable(cache_path) -> cache.CacheColumns:
-    columns = cache.load_columns(cache_path)
-    if len(columns) == 0:
-        raise DatasetError(f"cache {cache_path} holds no vectors: embed a folder with images into it first")
-    return columns
+def info(cache_path: str | os.PathLike | None = None) -> cache.CacheInfo:
+    """What a cache holds (fingerprint, classes with counts, skipped files, pending journal) as a
+    cache.CacheInfo; see embedflow.cache.cache_info. Raises CacheError (missing, damaged)."""
+    return cache.cache_info(choose_cache(cache_path))
 
 
 def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] | None = None,
               vectors: np.ndarray | None = None, fingerprint: dict | str | None = None, k: int = 5,
               cache_path: str | os.PathLike | None = None, include_self: bool = False, method: str = "auto",
-              sheet: str | os.PathLike | None = None, runtime: str = "auto", reporter: Reporter = SILENT) -> dict:
-    """The k most similar cached images (cosine) for image files/folders, cached keys, and/or raw vectors.
+              sheet: str | os.PathLike | None = None, runtime: str = "auto",
+              reporter: Reporter | str | None = "auto") -> search.NeighborsResult:
+    """The k most similar cached images (cosine) for image files/folders, cached keys, and/or raw
+    (D,) or (N, D) float32 vectors.
 
     Images already in the cache (same sha256) are read from it, others are embedded with the cache's
     backbone. Rows with the query's own content are left out unless include_self (then they score 1.0).
-    `vectors` may carry the `fingerprint` (dict or id) they were made with; another one is refused.
-    method: auto (exact below similarity.INDEX_MIN_ROWS vectors, else the faiss index), exact or index.
-    Returns {"cache", "method", "k", "results": [{"query", "hash", "neighbors": [{"key", "label",
-    "score"}]}], "failed": [{"path", "reason"}], "sheet"}."""
-    from . import search as nn
+    `vectors` may carry the `fingerprint` (dict or id) they were made with; another one is refused
+    (FingerprintMismatch). method: auto (exact below search.INDEX_MIN_ROWS vectors, else the faiss
+    index), exact or index. sheet: also write a contact sheet PNG there.
+    Returns a search.NeighborsResult (hits in memory; `.to_dict()` is {"cache", "method", "k", "results":
+    [{"query", "hash", "neighbors": [{"key", "label", "score"}]}], "failed": [{"path", "reason"}], "sheet"})."""
+    from . import search
+    from .progress import as_reporter
 
-    if k < 1:
-        raise UsageError("--k must be at least 1")
-    if not images and not keys and vectors is None:
-        raise UsageError("give query images, --key KEY, or vectors")
+    search.check_query(k, images, keys, vectors)
+    reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
-    columns = _searchable(cache_path)
-    names, hashes, parts, failed = [], [], [], []
-    if images:
-        n, h, v, failed = _image_queries(images, columns, cache_path, runtime, reporter)
-        names, hashes, parts = names + n, hashes + h, parts + [v]
-    if keys:
-        n, h, v = _key_queries(keys, columns, cache_path)
-        names, hashes, parts = names + n, hashes + h, parts + [v]
-    if vectors is not None:
-        n, h, v = _vector_queries(vectors, fingerprint, columns, cache_path)
-        names, hashes, parts = names + n, hashes + h, parts + [v]
-    queries = np.vstack(parts) if parts else np.zeros((0, columns.dim), np.float32)
-    results = []
-    if not len(queries):
-        method_used = nn.choose_method(method, len(columns), reporter)
-    else:
-        hits, method_used = nn.search(cache_path, columns, queries, hashes, k, include_self, method, reporter)
-        for i, (name, h) in enumerate(zip(names, hashes)):
-            results.append({"query": name, "hash": h, "neighbors": [
-                {"key": columns.keys[r], "label": columns.classes[columns.labels[r]], "score": round(s, 6)}
-                for r, s in hits.for_query(i)]})
-    columns.check_unchanged()  # vectors were read in later opens: they must come from the same file
-    out = {"cache": str(cache_path), "method": method_used, "k": k, "results": results, "failed": failed,
-           "sheet": None}
-    if sheet and results:
-        out["sheet"] = str(_neighbors_sheet(out, columns, keys or [], sheet))
-    return out
+    columns = search.searchable(cache_path)
+    result = search.find_neighbors(cache_path, columns, images, keys, vectors, fingerprint, k, include_self,
+                                   method, runtime, reporter)
+    if sheet and result.results:
+        from .reports import neighbors_sheet
 
-
-def _neighbors_sheet(result: dict, columns: cache.CacheColumns, keys: list[str], out) -> Path:
-    from .reports import sheets as sheet
-
-    root = Path(columns.root) if columns.root else None
-    label_of = dict(zip(columns.keys, (columns.classes[i] for i in columns.labels)))
-    cached_key = dict(zip(columns.hashes, columns.keys))
-    rows = []
-    for r in result["results"]:
-        query = r["query"]
-        if query in keys:
-            image = root / query if root else None
-        else:
-            image = None if query.startswith("vector[") else Path(query)
-        own_key = query if query in keys else cached_key.get(r["hash"])
-        own_label = label_of.get(own_key) if own_key else None
-        rows.append({"image": image, "title": "query" + (f": {own_label}" if own_label else ""),
-                     "detail": Path(query).name, "neighbors": [
-            {"image": root / n["key"] if root else None, "title": f"{n['score']:.3f}  {n['label']}",
-             "detail": Path(n["key"]).name, "mismatch": bool(own_label) and n["label"] != own_label}
-            for n in r["neighbors"]]})
-    return sheet.render(rows, out, f"{result['cache']}: {len(columns)} vectors, {result['method']} search, "
-                                   f"k={result['k']}")
+        result.sheet = neighbors_sheet(result, columns, sheet)
+    return result
 
 
 def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float = 0.92, method: str = "auto",
-               reporter: Reporter = SILENT) -> dict:
-    """Groups of near-duplicate images (cosine >= threshold; identical files always, at 1.0), those whose
-    members carry different labels first (flagged cross_class: likely label noise).
-    Returns {"cache", "threshold", "method", "groups": [{"size", "cross_class", "labels", "min_score",
-    "members": [{"key", "label", "hash"}], "pairs": [{"a", "b", "score"}]}], "n_groups", "n_cross_class"}."""
-    from . import search as nn
+               reporter: Reporter | str | None = "auto") -> search.DuplicatesResult:
+    """Groups of near-duplicate images (cosine >= threshold in (0, 1]; identical files always, at 1.0),
+    those whose members carry different labels first (cross_class: likely label noise).
+    Returns a search.DuplicatesResult (`.to_dict()` is {"cache", "threshold", "method", "groups": [{"size",
+    "cross_class", "labels", "min_score", "members": [{"key", "label", "hash"}], "pairs": [{"a", "b",
+    "score"}]}], "n_groups", "n_cross_class", "n_images_in_groups"})."""
+    from . import search
+    from .progress import as_reporter
 
-    if not 0.0 < threshold <= 1.0:
-        raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
+    search.check_threshold(threshold)
+    reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
-    columns = _searchable(cache_path)
-    groups, method_used = nn.find_duplicates(cache_path, columns, threshold, method, reporter)
-    columns.check_unchanged()
-    return {"cache": str(cache_path), "threshold": threshold, "method": method_used, "groups": groups,
-            "n_groups": len(groups), "n_cross_class": sum(g["cross_class"] for g in groups),
-            "n_images_in_groups": sum(g["size"] for g in groups)}
+    return search.find_duplicates(cache_path, search.searchable(cache_path), threshold, method, reporter)
 
 
 def list_backbones() -> list[dict]:

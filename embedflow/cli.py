@@ -153,7 +153,7 @@ def embed(
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
                          reporter=rep)
     if as_json:
-        emit_json(s.as_dict())
+        emit_json(s.to_dict())
     elif not quiet:
         rate = f" ({s.embedded / s.seconds:.0f} img/s overall)" if s.embedded else ""
         typer.echo(f"{s.cache_path}: {s.total} images in {len(s.classes)} classes; embedded {s.embedded}, "
@@ -288,17 +288,17 @@ def neighbors(
     result = api.neighbors([str(p) for p in images or []], keys=key or None, k=k, cache_path=cache,
                            include_self=include_self, method=method, sheet=sheet, runtime=runtime, reporter=rep)
     if as_json:
-        emit_json(result)
+        emit_json(result.to_dict())
     else:
-        for r in result["results"]:
-            typer.echo(r["query"])
-            for n in r["neighbors"]:
-                typer.echo(f"  {n['score']:.4f}  {n['label']}\t{n['key']}")
-        if result["sheet"]:
-            typer.echo(f"wrote {result['sheet']}")
-    for f in result["failed"]:
+        for r in result.results:
+            typer.echo(r.query)
+            for n in r.neighbors:
+                typer.echo(f"  {round(n.score, 6):.4f}  {n.label}\t{n.key}")
+        if result.sheet:
+            typer.echo(f"wrote {result.sheet}")
+    for f in result.failed:
         rep.warn(f"skipped {f['path']}: {f['reason']}")
-    if not result["results"]:
+    if not result.results:
         raise typer.Exit(1)
 
 
@@ -318,15 +318,15 @@ def duplicates(
     method = "auto" if exact is None else ("exact" if exact else "index")
     result = api.duplicates(cache, threshold=threshold, method=method, reporter=rep)
     if as_json:
-        emit_json(result)
+        emit_json(result.to_dict())
         return
-    for g in result["groups"]:
-        flag = "CROSS-CLASS " if g["cross_class"] else ""
-        typer.echo(f"{flag}group of {g['size']} (min similarity {g['min_score']:.4f}): {', '.join(g['labels'])}")
-        for m in g["members"]:
-            typer.echo(f"  {m['label']}\t{m['key']}")
-    typer.echo(f"{result['n_groups']} group(s) of near-duplicates ({result['n_images_in_groups']} images) at "
-               f"threshold {threshold}, {result['n_cross_class']} with mixed labels")
+    for g in result.groups:
+        flag = "CROSS-CLASS " if g.cross_class else ""
+        typer.echo(f"{flag}group of {g.size} (min similarity {round(g.min_score, 6):.4f}): {', '.join(g.labels)}")
+        for m in g.members:
+            typer.echo(f"  {m.label}\t{m.key}")
+    typer.echo(f"{result.n_groups} group(s) of near-duplicates ({result.n_images_in_groups} images) at "
+               f"threshold {threshold}, {result.n_cross_class} with mixed labels")
 
 
 @app.command()
@@ -338,17 +338,17 @@ def info(cache: Optional[Path] = CacheOpt, as_json: bool = JsonOpt):
 
     i = api.info(cache)
     if as_json:
-        emit_json(i)
+        emit_json(i.to_dict())
         return
-    typer.echo(f"cache      {i['path']} ({i['size_bytes'] / 1e6:.1f} MB, schema 1)")
-    typer.echo(f"source     {i['root']}")
-    typer.echo(f"backbone   {describe(i['fingerprint'])}")
-    typer.echo(f"vectors    {i['count']} x {i['dim']} float32   updated {i['updated_utc']}")
-    typer.echo("classes    " + ", ".join(f"{c} ({n})" for c, n in i["per_class"].items()))
-    if i["pending_journal_chunks"]:
-        typer.echo(f"pending    {i['pending_journal_chunks']} journal chunk(s) of an interrupted run: rerun embed to finish")
-    typer.echo(f"skipped    {i['failed']} file(s)")
-    for f in i["failed_files"]:
+    typer.echo(f"cache      {i.path} ({i.size_bytes / 1e6:.1f} MB, schema 1)")
+    typer.echo(f"source     {i.root}")
+    typer.echo(f"backbone   {describe(i.fingerprint)}")
+    typer.echo(f"vectors    {i.count} x {i.dim} float32   updated {i.updated_utc}")
+    typer.echo("classes    " + ", ".join(f"{c} ({n})" for c, n in i.per_class.items()))
+    if i.pending_journal_chunks:
+        typer.echo(f"pending    {i.pending_journal_chunks} journal chunk(s) of an interrupted run: rerun embed to finish")
+    typer.echo(f"skipped    {i.failed} file(s)")
+    for f in i.failed_files:
         typer.echo(f"  {f['key']}: {f['reason']}")
 
 

@@ -1,5 +1,6 @@
-"""Fingerprints: everything that determines the vectors, and an id over exactly those fields. Two
-artifacts are compatible exactly when their fingerprint ids are equal."""
+"""Fingerprints: everything that determines the vectors, and an id over exactly the value fields. Two
+artifacts are compatible exactly when their ids are equal once both are in the current id scheme
+(same_backbone; artifacts written before it carry scheme 1 ids and are upgraded when compared)."""
 
 from __future__ import annotations
 
@@ -20,38 +21,98 @@ def weights_digest(spec: BackboneSpec, weights_path: Path | None = None) -> str:
     return digest_path(weights_path or resolve_weights(spec))
 
 
-_IDENTITY_FIELDS = ("backbone", "alpha", "image_size", "output_dim", "preprocessing", "pooling",
-                    "resize", "weights_sha256", "embedding_version")
+ID_SCHEME = 2  # ids hash value codes (scheme 1, before: the prose fields; still recognised, see upgrade)
+_ID_FIELDS = ("backbone", "alpha", "image_size", "output_dim", "pixels", "pooling_code", "resize_code",
+              "weights_sha256", "embedding_version")
+RESIZE = ("square-bilinear", "EXIF-rotated, RGB over white, bilinear to a square (no crop)")  # (code, prose)
+POOLING = {"keras": ("avg", "global average"), "hub": ("model", "the SavedModel's own feature vector")}
+
+# Scheme 1 (every artifact written before ID_SCHEME existed) hashed these fields, prose included. The
+# prose values it ever wrote, frozen here, map to the codes that replace them in the id.
+_SCHEME1_FIELDS = ("backbone", "alpha", "image_size", "output_dim", "preprocessing", "pooling", "resize",
+                   "weights_sha256", "embedding_version")
+_SCHEME1_PIXELS = {
+    "mobilenet_v2: x/127.5 - 1 (pixels to [-1, 1])": "mobilenet_v2",
+    "built into the Keras model: raw pixels 0..255 (Rescaling to [-1, 1] inside)": "raw",
+    "built into the Keras model: raw pixels 0..255 (Rescaling + ImageNet Normalization inside)": "raw",
+    "caffe: RGB to BGR minus the ImageNet mean (103.939, 116.779, 123.68), no scaling": "caffe",
+    "TF Hub image convention: x/255 (pixels to [0, 1])": "unit",
+}
+_SCHEME1_POOLING = {"global average": "avg", "the SavedModel's own feature vector": "model"}
+_SCHEME1_RESIZE = {"EXIF-rotated, RGB over white, bilinear to a square (no crop)": "square-bilinear"}
 
 
 def fingerprint(spec: BackboneSpec, weights_path: Path | None = None) -> dict:
-    """Everything that determines the vectors, plus an id hashing exactly those fields.
+    """Everything that determines the vectors, plus an id hashing exactly the value fields (_ID_FIELDS).
 
-    embedflow_version, weights_source and backbone_arg are recorded for people (and to rebuild the
-    spec), but are not part of the id: a new release that computes the same vectors, or the same
-    weights file (or SavedModel) in another place, stays compatible.
+    preprocessing, pooling and resize say the same as the codes pixels, pooling_code and resize_code, in
+    words for people: rewording them changes no id. embedflow_version, weights_source and backbone_arg
+    are recorded for people (and to rebuild the spec), but are not part of the id either: a new release
+    that computes the same vectors, or the same weights file (or SavedModel) in another place, stays
+    compatible. Raises WeightsError when the weights cannot be found.
     """
+    pooling_code, pooling = POOLING["keras" if spec.family == "keras" else "hub"]
     fp = {
         "backbone": spec.name,
         "alpha": spec.alpha,
         "image_size": spec.image_size,
         "output_dim": spec.output_dim,
+        "pixels": spec.pixels,
         "preprocessing": spec.preprocessing,
-        "pooling": "global average" if spec.family == "keras" else "the SavedModel's own feature vector",
-        "resize": "EXIF-rotated, RGB over white, bilinear to a square (no crop)",
+        "pooling_code": pooling_code,
+        "pooling": pooling,
+        "resize_code": RESIZE[0],
+        "resize": RESIZE[1],
         "weights_sha256": weights_digest(spec, weights_path),
         "weights_source": spec.weights,
         "backbone_arg": spec.arg,
         "embedding_version": EMBEDDING_VERSION,
         "embedflow_version": __version__,
+        "id_scheme": ID_SCHEME,
     }
     fp["id"] = fingerprint_id(fp)
     return fp
 
 
 def fingerprint_id(fp: dict) -> str:
-    ident = json.dumps({k: fp[k] for k in _IDENTITY_FIELDS}, sort_keys=True)
+    """16 hex digits of the sha256 over the value fields of a (scheme 2) fingerprint."""
+    ident = json.dumps({k: fp[k] for k in _ID_FIELDS}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def _scheme1_id(fp: dict) -> str | None:
+    try:
+        ident = json.dumps({k: fp[k] for k in _SCHEME1_FIELDS}, sort_keys=True)
+    except KeyError:
+        return None
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def upgrade(fp: dict) -> dict:
+    """The scheme 2 form of a fingerprint read from an artifact. A scheme 1 fingerprint (no id_scheme)
+    whose id matches its fields and whose prose is known gets the codes and the new id (its old id is
+    kept as scheme1_id); anything else is returned as it is (and then only matches an equal id)."""
+    scheme1 = _scheme1_id(fp)
+    if fp.get("id_scheme") is not None or scheme1 is None or scheme1 != fp.get("id"):
+        return fp
+    codes = {"pixels": _SCHEME1_PIXELS.get(fp["preprocessing"]), "pooling_code": _SCHEME1_POOLING.get(fp["pooling"]),
+             "resize_code": _SCHEME1_RESIZE.get(fp["resize"])}
+    if None in codes.values():
+        return fp
+    new = {**fp, **codes, "id_scheme": ID_SCHEME, "scheme1_id": fp["id"]}
+    new["id"] = fingerprint_id(new)
+    return new
+
+
+def same_backbone(a: dict | str, b: dict | str) -> bool:
+    """Whether two fingerprints (dicts, or ids) describe the same vectors, whatever id scheme wrote them.
+    An id string matches a fingerprint dict whose id it is, or, once upgraded, whose new or scheme 1 id."""
+    if isinstance(a, str) or isinstance(b, str):
+        ident, fp = (a, b) if isinstance(a, str) else (b, a)
+        if isinstance(fp, str):
+            return ident == fp
+        return ident in (fp.get("id"), upgrade(fp).get("id"), upgrade(fp).get("scheme1_id"))
+    return upgrade(a).get("id") == upgrade(b).get("id")
 
 
 def describe(fp: dict) -> str:
@@ -62,8 +123,10 @@ def describe(fp: dict) -> str:
 
 
 def check_compatible(have: dict, want: dict, what: str, hint: str = "") -> None:
-    if have.get("id") != want.get("id"):
-        diffs = [k for k in _IDENTITY_FIELDS if have.get(k) != want.get(k)]
+    """FingerprintMismatch (naming what differs) unless `have` and `want` describe the same vectors."""
+    if not same_backbone(have, want):
+        have2, want2 = upgrade(have), upgrade(want)
+        diffs = [k for k in _ID_FIELDS if have2.get(k) != want2.get(k)]
         raise FingerprintMismatch(
             f"{what} was made with {describe(have)}, not {describe(want)} "
             f"(differs in: {', '.join(diffs) or 'id'}){'; ' + hint if hint else ''}"
@@ -83,7 +146,7 @@ def spec_from_fingerprint(fp: dict) -> BackboneSpec:
             )
         spec = replace(spec, weights=weights)
     now = fingerprint(spec)
-    if now["id"] != fp["id"]:
+    if not same_backbone(now, fp):
         raise FingerprintMismatch(f"the weights of {spec.arg} have changed since this artifact was made "
                                   f"(was {describe(fp)}, now {describe(now)}); new images would not be "
                                   "embedded like the ones it was trained on")

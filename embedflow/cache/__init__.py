@@ -2,12 +2,14 @@
 writer lock (lock); `open_cache` gives a snapshot as an object (view). See store's docstring for the schema."""
 
 from ..errors import CacheError, CacheLocked
+from .info import CacheInfo, cache_info
 from .journal import Journal
 from .lock import CacheLock, is_locked
 from .view import Cache, open_cache
 from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, CacheColumns, CacheData, Row, iter_vector_blocks, load,
                     load_columns, read_meta, read_vectors, vectors_for_hashes, write)
 
-__all__ = ["BLOCK_ROWS", "Cache", "open_cache", "CacheError", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "CacheLock", "Journal", "Row",
-           "is_locked", "iter_vector_blocks", "load", "load_columns", "read_meta", "read_vectors",
+__all__ = ["BLOCK_ROWS", "Cache", "CacheError", "CacheInfo", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns",
+           "CacheData", "CacheLock", "Journal", "Row", "cache_info", "is_locked", "iter_vector_blocks", "load",
+           "load_columns", "open_cache", "read_meta", "read_vectors",
            "vectors_for_hashes", "write"]

@@ -14,7 +14,7 @@ import numpy as np
 from .. import backbones, cache
 from ..data import BadImage, ImageRef, discover_labelled, file_stat, hash_file
 from ..errors import Interrupted, UsageError
-from ..progress import SILENT, Reporter
+from ..progress import SILENT, Reporter, as_reporter
 from .mapper import RAY_BATCH, embed_stream, preferred_batch
 
 # Journal commits at least this often while embedding (EMBEDFLOW_COMMIT_SECONDS overrides it, e.g. in crash tests).
@@ -36,8 +36,14 @@ class EmbedSummary:
     runtime: str = ""
     fingerprint_id: str = ""
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
+        """The CLI's JSON (`embed --json`): every field; failed as [key, reason] pairs."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    as_dict = to_dict  # the name before results had to_dict()
+
+    def __getitem__(self, name: str):
+        return self.to_dict()[name]
 
 
 NO_STAT = (0, 0, 0, 0)
@@ -88,7 +94,7 @@ def embed_folder(
     runtime: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
-    reporter: Reporter = SILENT,
+    reporter: Reporter | str | None = SILENT,
     embedder_factory: Callable | None = None,
     engine: str = "local",
     address: str | None = None,
@@ -105,6 +111,7 @@ def embed_folder(
     another backbone/weights/size (pass rebuild=True to replace it).
     """
     t0, started_ns = time.perf_counter(), time.time_ns()
+    reporter = as_reporter(reporter)
     spec = spec or backbones.get_spec()
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)

@@ -7,7 +7,8 @@ import tempfile
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 class DenseHead(ClassifierMixin, BaseEstimator):
@@ -45,7 +46,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import train_test_split
         from sklearn.utils.class_weight import compute_class_weight
 
-        X = np.asarray(X, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32)  # also n_features_in_; sparse, NaN, 1-d X refused
+        check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         keras.utils.set_random_seed(self.random_state)
         self.model_ = self._build(X.shape[1], len(self.classes_))
@@ -60,20 +62,25 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         if self.class_weight == "balanced":
             w = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=y_idx)
             weights = dict(enumerate(w))
+        elif isinstance(self.class_weight, dict):  # {label: weight}, 1 for labels it does not name
+            weights = {i: float(self.class_weight.get(c, 1.0)) for i, c in enumerate(self.classes_.tolist())}
         stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=self.patience, restore_best_weights=True)
         hist = self.model_.fit(X_tr, y_tr, validation_data=val, epochs=self.epochs, batch_size=self.batch_size,
                                class_weight=weights, callbacks=[stop], verbose=0, shuffle=True)
         self.n_epochs_ = len(hist.history["loss"])
-        self.n_features_in_ = X.shape[1]
         return self
 
     def predict_proba(self, X):
-        check_is_fitted(self, "model_")
-        X = np.asarray(X, dtype=np.float32)
-        return np.asarray(self.model_.predict_on_batch(X), dtype=np.float64) if len(X) else np.zeros((0, len(self.classes_)))
+        """(N, classes) float64 softmax probabilities, columns in classes_ order."""
+        check_is_fitted(self)
+        if hasattr(X, "__len__") and len(X) == 0:
+            return np.zeros((0, len(self.classes_)))
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return np.asarray(self.model_.predict_on_batch(X), dtype=np.float64)
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # Pickle the Keras model as its .keras bytes, so the head also travels inside joblib/Pipelines.
     def __getstate__(self):

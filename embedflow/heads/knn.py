@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import UsageError
 
@@ -33,11 +34,11 @@ class KNNHead(ClassifierMixin, BaseEstimator):
             raise UsageError(f"--k must be at least 1, got {self.k}")
         if self.space not in ("auto", "lda", "raw"):
             raise UsageError(f"knn space must be 'auto', 'lda' or 'raw', got '{self.space}'")
-        X, y = np.asarray(X, dtype=np.float32), np.asarray(y)
+        X, y = validate_data(self, X, y, dtype=np.float32)  # also n_features_in_; sparse, NaN, 1-d X refused
+        check_classification_targets(y)
         self.space_ = self._choose_space(X, y) if self.space == "auto" else self.space
         self.projection_, self.knn_ = self._fit_space(X, y, self.space_)
         self.classes_ = self.knn_.classes_
-        self.n_features_in_ = X.shape[1]
         return self
 
     def _fit_space(self, X, y, space):
@@ -71,9 +72,13 @@ class KNNHead(ClassifierMixin, BaseEstimator):
         return self.projection_.transform(X) if self.projection_ is not None else X
 
     def predict_proba(self, X):
-        check_is_fitted(self, "knn_")
-        X = np.asarray(X, dtype=np.float32)
-        return self.knn_.predict_proba(self._space(X)) if len(X) else np.zeros((0, len(self.classes_)))
+        """(N, classes) float64 probabilities (distance-weighted votes), columns in classes_ order."""
+        check_is_fitted(self)
+        if hasattr(X, "__len__") and len(X) == 0:
+            return np.zeros((0, len(self.classes_)))
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return self.knn_.predict_proba(self._space(X))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 CELL = 160  # thumbnail side in pixels
@@ -62,5 +63,31 @@ def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
             draw.text((x, y + CELL + 17), _fit(cell["detail"], draw, font, CELL), fill=colour, font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, format="PNG")
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        sheet.save(tmp, format="PNG")
+        os.replace(tmp, out)  # a reader never sees half a PNG
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
+
+
+def neighbors_sheet(result, columns, out: str | Path) -> Path:
+    """The contact sheet of a search.NeighborsResult: one row per query, its neighbours captioned with
+    score and label, those of another label than the query's outlined in red. Source images are found
+    under the cache's root (columns: the cache.CacheColumns the search used). Returns the PNG's path."""
+    root = Path(columns.root) if columns.root else None
+    label_of = dict(zip(columns.keys, (columns.classes[i] for i in columns.labels)))
+    rows = []
+    for r in result.results:
+        if r.kind == "key":
+            image = root / r.query if root else None
+        else:
+            image = None if r.kind == "vector" else Path(r.query)
+        own_label = label_of.get(r.own_key) if r.own_key else None
+        rows.append({"image": image, "title": "query" + (f": {own_label}" if own_label else ""),
+                     "detail": Path(r.query).name, "neighbors": [
+            {"image": root / n.key if root else None, "title": f"{round(n.score, 6):.3f}  {n.label}",
+             "detail": Path(n.key).name, "mismatch": bool(own_label) and n.label != own_label}
+            for n in r.neighbors]})
+    return render(rows, out, f"{result.cache}: {len(columns)} vectors, {result.method} search, k={result.k}")

@@ -3,17 +3,21 @@ into groups; identical files always belong together."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from .. import cache
+from ..errors import UsageError
 from ..progress import SILENT, Reporter
-from .exact import QUERY_ROWS, SEARCH_ROWS, cosine_to, normalise
+from .exact import QUERY_ROWS, SEARCH_ROWS, CacheRow, cosine_to, normalise
 from .index import load_index
 from .query import choose_method
 
 DUPLICATE_NPROBE = 8  # lists probed per row when `duplicates` scans a large cache with the index
+MAX_LISTED_PAIRS = 50  # pairs per group in the JSON (the result object keeps them all)
 
 
 class UnionFind:
@@ -83,25 +87,113 @@ def group_duplicates(n: int, hashes: list[str], pairs: Iterable[tuple[int, int, 
     return groups
 
 
+@dataclass
+class Member(CacheRow):
+    """One image of a group: its cache row, key, label and sha256."""
+
+    hash: str
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "label": self.label, "hash": self.hash}
+
+
+@dataclass
+class Pair:
+    """Two rows of a group linked by cosine >= threshold (1.0 for identical bytes)."""
+
+    row_a: int
+    row_b: int
+    a: str
+    b: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "score": round(self.score, 6)}
+
+
+@dataclass
+class DuplicateGroup:
+    """A connected component of near-duplicates: members by row, every linking pair (best first) and the
+    distinct labels (sorted). cross_class: the members carry different labels (likely label noise)."""
+
+    members: list[Member]
+    pairs: list[Pair]
+    labels: list[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def cross_class(self) -> bool:
+        return len(self.labels) > 1
+
+    @property
+    def min_score(self) -> float:
+        return min(p.score for p in self.pairs)
+
+    def to_dict(self) -> dict:
+        """The JSON of one group; `pairs` lists the 50 best pairs (all are kept in `self.pairs`)."""
+        return {"size": self.size, "cross_class": self.cross_class, "labels": self.labels,
+                "min_score": round(self.min_score, 6), "members": [m.to_dict() for m in self.members],
+                "pairs": [p.to_dict() for p in self.pairs[:MAX_LISTED_PAIRS]]}
+
+
+@dataclass
+class DuplicatesResult:
+    """What `duplicates` found: groups with mixed labels first, then bigger groups first.
+    `to_dict()` is the CLI's JSON; item access (`result["groups"]`) reads that dict."""
+
+    cache: Path
+    threshold: float
+    method: str
+    groups: list[DuplicateGroup] = field(default_factory=list)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def n_cross_class(self) -> int:
+        return sum(g.cross_class for g in self.groups)
+
+    @property
+    def n_images_in_groups(self) -> int:
+        return sum(g.size for g in self.groups)
+
+    def to_dict(self) -> dict:
+        return {"cache": str(self.cache), "threshold": self.threshold, "method": self.method,
+                "groups": [g.to_dict() for g in self.groups], "n_groups": self.n_groups,
+                "n_cross_class": self.n_cross_class, "n_images_in_groups": self.n_images_in_groups}
+
+    def __getitem__(self, name: str):
+        return self.to_dict()[name]
+
+
+def check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
+
+
 def find_duplicates(cache_path, columns: cache.CacheColumns, threshold: float, method: str = "auto",
-                    reporter: Reporter = SILENT) -> tuple[list[dict], str]:
-    """Groups of near-identical images (cosine >= threshold, or identical bytes), biggest first."""
+                    reporter: Reporter = SILENT) -> DuplicatesResult:
+    """Groups of near-identical images (cosine >= threshold in (0, 1], or identical bytes).
+    UsageError for a threshold outside (0, 1]."""
+    check_threshold(threshold)
     method = choose_method(method, len(columns), reporter)
     if method == "index":
         pairs = similar_pairs_index(load_index(cache_path, columns, reporter), cache_path, threshold)
     else:
         pairs = similar_pairs_exact(cache_path, threshold)
+    label_of = [columns.classes[i] for i in columns.labels]
     groups = []
     for edges in group_duplicates(len(columns), columns.hashes, pairs).values():
         rows = sorted({i for i, _, _ in edges} | {j for _, j, _ in edges})
-        labels = sorted({columns.classes[columns.labels[r]] for r in rows})
         edges.sort(key=lambda e: (-e[2], e[0], e[1]))
-        groups.append({
-            "size": len(rows), "cross_class": len(labels) > 1, "labels": labels,
-            "min_score": round(min(s for _, _, s in edges), 6),
-            "members": [{"key": columns.keys[r], "label": columns.classes[columns.labels[r]],
-                         "hash": columns.hashes[r]} for r in rows],
-            "pairs": [{"a": columns.keys[i], "b": columns.keys[j], "score": round(s, 6)} for i, j, s in edges[:50]],
-        })
-    groups.sort(key=lambda g: (not g["cross_class"], -g["size"], g["members"][0]["key"]))
-    return groups, method
+        groups.append(DuplicateGroup(
+            members=[Member(r, columns.keys[r], label_of[r], columns.hashes[r]) for r in rows],
+            pairs=[Pair(i, j, columns.keys[i], columns.keys[j], s) for i, j, s in edges],
+            labels=sorted({label_of[r] for r in rows})))
+    groups.sort(key=lambda g: (not g.cross_class, -g.size, g.members[0].key))
+    columns.check_unchanged()  # vectors were read in later opens: they must come from the same file
+    return DuplicatesResult(Path(cache_path), threshold, method, groups)

@@ -44,6 +44,15 @@ def hash_codes(row_hashes: list[str], query_hashes: list[str | None]) -> tuple[n
 
 
 @dataclass
+class CacheRow:
+    """One row of a cache, named: its row number, key (path under the root) and label."""
+
+    row: int
+    key: str
+    label: str
+
+
+@dataclass
 class Hits:
     """Top-k per query: cache row numbers and cosine similarities, best first (row -1: fewer than k rows)."""
 

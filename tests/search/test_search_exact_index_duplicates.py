@@ -183,8 +183,8 @@ def test_a_cache_replaced_during_a_search_is_refused(tmp_path, monkeypatch):
         write_cache(tmp_path / "new.h5", clustered(41, seed=1)).replace(path)  # what embed's rename does
         return out
 
-    monkeypatch.setattr(neighbors, "search", search_while_replaced)
+    monkeypatch.setattr(neighbors.neighbors, "search", search_while_replaced)  # the module that runs the query
     with pytest.raises(CacheError, match="replaced by another run while it was being read"):
         api.neighbors(keys=["a/k0000.png"], cache_path=path)
-    monkeypatch.setattr(neighbors, "search", real_search)
+    monkeypatch.setattr(neighbors.neighbors, "search", real_search)
     assert api.neighbors(keys=["a/k0000.png"], cache_path=path, k=3)["results"][0]["neighbors"]

@@ -1,0 +1,68 @@
+"""What a cache holds, as a typed result (`embedflow info`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CacheError
+from .journal import Journal
+from .store import load, read_meta
+
+
+@dataclass
+class CacheInfo:
+    """A cache's attributes and contents, without its vectors. count (N) and dim (D) describe the float32
+    (N, D) vector matrix; failed is the number of skipped files, listed in failed_files; size_bytes is the
+    file's size; pending_journal_chunks counts vectors of an interrupted run not merged yet.
+    `to_dict()` is the CLI's JSON; item access (`info["count"]`) reads that dict."""
+
+    path: str
+    fingerprint: dict
+    root: str
+    classes: list[str]
+    count: int
+    dim: int
+    failed: int
+    created_utc: str
+    updated_utc: str
+    embedflow_version: str
+    per_class: dict[str, int] = field(default_factory=dict)
+    failed_files: list[dict] = field(default_factory=list)  # [{"key", "reason"}]
+    size_bytes: int = 0
+    pending_journal_chunks: int = 0
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __getitem__(self, name: str):
+        return self.to_dict()[name]
+
+
+def cache_info(cache_path: str | os.PathLike) -> CacheInfo:
+    """What the cache at cache_path holds. CacheError when it is missing (naming the journal an interrupted
+    run left, if any), unreadable or damaged.
+
+    Safe while a writer runs: it describes one complete snapshot (re-read if a new one was renamed in
+    between its two reads)."""
+    cache_path = Path(cache_path)
+    journal = Journal(cache_path, "").chunks()
+    if journal and not cache_path.exists():
+        raise CacheError(f"no cache at {cache_path} yet: an interrupted run left {len(journal)} committed journal "
+                         f"chunk(s) in {cache_path}.journal; run the same `embedflow embed` command again to finish")
+    for _ in range(5):
+        before = cache_path.stat() if cache_path.exists() else None
+        meta = read_meta(cache_path)
+        held = load(cache_path, vectors=False)
+        after = cache_path.stat()
+        if before and (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns):
+            break
+    counts = np.bincount(held.labels, minlength=len(held.classes)) if len(held) else np.zeros(len(held.classes), int)
+    return CacheInfo(
+        **{f.name: meta[f.name] for f in fields(CacheInfo) if f.name in meta},
+        per_class={c: int(n) for c, n in zip(held.classes, counts)},
+        failed_files=[{"key": k, "reason": r} for k, r, _ in held.failed],
+        size_bytes=after.st_size, pending_journal_chunks=len(journal))
