@@ -27,7 +27,7 @@ def to_pixels(images, size: int) -> np.ndarray:
             return np.ascontiguousarray(images)
         return _stack([_resized_array(a, size) for a in images], size)
     if isinstance(images, (str, os.PathLike)) or not hasattr(images, "__iter__"):
-        raise UsageError("images must be a list (of paths, PIL images or uint8 arrays) or a uint8 array "
+        raise UsageError("images must be a list of images (paths, PIL images or uint8 arrays) or a uint8 array "
                          f"(N, H, W, 3), got {type(images).__name__}")
     return _stack([_one(image, size) for image in images], size)
 

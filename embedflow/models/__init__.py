@@ -1,8 +1,9 @@
 """Trained models: the manifest (one reader, one atomic writer, the member check), the train/validation
 split and its record, and the Classifier kinds: heads on cached vectors (head_model) and the image
-classifiers (image_models: fine-tuned, fused, TFLite), all loaded by load_model (classifier)."""
+classifiers (image_models: fine-tuned, fused, TFLite), all loaded by load_model (loading)."""
 
-from .classifier import Classifier, load_model
+from .classifier import Classifier
+from .loading import load_model
 from .head_model import HeadClassifier, LoadedModel, load
 from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, checked_member, read_manifest, recorded_caches,
                        recover_aside, sha256_file, staged_folder, write_manifest)

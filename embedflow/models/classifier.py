@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .manifest import MANIFEST, checked_member, read_manifest, sha256_file, staged_folder, write_manifest
+from .manifest import MANIFEST, checked_member, sha256_file, staged_folder, write_manifest
 
 
 class Classifier:
@@ -109,22 +109,3 @@ class Classifier:
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
         return f"<{type(self).__name__} kind={self.kind!r}, {len(self.classes)} classes{where}>"
-
-
-def load_model(path, *, runtime: str = "auto", threads: int | None = None) -> Classifier:
-    """The model at `path`: a model folder written by fit/fit_head, finetune or export, or a .tflite file
-    (with manifest.json or labels.txt beside it). `runtime` (auto, litert, keras) runs a head's backbone,
-    as for `embed`; `threads` is for TFLite interpreters. Raises ModelError for a missing, damaged,
-    tampered or unknown model (every member file is checked against its sha256 before it is loaded)."""
-    from . import head_model, image_models
-
-    path = Path(path)
-    if path.suffix == ".tflite":
-        return image_models.load(path, threads=threads)
-    manifest = read_manifest(path)
-    kind = manifest.get("kind", "cached-head")
-    if kind == "cached-head":
-        return head_model.from_manifest(path, manifest, runtime=runtime)
-    if kind in image_models.IMAGE_KINDS:
-        return image_models.from_manifest(path, manifest, threads=threads)
-    raise ModelError(f"{path} holds a model of unknown kind '{kind}': written by a newer embedflow?")
