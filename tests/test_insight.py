@@ -113,3 +113,16 @@ def test_near_duplicate_groups_chunked_equals_unchunked():
     np.testing.assert_array_equal(full[1][fo], tiny[1][to])
     np.testing.assert_allclose(full[2][fo], tiny[2][to], atol=1e-5)
     assert len(full[0]) > 0 and np.all(full[0] < full[1])
+
+
+def test_copy_filed_under_two_classes_is_flagged_and_scores_are_the_mean_of_the_components():
+    X, y, _ = clusters()
+    X = np.concatenate([X, X[3:4]])                  # the same image once more, filed under class 1
+    y = np.concatenate([y, [1]])
+    scores, suggested = insight.label_issues(X, y, seed=1)
+    assert np.argmax(scores) == len(y) - 1 and suggested[-1] == 0
+    assert scores[3] > np.median(scores)             # the correctly filed copy sees the other one
+    parts = insight.out_of_fold_components(X, y, seed=1)
+    mean = (parts["logreg"] + parts["knn"]) / 2
+    np.testing.assert_allclose(scores, 1 - mean[np.arange(len(y)), y])
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0)
