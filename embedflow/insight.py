@@ -178,10 +178,12 @@ class Rejector:
     def from_dict(cls, d: dict, arrays: dict[str, np.ndarray]) -> "Rejector":
         if d.get("method") not in REJECT_METHODS:
             raise UsageError(f"unknown rejector method {d.get('method')!r}; known: {', '.join(REJECT_METHODS)}")
-        missing = [name for name in d.get("arrays", []) if name not in arrays]
+        needed = {"knn_cosine": ["reference"], "mahalanobis": ["means", "precision"],
+                  "relative_mahalanobis": ["means", "precision", "background_mean", "background_precision"]}
+        missing = [name for name in needed[d["method"]] if name not in arrays]
         if missing:
             raise UsageError(f"rejector arrays missing: {', '.join(missing)}")
-        params = {name: np.asarray(arrays[name]) for name in d.get("arrays", [])}
+        params = {name: np.asarray(arrays[name]) for name in needed[d["method"]]}
         return cls(method=d["method"], threshold_=float(d["threshold"]), rate=float(d["rate"]),
                    k=int(d.get("k", REJECT_K)), params=params)
 
