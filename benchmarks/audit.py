@@ -5,7 +5,8 @@
 Label issues: a seeded random `frac` of the labels is flipped to another class (uniformly); the scorers
 rank all images, and we report precision of the top k (k = number flipped) and recall within the top
 2k, per seed and averaged. Baseline: 5-fold out-of-fold logistic regression, rank by 1 - p(given
-label). Chosen: embedflow.insight.label_issues (the mean of that and an LDA-space kNN vote, same folds).
+label). Chosen: embedflow.insight.label_issues (the mean of that and the label share among the 10 nearest
+other vectors, cosine, leave-one-out; both parts come from one insight.out_of_fold_components call).
 Then what the methods say about the data as it is: top label issues, top outliers, near-duplicate groups
 and how many of them a plain stratified 80/20 split cuts. Prints, and writes
 benchmarks/results/audit.json."""
