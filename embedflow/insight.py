@@ -1,0 +1,297 @@
+"""What the vectors say about the data: label issues, outliers, unknown-input rejection, near-duplicate
+groups (issue #17). Pure functions on arrays (numpy/scipy/scikit-learn), no I/O; measured on flowers-dev
+by benchmarks/audit.py and benchmarks/unknown.py, results and method choices in docs/insight.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedflow.errors import UsageError
+
+# label_issues: logreg C (as the logreg head) and the number of neighbours of the kNN vote; outliers: same-class
+# neighbours; rejector: neighbours averaged by knn_cosine; near_duplicate_pairs: row block
+LR_C = 0.03
+ISSUE_K = 10
+OUTLIER_K = 5
+REJECT_K = 5
+# fit_rejector: default share of validation vectors rejected (docs/insight.md: 3% keeps new photos of the
+# known classes well under 7% rejected while every non-flower photo of the benchmark is rejected)
+REJECT_RATE = 0.03
+DUP_BLOCK = 2048
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+        raise UsageError(f"expected X (N, D) and y (N,), got {X.shape} and {y.shape}")
+    if not np.all(np.isfinite(X)):
+        raise UsageError("X holds NaN or infinite values")
+    return X, y
+
+
+def _top_k_cosine(Q: np.ndarray, R: np.ndarray, k: int, *, exclude_self: bool = False,
+                  block: int = DUP_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and cosines of the k most similar rows of unit R for each unit row of Q, most similar first,
+    in blocks of Q so memory is block x len(R). exclude_self: Q is R (row i never matches itself)."""
+    k = min(k, len(R) - (1 if exclude_self else 0))
+    idx = np.empty((len(Q), k), dtype=np.int64)
+    sim = np.empty((len(Q), k), dtype=np.float32)
+    for start in range(0, len(Q), block):
+        S = Q[start:start + block] @ R.T
+        if exclude_self:
+            rows = np.arange(S.shape[0])
+            S[rows, start + rows] = -np.inf
+        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        ps = np.take_along_axis(S, part, 1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        idx[start:start + block] = np.take_along_axis(part, order, 1)
+        sim[start:start + block] = np.take_along_axis(ps, order, 1)
+    return idx, sim
+
+
+# ---------------------------------------------------------------------------------------------- label issues
+
+def out_of_fold_components(X, y, *, n_splits: int = 5, seed: int = 0, k: int = ISSUE_K) -> dict[str, np.ndarray]:
+    """Class probabilities of every vector, (N, C) each, from evidence that excludes the vector itself:
+    "logreg": out of fold, per fold of a stratified K-fold (shuffled with `seed`), a logistic regression
+    (C=0.03, as the logreg head) on standardised vectors trained on the other folds; "knn": the share of
+    each class among its k nearest other vectors (cosine; leave-one-out). Classes are 0..C-1 with
+    C = y.max() + 1 (a class absent from the training folds gets 0)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _check_xy(X, y)
+    n_classes = int(y.max()) + 1
+    counts = np.bincount(y, minlength=n_classes)
+    present = counts[counts > 0]
+    splits = min(n_splits, int(present.min()))
+    if len(present) < 2 or splits < 2:
+        raise UsageError("label issues need at least two classes with at least two vectors each")
+    X64 = X.astype(np.float64)
+    logreg = np.zeros((len(y), n_classes))
+    for train, test in StratifiedKFold(splits, shuffle=True, random_state=seed).split(X64, y):
+        scaler = StandardScaler().fit(X64[train])
+        lr = LogisticRegression(C=LR_C, max_iter=1000).fit(scaler.transform(X64[train]), y[train])
+        logreg[np.ix_(test, lr.classes_)] = lr.predict_proba(scaler.transform(X64[test]))
+    U = _unit(X)
+    nn, _ = _top_k_cosine(U, U, k, exclude_self=True)
+    votes = y[nn]
+    knn = np.stack([(votes == c).mean(axis=1) for c in range(n_classes)], axis=1)
+    return {"logreg": logreg, "knn": knn}
+
+
+def out_of_fold_probabilities(X, y, *, n_splits: int = 5, seed: int = 0, k: int = ISSUE_K) -> np.ndarray:
+    """(N, C): the mean of the out-of-fold logistic-regression probabilities and the leave-one-out kNN
+    vote (out_of_fold_components)."""
+    parts = out_of_fold_components(X, y, n_splits=n_splits, seed=seed, k=k)
+    return (parts["logreg"] + parts["knn"]) / 2
+
+
+def label_issues(X, y, *, n_splits: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose given label is unlikely. Returns (scores (N,), suggested (N,)): score = 1 - the
+    probability of the given label from out_of_fold_probabilities (mean of out-of-fold logistic
+    regression and the label share among the 10 nearest neighbours), in [0, 1], higher = more
+    suspicious; suggested = the most probable class. Sort by -scores for a review list. Labels are
+    integers 0..C-1."""
+    X, y = _check_xy(X, y)
+    P = out_of_fold_probabilities(X, y, n_splits=n_splits, seed=seed)
+    scores = 1.0 - P[np.arange(len(y)), y]
+    return scores, P.argmax(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- outliers
+
+def outliers(X, y, *, k: int = OUTLIER_K) -> np.ndarray:
+    """(N,) how far each vector is from the rest of its class: d = 1 - mean cosine to its k nearest
+    same-class neighbours, then robust-standardised per class ((d - median) / (1.4826 MAD)), so scores
+    of different classes compare. Higher = more outlying; a class of one vector scores 0."""
+    X, y = _check_xy(X, y)
+    U = _unit(X)
+    scores = np.zeros(len(y))
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        if len(rows) < 2:
+            continue
+        _, sim = _top_k_cosine(U[rows], U[rows], k, exclude_self=True)
+        d = 1.0 - sim.mean(axis=1).astype(np.float64)
+        med = np.median(d)
+        mad = 1.4826 * np.median(np.abs(d - med))
+        scale = mad if mad > 1e-12 else (d.std() if d.std() > 1e-12 else 1.0)
+        scores[rows] = (d - med) / scale
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------- unknown inputs
+
+REJECT_METHODS = ("knn_cosine", "mahalanobis", "relative_mahalanobis")
+
+
+@dataclass
+class Rejector:
+    """Says how unlike the training vectors an input is. score(X): (N,), higher = more unknown;
+    reject(X): score > threshold_. The threshold rejects `rate` of the validation vectors it was
+    calibrated on. to_dict() is JSON for a manifest; arrays() are saved beside it (e.g. an .npz) and
+    handed back to from_dict(). For "knn_cosine" the array is the L2-normalised training vectors
+    ("reference", float32 (M, D)); for the Mahalanobis methods "means" (C, D), "precision" (D, D) and,
+    for the relative one, "background_mean" (D,) and "background_precision" (D, D)."""
+
+    method: str
+    threshold_: float
+    rate: float
+    k: int = REJECT_K
+    params: dict = field(default_factory=dict, repr=False)
+
+    def score(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise UsageError(f"expected X (N, D), got {X.shape}")
+        if self.method == "knn_cosine":
+            ref = self.params["reference"]
+            _, sim = _top_k_cosine(_unit(X), ref, self.k)
+            return 1.0 - sim.mean(axis=1).astype(np.float64)
+        d = _min_mahalanobis(X, self.params["means"], self.params["precision"])
+        if self.method == "relative_mahalanobis":
+            d = d - _min_mahalanobis(X, self.params["background_mean"][None], self.params["background_precision"])
+        return d
+
+    def reject(self, X) -> np.ndarray:
+        return self.score(X) > self.threshold_
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(self.params)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "k": int(self.k), "threshold": float(self.threshold_),
+                "rate": float(self.rate), "arrays": sorted(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict, arrays: dict[str, np.ndarray]) -> "Rejector":
+        if d.get("method") not in REJECT_METHODS:
+            raise UsageError(f"unknown rejector method {d.get('method')!r}; known: {', '.join(REJECT_METHODS)}")
+        needed = {"knn_cosine": ["reference"], "mahalanobis": ["means", "precision"],
+                  "relative_mahalanobis": ["means", "precision", "background_mean", "background_precision"]}
+        missing = [name for name in needed[d["method"]] if name not in arrays]
+        if missing:
+            raise UsageError(f"rejector arrays missing: {', '.join(missing)}")
+        params = {name: np.asarray(arrays[name]) for name in needed[d["method"]]}
+        return cls(method=d["method"], threshold_=float(d["threshold"]), rate=float(d["rate"]),
+                   k=int(d.get("k", REJECT_K)), params=params)
+
+
+def _min_mahalanobis(X: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """min over rows of `means` of the squared Mahalanobis distance of each row of X (shared precision)."""
+    X = X.astype(np.float64)
+    XP = X @ precision
+    xx = np.einsum("ij,ij->i", XP, X)
+    MP = means @ precision
+    mm = np.einsum("ij,ij->i", MP, means)
+    d = xx[:, None] - 2.0 * XP @ means.T + mm[None, :]
+    return d.min(axis=1)
+
+
+def _shrunk_covariance(Z: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf-shrunk covariance of rows already centred: (1 - a) S + a tr(S)/D I."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    a = ledoit_wolf_shrinkage(Z, assume_centered=True)
+    S = Z.T @ Z / len(Z)
+    out = (1.0 - a) * S
+    out[np.diag_indices_from(out)] += a * np.trace(S) / S.shape[0] + 1e-10
+    return out
+
+
+def _shrunk_precision(Z: np.ndarray) -> np.ndarray:
+    from scipy.linalg import cho_factor, cho_solve
+
+    cov = _shrunk_covariance(Z)
+    return cho_solve(cho_factor(cov, lower=True), np.eye(len(cov)))
+
+
+def fit_rejector(X_train, y_train, X_val, *, rate: float = REJECT_RATE, method: str = "knn_cosine",
+                 k: int = REJECT_K) -> Rejector:
+    """A Rejector fitted on the training vectors and calibrated so that `rate` of X_val (vectors of the
+    known classes the fit never saw) score above the threshold. Methods: "knn_cosine" (1 - mean cosine
+    to the k most similar training vectors; the default, with k=5 and rate=0.03: see docs/insight.md), "mahalanobis" (min over
+    classes of the squared Mahalanobis distance to the class mean, one Ledoit-Wolf-shrunk covariance of
+    the class-centred vectors), "relative_mahalanobis" (that minus the distance under one Gaussian of all
+    training vectors)."""
+    X_train, y_train = _check_xy(X_train, y_train)
+    X_val = np.asarray(X_val)
+    if X_val.ndim != 2 or X_val.shape[1] != X_train.shape[1] or len(X_val) == 0:
+        raise UsageError(f"X_val must be (M, {X_train.shape[1]}) with M > 0, got {X_val.shape}")
+    if not 0.0 <= rate < 1.0:
+        raise UsageError(f"rate must be in [0, 1), got {rate}")
+    if method not in REJECT_METHODS:
+        raise UsageError(f"unknown rejector method {method!r}; known: {', '.join(REJECT_METHODS)}")
+    if method == "knn_cosine":
+        if k < 1:
+            raise UsageError(f"k must be >= 1, got {k}")
+        params = {"reference": _unit(X_train)}
+    else:
+        X = X_train.astype(np.float64)
+        classes = np.unique(y_train)
+        means = np.stack([X[y_train == c].mean(axis=0) for c in classes])
+        centred = X - means[np.searchsorted(classes, y_train)]
+        params = {"means": means, "precision": _shrunk_precision(centred)}
+        if method == "relative_mahalanobis":
+            mu = X.mean(axis=0)
+            params["background_mean"] = mu
+            params["background_precision"] = _shrunk_precision(X - mu)
+    rejector = Rejector(method=method, threshold_=np.inf, rate=rate, k=k, params=params)
+    val_scores = rejector.score(X_val)
+    # the (1 - rate) quantile: `rate` of the validation vectors score strictly above it (up to ties)
+    rejector.threshold_ = float(np.quantile(val_scores, 1.0 - rate, method="higher")) if rate > 0 else float(val_scores.max())
+    return rejector
+
+
+# ---------------------------------------------------------------------------------------------- near duplicates
+
+def near_duplicate_pairs(X, threshold: float = 0.92, *, max_block_bytes: int = 256 << 20):
+    """(i, j, cosine) arrays of all pairs i < j with cosine >= threshold, computed in row blocks so the
+    similarity block held at once stays under max_block_bytes (float32)."""
+    U = _unit(X)
+    n = len(U)
+    block = max(1, min(n, max_block_bytes // max(1, 4 * n)))
+    rows, cols, sims = [], [], []
+    for start in range(0, n, block):
+        S = U[start:start + block] @ U[start:].T            # columns >= start only: each pair once
+        hit = S >= threshold
+        hit &= np.arange(S.shape[1])[None, :] > np.arange(S.shape[0])[:, None]   # j > i
+        i, j = np.nonzero(hit)
+        rows.append(start + i)
+        cols.append(start + j)
+        sims.append(S[i, j])
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    return cat(rows, np.int64), cat(cols, np.int64), cat(sims, np.float32)
+
+
+def near_duplicate_groups(X, threshold: float = 0.92) -> np.ndarray:
+    """(N,) int group id: vectors joined by a chain of pairs with cosine >= threshold share an id
+    (connected components); a vector with no such neighbour is a group of its own. Ids are 0..G-1 in
+    order of first appearance. Use as `groups` of a GroupKFold / GroupShuffleSplit for leak-free splits."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise UsageError(f"expected X (N, D), got {X.shape}")
+    n = len(X)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    i, j, _ = near_duplicate_pairs(X, threshold)
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse]
