@@ -111,7 +111,8 @@ def test_fitting_with_a_report_leaves_matplotlib_as_the_user_set_it(cli, tmp_pat
     cli("embed", data, "--quiet")
     backend = matplotlib.get_backend()
     before = plt.get_fignums()
-    result = api.fit_head(head="logreg")
-    assert (result.model_dir / "confusion.png").is_file()
+    model = api.fit_head(head="logreg")
+    model.save(tmp_path / "models" / "logreg")
+    assert (tmp_path / "models" / "logreg" / "confusion.png").is_file()
     assert matplotlib.get_backend() == backend and plt.get_fignums() == before
-    assert np.isfinite(result.report["accuracy"])
+    assert np.isfinite(model.report_["accuracy"])
