@@ -91,10 +91,12 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
                          reporter=reporter)
 
 
-def open_cache(path: str | os.PathLike | None = None, *, reporter: Reporter = SILENT) -> cache.Cache:
+def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
+               reporter: Reporter = SILENT) -> cache.Cache:
     """The embedding cache at `path` (default: cache/embeddings.h5, else the only cache/embeddings-*.h5) as
-    a Cache: X (N, D) float32 read on first use, y, keys, hashes, classes, fingerprint, root, failed."""
-    return cache.open_cache(choose_cache(path, reporter))
+    a Cache: X (N, D) float32 read on first use (at once with vectors=True), y, keys, hashes, classes,
+    fingerprint, root, failed."""
+    return cache.open_cache(choose_cache(path, reporter), vectors=vectors)
 
 
 def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head: str = "logreg", *,

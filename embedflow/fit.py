@@ -51,7 +51,7 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
 
     t0 = time.perf_counter()
     estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
-    cache = data if isinstance(data, Cache) else open_cache(data)
+    cache = data if isinstance(data, Cache) else open_cache(data, vectors=True)
     if len(cache) == 0:
         raise DatasetError(f"cache {cache.path} holds no vectors")
     X, y = cache.X, cache.y

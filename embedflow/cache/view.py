@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from .store import _identity, load
+from .store import load
 
 
 class Cache:
@@ -19,23 +19,25 @@ class Cache:
     `keys` (paths relative to `root`), `hashes` (sha256 of each file), `classes` (list of str),
     `fingerprint` (dict: backbone, weights, image size; `id` names it), `root` (the folder embedded),
     `failed` ([(key, reason, hash)] files that could not be embedded), `path`. len(cache) is N.
-    Raises CacheError if the file is missing, damaged, or replaced by another run before X is read."""
+    Raises CacheError if the file is missing or damaged, or when X is first read after another run
+    rewrote the file with other content (the columns would no longer describe it)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, vectors: bool = False):
         self.path = Path(path)
-        self._snapshot = _snapshot(self.path)
-        data = load(self.path, vectors=False)
+        data = load(self.path, vectors=vectors)  # one open: columns (and vectors) of one snapshot
         self.y = data.labels
         self.keys, self.hashes, self.classes = data.keys, data.hashes, data.classes
         self.fingerprint, self.root, self.failed = data.fingerprint, data.root, data.failed
-        self._X: np.ndarray | None = None
+        self._X: np.ndarray | None = data.embeddings if vectors else None
 
     @property
     def X(self) -> np.ndarray:
         if self._X is None:
             data = load(self.path)
-            if _snapshot(self.path) != self._snapshot or data.keys != self.keys:
-                raise CacheError(f"cache {self.path} was replaced by another run since it was opened; "
+            same = (data.keys == self.keys and data.hashes == self.hashes
+                    and data.fingerprint.get("id") == self.fingerprint.get("id"))
+            if not same:  # a writer renamed another snapshot over the file since it was opened
+                raise CacheError(f"cache {self.path} changed since it was opened (another run rewrote it); "
                                  "open it again")
             self._X = data.embeddings
         return self._X
@@ -52,13 +54,8 @@ class Cache:
                 f"backbone {self.fingerprint.get('backbone')} id {self.fingerprint.get('id')}>")
 
 
-def _snapshot(path: Path) -> tuple:
-    try:
-        return _identity(os.stat(path))
-    except OSError:
-        return ()
-
-
-def open_cache(path: str | os.PathLike) -> Cache:
-    """The cache at `path` (see Cache). Raises CacheError for a missing or unreadable file."""
-    return Cache(path)
+def open_cache(path: str | os.PathLike, *, vectors: bool = False) -> Cache:
+    """The cache at `path` (see Cache); with vectors=True X is read at once, in the same open as the
+    columns (one consistent snapshot even while a writer replaces the file). Raises CacheError for a
+    missing or unreadable file."""
+    return Cache(path, vectors=vectors)
