@@ -4,9 +4,10 @@ writer lock (lock). See store's docstring for the schema."""
 from ..errors import CacheError, CacheLocked
 from .journal import Journal
 from .lock import CacheLock, is_locked
-from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, CacheColumns, CacheData, Row, iter_vector_blocks, load,
+from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, CacheColumns, CacheData, Row, check_space,
+                    estimated_bytes, iter_vector_blocks, load,
                     load_columns, read_meta, read_vectors, vectors_for_hashes, write)
 
-__all__ = ["BLOCK_ROWS", "CacheError", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "CacheLock", "Journal", "Row",
+__all__ = ["BLOCK_ROWS", "CacheError", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "CacheLock", "Journal", "Row", "check_space", "estimated_bytes",
            "is_locked", "iter_vector_blocks", "load", "load_columns", "read_meta", "read_vectors",
            "vectors_for_hashes", "write"]
