@@ -340,7 +340,7 @@ def info(cache: Optional[Path] = CacheOpt, as_json: bool = JsonOpt):
     if as_json:
         emit_json(i.to_dict())
         return
-    typer.echo(f"cache      {i.path} ({i.size_bytes / 1e6:.1f} MB, schema 1)")
+    typer.echo(f"cache      {i.path} ({i.size_bytes / 1e6:.1f} MB, schema {i.schema_version})")
     typer.echo(f"source     {i.root}")
     typer.echo(f"backbone   {describe(i.fingerprint)}")
     typer.echo(f"vectors    {i.count} x {i.dim} float32   updated {i.updated_utc}")

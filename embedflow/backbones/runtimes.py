@@ -3,13 +3,14 @@ LiteRT/XNNPACK (fast on a CPU), and the choice between them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, WeightsError
+from ..errors import CacheError, UsageError, WeightsError
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -87,12 +88,28 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
     if min_cosine(got, want) < 0.9999:
         raise WeightsError(f"the TFLite conversion of {spec.name} disagrees with Keras "
                            f"(cosine {min_cosine(got, want):.4f}); use --runtime keras")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(flatbuffer)
-    os.replace(tmp, path)
+    _write_beside(path, flatbuffer)
     return path
+
+
+def _write_beside(path: Path, data: bytes) -> None:
+    """Write a file through a temporary one beside it, renamed into place; on a full disk or an I/O error
+    the temporary file is removed and the error is one CacheError (exit 4) naming the folder."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
+                         "(EMBEDFLOW_HOME) and run again") from None
 
 
 def _reference_and_flatbuffer(spec: BackboneSpec):
@@ -227,14 +244,13 @@ def _hub_litert_or_tensorflow(spec: BackboneSpec, fp: dict, strict: bool, report
         return HubEmbedder(spec)
     try:
         return LiteRTEmbedder(spec, fp, threads=threads, reporter=reporter)
-    except (UsageError, KeyboardInterrupt):
+    except (UsageError, CacheError, KeyboardInterrupt):
         raise
     except Exception as e:  # the converter cannot handle some op, or the result disagrees
         reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         if strict:
             raise WeightsError(f"cannot run {spec.arg} on LiteRT ({reason}); use --runtime keras") from None
-        failed_marker.parent.mkdir(parents=True, exist_ok=True)
-        failed_marker.write_text(reason + "\n")
+        _write_beside(failed_marker, (reason + "\n").encode())
         if reporter:
             reporter.warn(f"{spec.arg} does not convert to LiteRT ({reason}); running it on TensorFlow")
         return HubEmbedder(spec)

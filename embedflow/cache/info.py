@@ -30,6 +30,7 @@ class CacheInfo:
     created_utc: str
     updated_utc: str
     embedflow_version: str
+    schema_version: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     failed_files: list[dict] = field(default_factory=list)  # [{"key", "reason"}]
     size_bytes: int = 0

@@ -4,6 +4,7 @@ the same fingerprint picks them up instead of embedding again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -21,26 +22,33 @@ class Journal:
         self.dir = Path(str(cache_path) + ".journal")
         self.fingerprint_id = fingerprint_id
         self._next = 0
+        self._opened = False
 
     def open(self) -> int:
-        """Prepare for appending; discard a journal of another fingerprint. Returns the chunks already there
-        (their content is checked by vectors_by_hash, which drops a damaged one)."""
-        meta = self.dir / "meta.json"
-        if self.dir.exists():
-            try:
-                same = json.loads(meta.read_text())["fingerprint_id"] == self.fingerprint_id
-            except (OSError, ValueError, KeyError):
-                same = False
-            if not same:
+        """Prepare for appending (done by the first append): discard a journal of another fingerprint and
+        half-written chunks. Returns the chunks already there (their content is checked by
+        vectors_by_hash, which skips a damaged one). Raises CacheError when the folder cannot be written."""
+        try:
+            if self.dir.exists() and not self._same_fingerprint():
                 self.clear()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.dir.glob("*.tmp*"):
-            tmp.unlink(missing_ok=True)
-        if not meta.exists():
-            _atomic_write_bytes(meta, json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for tmp in self.dir.glob("*.tmp*"):
+                tmp.unlink(missing_ok=True)
+            if not (self.dir / "meta.json").exists():
+                _atomic_write_bytes(self.dir / "meta.json", json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
+        except OSError as e:
+            raise CacheError(f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact: "
+                             "free space (or make the folder writable) and run the same command again") from None
         chunks = self.chunks()
         self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
+        self._opened = True
         return len(chunks)
+
+    def _same_fingerprint(self) -> bool:
+        try:
+            return json.loads((self.dir / "meta.json").read_text())["fingerprint_id"] == self.fingerprint_id
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     CHUNK_GLOB = "[0-9]" * 8 + ".npz"  # committed chunks only: never a half-written 00000007.tmp.npz
 
@@ -49,6 +57,8 @@ class Journal:
 
     def append(self, hashes: list[str], vectors: np.ndarray) -> Path:
         """Commit one chunk (written to a temporary file, fsynced, renamed). Returns its path."""
+        if not self._opened:
+            self.open()
         path = self.dir / f"{self._next:08d}.npz"
         tmp = self.dir / f"{self._next:08d}.tmp.npz"
         try:
@@ -68,32 +78,44 @@ class Journal:
         return path
 
     def vectors_by_hash(self) -> dict[str, tuple[Path, int]]:
-        """hash -> (chunk file, row) for every committed vector."""
+        """hash -> (chunk file, row) for every committed vector of this fingerprint (reads only: a
+        journal of another fingerprint is ignored here and discarded by the next append)."""
         found: dict[str, tuple[Path, int]] = {}
+        if not self._same_fingerprint():
+            return found
         for c in self.chunks():
             try:  # read it all: a damaged chunk is only lost work, never wrong data or a crash later
                 with np.load(c) as z:
                     hashes, vectors = z["hashes"], z["vectors"]
-                if vectors.ndim != 2 or len(vectors) != len(hashes):
+                if vectors.ndim != 2 or len(vectors) != len(hashes) or not np.isfinite(vectors).all():
                     raise ValueError("hashes and vectors disagree")
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                c.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a read-only folder keeps it; it is skipped all the same
+                    c.unlink(missing_ok=True)
                 continue
             for i, h in enumerate(hashes):
                 found[h.decode()] = (c, i)
         return found
 
     def clear(self) -> None:
-        if self.dir.exists():
-            for p in self.dir.iterdir():
-                p.unlink(missing_ok=True)
-            self.dir.rmdir()
+        """Remove the journal (best effort: one left behind holds only vectors the cache now has)."""
+        with contextlib.suppress(OSError):
+            if self.dir.exists():
+                for p in self.dir.iterdir():
+                    p.unlink(missing_ok=True)
+                self.dir.rmdir()
+        self._opened = False
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise

@@ -1,6 +1,6 @@
 """The HDF5 embedding cache: the only module that touches h5py.
 
-Schema (format "embedflow.cache", schema_version 1), readable with plain h5py:
+Schema (format "embedflow.cache", schema_version 2), readable with plain h5py (HDF5 >= 1.8):
 
     /embeddings       float32 (N, D)   one pooled feature vector per image, rows sorted by key
     /keys             utf-8 str (N,)   path relative to the dataset root, "/"-separated
@@ -12,30 +12,55 @@ Schema (format "embedflow.cache", schema_version 1), readable with plain h5py:
     /failed/hashes    ascii str (F,)   their sha256 ("" when the file could not be read)
     /file_stats       int64 (N, 4)     size, mtime_ns, ctime_ns, inode of each file when it was hashed;
                                        a row of zeros means "unknown". Optional (older caches lack it).
+    /vector_crc32     uint32 (ceil(N / 1024),)  CRC-32 of each block of 1024 rows of /embeddings (float32
+                                       little-endian bytes; the last block may be shorter). Schema 2.
     attrs: format, schema_version, fingerprint (JSON), fingerprint_id, root, embedflow_version,
-           created_utc, updated_utc
+           created_utc, updated_utc, content_sha256
+
+Integrity (schema 2): /embeddings, /labels and /file_stats are chunked with HDF5's fletcher32 filter,
+so a damaged chunk cannot be read; the file is written in the HDF5 1.8 format, whose superblock and
+object headers carry checksums (not the 1.10 one: its superblock marks a file open for writing, which
+would lock readers out while any h5py session holds the cache open); /vector_crc32 checks every block of
+vectors wherever it is read, so a chunk index pointing at the wrong chunk cannot go unnoticed;
+`content_sha256` is the sha256 of every attribute above, the vector matrix's shape and the content of
+every other dataset (see `content_digest`), so a damaged string is detected too. Every open validates shapes, dtypes, row counts,
+label range, class table, keys (relative, inside the root, under their class folder), hashes and, where
+vectors are read, that they are finite. Any failure is one CacheError naming the cache and `--rebuild`.
+
+Schema 1 caches (no checksums, no content_sha256) still open, with every structural check; they become
+schema 2 the next time `embed` writes them (or at once with `--rebuild`).
 
 Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
 atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
-the new file.
+the new file. Readers therefore open it without HDF5's own file locking (which an NFS mount or another
+program holding the file open would turn into errors).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import shutil
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CacheError
+from ..errors import CacheError, EmbedflowError
 
 FORMAT = "embedflow.cache"
-SCHEMA_VERSION = 1
-BLOCK_ROWS = 4096  # rows copied at a time when writing: memory stays flat however large the cache
+SCHEMA_VERSION = 2
+BLOCK_ROWS = 4096  # rows copied at a time when writing (a multiple of VECTOR_BLOCK): memory stays flat
+VECTOR_BLOCK = 1024  # rows per /vector_crc32 entry (and per HDF5 chunk of /embeddings)
+MAX_ABS = 1e15  # a larger vector component is damage: float32 norms and dot products would overflow
+DIGEST_ATTRS = ("format", "schema_version", "fingerprint", "fingerprint_id", "root", "embedflow_version",
+                "created_utc", "updated_utc")
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def _h5py():
@@ -67,86 +92,311 @@ class CacheData:
         return len(self.keys)
 
 
+def _damaged(path, what: str) -> CacheError:
+    return CacheError(f"cache {path} is damaged ({what}); embed again with --rebuild")
+
+
 def _open_read(path: Path):
     h5py = _h5py()
     if not path.exists():
         raise CacheError(f"no cache at {path}: run `embedflow embed FOLDER` first")
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CacheError(f"cannot read cache {path}: {e}") from None
-    if f.attrs.get("format") != FORMAT:
+        f = h5py.File(path, "r", locking=False)  # only ever replaced by rename: HDF5's lock adds nothing
+    except Exception as e:  # OSError for most damage; anything else is damage too
+        raise CacheError(f"cannot read cache {path}: {_reason(e)}") from None
+    try:
+        fmt = f.attrs.get("format")
+        version = int(f.attrs.get("schema_version", 0))
+    except Exception as e:
+        f.close()
+        raise _damaged(path, _reason(e)) from None
+    if fmt != FORMAT:
         f.close()
         raise CacheError(f"{path} is not an embedflow cache")
-    if int(f.attrs.get("schema_version", 0)) > SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         f.close()
-        raise CacheError(f"{path} has cache schema {f.attrs['schema_version']}; upgrade embedflow to read it")
+        raise CacheError(f"{path} has cache schema {version}; upgrade embedflow to read it")
     return f
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 @contextlib.contextmanager
 def _reading(path: Path):
-    """An open cache; a dataset or attribute that is missing or unreadable becomes one CacheError."""
+    """An open cache; a dataset or attribute that is missing, unreadable or fails its checksum becomes
+    one CacheError."""
     with _open_read(path) as f:
         try:
             yield f
-        except (KeyError, ValueError, OSError, TypeError) as e:
-            raise CacheError(f"cache {path} is damaged ({type(e).__name__}: {e}); embed again with --rebuild") from None
+        except EmbedflowError:
+            raise
+        except Exception as e:  # h5py turns damage into OSError, KeyError, ValueError, TypeError, ...
+            raise _damaged(path, _reason(e)) from None
+
+
+def content_digest(attrs: dict, shape: tuple, keys: list[str], labels: np.ndarray, hashes: list[str],
+                   classes: list[str], failed: list[tuple[str, str, str]], file_stats: np.ndarray | None,
+                   vector_crc32: np.ndarray) -> str:
+    """sha256 (hex) of what a cache holds besides its vectors: the attributes in DIGEST_ATTRS, the shape
+    of /embeddings, and every other dataset (strings NUL-joined, which HDF5 strings cannot contain;
+    integers as little-endian int64)."""
+    h = hashlib.sha256()
+
+    def put(name: str, data: bytes, count: int = 0) -> None:
+        h.update(f"{name}:{count}:{len(data)}:".encode())
+        h.update(data)
+
+    def strings(name: str, values) -> None:
+        values = list(values)
+        put(name, "\0".join(values).encode("utf-8", "surrogatepass"), len(values))
+
+    for name in DIGEST_ATTRS:
+        put(name, str(attrs.get(name, "")).encode("utf-8", "surrogatepass"))
+    put("shape", f"{int(shape[0])}x{int(shape[1])}".encode())
+    strings("keys", keys)
+    put("labels", np.ascontiguousarray(labels, "<i8").tobytes(), len(labels))
+    strings("hashes", hashes)
+    strings("classes", classes)
+    strings("failed/keys", (k for k, _, _ in failed))
+    strings("failed/reasons", (r for _, r, _ in failed))
+    strings("failed/hashes", (x for _, _, x in failed))
+    if file_stats is not None:
+        put("file_stats", np.ascontiguousarray(file_stats, "<i8").tobytes(), len(file_stats))
+    put("vector_crc32", np.ascontiguousarray(vector_crc32, "<i8").tobytes(), len(vector_crc32))
+    return h.hexdigest()
+
+
+def block_crc32(vectors: np.ndarray) -> np.ndarray:
+    """CRC-32 of each VECTOR_BLOCK rows of a float32 matrix whose first row starts a block."""
+    data = np.ascontiguousarray(vectors, dtype="<f4")
+    return np.array([zlib.crc32(data[i:i + VECTOR_BLOCK].tobytes()) for i in range(0, len(data), VECTOR_BLOCK)],
+                    dtype=np.uint32)
+
+
+def _dataset(f, name: str, path):
+    h5py = _h5py()
+    ds = f.get(name)
+    if not isinstance(ds, h5py.Dataset):
+        raise _damaged(path, f"no dataset /{name}")
+    return ds
+
+
+def _string_column(f, name: str, path) -> list[str]:
+    ds = _dataset(f, name, path)
+    if ds.ndim != 1 or _h5py().check_string_dtype(ds.dtype) is None:
+        raise _damaged(path, f"/{name} is not a 1-d string column ({ds.dtype}, shape {ds.shape})")
+    return _strings(ds)
+
+
+def _int_column(f, name: str, path, ndim: int) -> np.ndarray:
+    ds = _dataset(f, name, path)
+    if ds.ndim != ndim or ds.dtype.kind not in "iu":
+        raise _damaged(path, f"/{name} is not an integer array of {ndim} dimension(s) ({ds.dtype}, shape {ds.shape})")
+    return ds[()].astype(np.int64)
+
+
+def _vectors_dataset(f, path):
+    emb = _dataset(f, "embeddings", path)
+    if emb.ndim != 2 or emb.dtype.kind != "f" or emb.shape[1] < 1:
+        raise _damaged(path, f"/embeddings must be a 2-d float matrix, not {emb.dtype} of shape {emb.shape}")
+    return emb
+
+
+# A key that is empty, absolute (/x, C:/x), or has an empty, "." or ".." part ("\\" counts as a separator
+# here: it is one on Windows). Keys are searched NUL-joined (HDF5 strings hold no NUL).
+_UNSAFE_KEY = re.compile(r"(?:^|\0)(?:/|[A-Za-z]:[/\\]|\0|$)|(?:^|\0|/|\\)\.{1,2}(?:/|\\|\0|$)|//|/(?:\0|$)")
+
+
+def _unsafe_key(keys: list[str]) -> str | None:
+    """The first key that would leave the dataset root (or name no file in it), or None."""
+    if not keys or not _UNSAFE_KEY.search("\0".join(keys)):
+        return None
+    return next(k for k in keys if _UNSAFE_KEY.search(k))
+
+
+@dataclass
+class _Validated:
+    attrs: dict
+    shape: tuple
+    keys: list[str]
+    labels: np.ndarray
+    hashes: list[str]
+    classes: list[str]
+    failed: list[tuple[str, str, str]]
+    file_stats: np.ndarray | None
+    fingerprint: dict
+    vector_crc32: np.ndarray | None  # None in schema 1
+
+
+def _validated(f, path) -> _Validated:
+    """Every column but the vectors, checked for consistency (and against content_sha256 in schema 2)."""
+    attrs = {name: f.attrs.get(name) for name in (*DIGEST_ATTRS, "content_sha256")}
+    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
+    shape = _vectors_dataset(f, path).shape
+    keys, hashes, classes = (_string_column(f, n, path) for n in ("keys", "hashes", "classes"))
+    labels = _int_column(f, "labels", path, 1)
+    failed_cols = [_string_column(f, f"failed/{n}", path) for n in ("keys", "reasons", "hashes")]
+    file_stats = _int_column(f, "file_stats", path, 2) if "file_stats" in f else None
+    n = len(keys)
+    counts = {"embeddings": shape[0], "keys": n, "labels": len(labels), "hashes": len(hashes)}
+    if file_stats is not None:
+        counts["file_stats"] = len(file_stats)
+    if len(set(counts.values())) != 1:
+        raise _damaged(path, "row counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if file_stats is not None and file_stats.shape[1] != 4:
+        raise _damaged(path, f"/file_stats has {file_stats.shape[1]} columns, not 4")
+    if len({len(c) for c in failed_cols}) != 1:
+        raise _damaged(path, "the /failed columns differ in length")
+    crc = _vector_crc32(f, path, shape[0])
+    if crc is not None:
+        want = attrs.get("content_sha256")
+        got = content_digest(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, crc)
+        if want != got:
+            raise _damaged(path, "content checksum mismatch" if want else "no content checksum")
+    try:
+        fingerprint = json.loads(attrs["fingerprint"])
+        if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("id"), str):
+            raise ValueError("no id")
+    except (TypeError, ValueError):
+        raise _damaged(path, "its fingerprint attribute is not a fingerprint") from None
+    if attrs.get("fingerprint_id") not in (None, fingerprint["id"]):
+        raise _damaged(path, "fingerprint_id disagrees with the fingerprint")
+    dim = fingerprint.get("output_dim")
+    if isinstance(dim, int) and dim != shape[1]:
+        raise _damaged(path, f"{shape[1]}-d vectors, but the fingerprint says {dim}")
+    if n and not classes:
+        raise _damaged(path, f"{n} rows but an empty class table")
+    if len(set(classes)) != len(classes) or not all(classes):
+        raise _damaged(path, "the class table has empty or repeated names")
+    if n and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise _damaged(path, f"labels outside 0..{len(classes) - 1}")
+    if len(set(keys)) != n:
+        raise _damaged(path, "repeated keys")
+    unsafe = _unsafe_key(keys)
+    if unsafe is not None:
+        raise _damaged(path, f"key {unsafe!r} leaves the dataset root")
+    folder_of = [classes[i] for i in labels.tolist()]
+    if [k.split("/", 1)[0] for k in keys] != folder_of:
+        i = next(i for i, k in enumerate(keys) if k.split("/", 1)[0] != folder_of[i])
+        raise _damaged(path, f"key {keys[i]!r} is not under its class folder '{folder_of[i]}'")
+    if not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes)):
+        raise _damaged(path, "a content hash is not a sha256")
+    return _Validated(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, fingerprint,
+                      crc)
+
+
+def _vector_crc32(f, path, n: int) -> np.ndarray | None:
+    """The block checksums of a schema-2 cache (None for schema 1), of the right length."""
+    if int(f.attrs.get("schema_version", 0)) < 2:
+        return None
+    crc = _int_column(f, "vector_crc32", path, 1)
+    if len(crc) != -(-n // VECTOR_BLOCK):
+        raise _damaged(path, f"{len(crc)} vector checksums for {n} rows")
+    return crc
+
+
+def _verified_rows(emb, crc: np.ndarray | None, path, lo: int, hi: int) -> np.ndarray:
+    """Rows lo..hi-1 of /embeddings as float32; in schema 2 every block they touch is read whole and
+    checked against its CRC-32."""
+    if crc is None or hi <= lo:
+        return _checked_vectors(emb[lo:hi], path, lo)
+    first, last = lo // VECTOR_BLOCK, -(-hi // VECTOR_BLOCK)
+    start = first * VECTOR_BLOCK
+    block = np.asarray(emb[start:min(last * VECTOR_BLOCK, emb.shape[0])], dtype=np.float32)
+    got = block_crc32(block)
+    bad = np.flatnonzero(got != crc[first:last])
+    if len(bad):
+        row = (first + int(bad[0])) * VECTOR_BLOCK
+        raise _damaged(path, f"the vectors of rows {row}..{row + VECTOR_BLOCK - 1} fail their checksum")
+    return _checked_vectors(block[lo - start:hi - start], path, lo)
+
+
+def _rows(emb, crc, path, rows: np.ndarray) -> np.ndarray:
+    """The vectors of sorted unique rows, each block they touch verified once."""
+    if crc is None:
+        return _checked_vectors(emb[rows], path)
+    out = np.empty((len(rows), emb.shape[1]), np.float32)
+    blocks = rows // VECTOR_BLOCK
+    for b in np.unique(blocks):
+        mine = blocks == b
+        lo = int(b) * VECTOR_BLOCK
+        data = _verified_rows(emb, crc, path, lo, min(lo + VECTOR_BLOCK, emb.shape[0]))
+        out[mine] = data[rows[mine] - lo]
+    return out
+
+
+def _checked_vectors(block: np.ndarray, path, first_row: int = 0) -> np.ndarray:
+    """float32 vectors, refused when one is non-finite or absurdly large (damage, never a result)."""
+    block = np.asarray(block, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(block) <= MAX_ABS).all(axis=1) if block.size else np.zeros(len(block), bool)
+    if bad.any():
+        raise _damaged(path, f"{int(bad.sum())} non-finite or out-of-range vector(s), e.g. row {first_row + int(np.argmax(bad))}")
+    return block
 
 
 def read_meta(path: str | os.PathLike) -> dict:
-    """Fingerprint, classes, sizes and timestamps, without reading the vectors."""
+    """Fingerprint, classes, sizes and timestamps, without reading the vectors (the columns are read
+    and validated)."""
     path = Path(path)
     with _reading(path) as f:
+        v = _validated(f, path)
         return {
             "path": str(path),
-            "fingerprint": json.loads(f.attrs["fingerprint"]),
-            "root": str(f.attrs.get("root", "")),
-            "classes": _strings(f["classes"]),
-            "count": int(f["keys"].shape[0]),
-            "dim": int(f["embeddings"].shape[1]),
-            "failed": int(f["failed/keys"].shape[0]),
-            "created_utc": str(f.attrs.get("created_utc", "")),
-            "updated_utc": str(f.attrs.get("updated_utc", "")),
-            "embedflow_version": str(f.attrs.get("embedflow_version", "")),
+            "fingerprint": v.fingerprint,
+            "root": str(v.attrs.get("root") or ""),
+            "classes": v.classes,
+            "count": len(v.keys),
+            "dim": int(v.shape[1]),
+            "failed": len(v.failed),
+            "created_utc": str(v.attrs.get("created_utc") or ""),
+            "updated_utc": str(v.attrs.get("updated_utc") or ""),
+            "embedflow_version": str(v.attrs.get("embedflow_version") or ""),
+            "schema_version": int(v.attrs.get("schema_version") or 0),
         }
 
 
 def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
     """The whole cache in memory; with vectors=False everything but the vectors (embeddings is then an
-    empty (0, D) array), which is cheap for a cache of any size."""
+    empty (0, D) array), which is cheap for a cache of any size. Raises CacheError when the cache is
+    missing, damaged or inconsistent (see the module docstring)."""
     path = Path(path)
     with _reading(path) as f:
-        emb = f["embeddings"]
+        v = _validated(f, path)
+        emb = _vectors_dataset(f, path)
         return CacheData(
-            embeddings=emb[()].astype(np.float32, copy=False) if vectors else np.zeros((0, emb.shape[1]), np.float32),
-            labels=f["labels"][()].astype(np.int64),
-            keys=_strings(f["keys"]),
-            hashes=_strings(f["hashes"]),
-            classes=_strings(f["classes"]),
-            fingerprint=json.loads(f.attrs["fingerprint"]),
-            root=str(f.attrs.get("root", "")),
-            failed=list(zip(_strings(f["failed/keys"]), _strings(f["failed/reasons"]), _strings(f["failed/hashes"]))),
+            embeddings=_verified_rows(emb, v.vector_crc32, path, 0, v.shape[0]) if vectors
+            else np.zeros((0, v.shape[1]), np.float32),
+            labels=v.labels,
+            keys=v.keys,
+            hashes=v.hashes,
+            classes=v.classes,
+            fingerprint=v.fingerprint,
+            root=str(v.attrs.get("root") or ""),
+            failed=v.failed,
             path=str(path),
-            file_stats=f["file_stats"][()].astype(np.int64) if "file_stats" in f else None,
+            file_stats=v.file_stats,
         )
 
 
 def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id: str) -> dict[str, np.ndarray]:
-    """hash -> vector for the wanted hashes a cache of that fingerprint holds; {} for no such cache."""
+    """hash -> vector for the wanted hashes a cache of that fingerprint holds; {} for no such cache (or a
+    damaged one: the caller then embeds the images itself)."""
     path = Path(path)
     if not wanted or not path.exists():
         return {}
     try:
         with _reading(path) as f:
-            if f.attrs.get("fingerprint_id") != fingerprint_id:
+            v = _validated(f, path)
+            if v.fingerprint["id"] != fingerprint_id:
                 return {}
-            hashes = _strings(f["hashes"])
-            rows = {h: i for i, h in enumerate(hashes) if h in wanted}
+            rows = {h: i for i, h in enumerate(v.hashes) if h in wanted}
             if not rows:
                 return {}
             idx = np.array(sorted(set(rows.values())))
-            block = f["embeddings"][idx]
+            block = _rows(_vectors_dataset(f, path), v.vector_crc32, path, idx)
             where = {i: j for j, i in enumerate(idx)}
             return {h: block[where[i]] for h, i in rows.items()}
     except CacheError:
@@ -191,32 +441,39 @@ def load_columns(path: str | os.PathLike) -> CacheColumns:
     """Keys, hashes, labels and attributes, without reading the (possibly huge) vector matrix."""
     path = Path(path)
     with _reading(path) as f:
+        v = _validated(f, path)
         return CacheColumns(
-            keys=_strings(f["keys"]), hashes=_strings(f["hashes"]), labels=f["labels"][()].astype(np.int64),
-            classes=_strings(f["classes"]), fingerprint=json.loads(f.attrs["fingerprint"]),
-            root=str(f.attrs.get("root", "")), dim=int(f["embeddings"].shape[1]),
-            updated_utc=str(f.attrs.get("updated_utc", "")), path=str(path),
+            keys=v.keys, hashes=v.hashes, labels=v.labels, classes=v.classes, fingerprint=v.fingerprint,
+            root=str(v.attrs.get("root") or ""), dim=int(v.shape[1]),
+            updated_utc=str(v.attrs.get("updated_utc") or ""), path=str(path),
             snapshot=_identity(os.fstat(f.id.get_vfd_handle())),
         )
 
 
 def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS):
     """(first row, float32 block of at most `rows` vectors) over the whole cache, in row order:
-    memory stays bounded by the block size however large the cache is."""
-    with _reading(Path(path)) as f:
-        emb = f["embeddings"]
+    memory stays bounded by the block size however large the cache is. A damaged block raises
+    CacheError when it is reached."""
+    path = Path(path)
+    with _reading(path) as f:
+        emb = _vectors_dataset(f, path)
+        crc = _vector_crc32(f, path, emb.shape[0])
         for start in range(0, emb.shape[0], rows):
-            yield start, emb[start:start + rows].astype(np.float32, copy=False)
+            yield start, _verified_rows(emb, crc, path, start, min(start + rows, emb.shape[0]))
 
 
 def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
     """The vectors of the given rows (any order, repeats allowed)."""
+    path = Path(path)
     rows = np.asarray(rows, dtype=np.int64)
-    with _reading(Path(path)) as f:
+    with _reading(path) as f:
+        emb = _vectors_dataset(f, path)
         if not len(rows):
-            return np.zeros((0, f["embeddings"].shape[1]), np.float32)
+            return np.zeros((0, emb.shape[1]), np.float32)
+        if rows.min() < 0 or rows.max() >= emb.shape[0]:
+            raise _damaged(path, f"row {int(rows.max())} asked of a {emb.shape[0]}-row matrix")
         uniq, inverse = np.unique(rows, return_inverse=True)
-        return f["embeddings"][uniq].astype(np.float32, copy=False)[inverse]
+        return _rows(emb, _vector_crc32(f, path, emb.shape[0]), path, uniq)[inverse]
 
 
 @dataclass
@@ -231,52 +488,158 @@ class Row:
     stat: tuple = (0, 0, 0, 0)  # the file's (size, mtime_ns, ctime_ns, inode) when hashed; zeros: unknown
 
 
+def estimated_bytes(keys: list[str], failed: list[tuple[str, str, str]], classes: list[str], dim: int) -> int:
+    """An upper bound of the size of the cache file `write` makes for these rows (vectors, columns and
+    HDF5's own overhead, measured with margin)."""
+    n = len(keys)
+    text = sum(len(k.encode("utf-8", "surrogatepass")) for k in keys) + 64 * n
+    text += sum(len(k.encode()) + len(r.encode()) + len(h) for k, r, h in failed) + sum(len(c.encode()) for c in classes)
+    strings = 2 * n + 3 * len(failed) + len(classes)
+    chunks = 3 * -(-n // VECTOR_BLOCK)
+    return n * (dim * 4 + 4 + 32) + text + 32 * strings + 64 * chunks + 64 * 1024
+
+
+def check_space(path: Path, need: int) -> None:
+    """Raise CacheError when the filesystem of the cache's folder has less than `need` bytes free."""
+    _check_space(path, need)
+
+
+def _check_space(path: Path, need: int) -> None:
+    """Refuse before writing a byte when the folder's filesystem cannot hold the new file."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if free < need:
+        raise CacheError(f"could not write cache {path}: No space left on device (it needs about {_mb(need)}, "
+                         f"{path.parent} has {_mb(free)} free); its previous content is intact")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class _Sink:
+    """The file object h5py writes the new cache through (its "fileobj" driver): Python I/O, whose
+    errors (ENOSPC, EIO) are kept here and raised by `write` after h5py has let go of the file, instead
+    of surfacing inside HDF5's close, from which h5py cannot recover cleanly."""
+
+    def __init__(self, f):
+        self.f = f
+        self.error: OSError | None = None
+
+    def _guard(self, op, *args):
+        if self.error is not None:
+            raise self.error
+        try:
+            return op(*args)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def write(self, data):
+        return self._guard(self.f.write, data)
+
+    def truncate(self, size=None):
+        return self._guard(self.f.truncate, size)
+
+    def flush(self):
+        return self._guard(self.f.flush)
+
+    def readinto(self, b):
+        return self.f.readinto(b)
+
+    def read(self, n=-1):
+        return self.f.read(n)
+
+    def seek(self, offset, whence=0):
+        return self.f.seek(offset, whence)
+
+    def tell(self):
+        return self.f.tell()
+
+
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
           failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None) -> None:
-    """Write a complete new cache to a temporary file and rename it over `path` atomically."""
-    h5py = _h5py()
+    """Write a complete new cache (schema 2) to a temporary file and rename it over `path` atomically.
+
+    Raises CacheError, leaving the previous cache and no temporary file, when the folder lacks the
+    space (checked before writing), the disk fills or fails while writing, or a source of vectors (the
+    old cache, a journal chunk) is damaged."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r.key)
     failed = sorted(failed)
     for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed writer (we hold the lock)
         stale.unlink(missing_ok=True)
+    _check_space(path, estimated_bytes([r.key for r in rows], failed, classes, dim))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
+    sink = None
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({
-                "format": FORMAT, "schema_version": SCHEMA_VERSION, "fingerprint": json.dumps(fingerprint),
-                "fingerprint_id": fingerprint["id"], "root": root,
-                "embedflow_version": fingerprint.get("embedflow_version", ""),
-                "created_utc": created_utc or now, "updated_utc": now,
-            })
-            n = len(rows)
-            emb = f.create_dataset("embeddings", shape=(n, dim), dtype="float32",
-                                   chunks=(max(1, min(n, 1024)), dim) if n else None)
-            f.create_dataset("keys", data=[r.key for r in rows], dtype=str_t)
-            f.create_dataset("labels", data=np.array([r.label for r in rows], dtype=np.int32))
-            f.create_dataset("hashes", data=[r.hash for r in rows], dtype=ascii_t)
-            f.create_dataset("file_stats", data=np.array([r.stat for r in rows], dtype=np.int64).reshape(n, 4))
-            f.create_dataset("classes", data=list(classes), dtype=str_t)
-            g = f.create_group("failed")
-            g.create_dataset("keys", data=[k for k, _, _ in failed], dtype=str_t)
-            g.create_dataset("reasons", data=[r for _, r, _ in failed], dtype=str_t)
-            g.create_dataset("hashes", data=[h for _, _, h in failed], dtype=ascii_t)
-            for start in range(0, n, BLOCK_ROWS):
-                emb[start:start + BLOCK_ROWS] = _gather(rows[start:start + BLOCK_ROWS], dim)
-        with open(tmp, "rb+") as fh:
+        with open(tmp, "wb+") as fh:
+            sink = _Sink(fh)
+            try:
+                _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc)
+            except BaseException:
+                if sink.error is not None:  # h5py's own error is a consequence of ours
+                    raise sink.error from None
+                raise
+            if sink.error is not None:
+                raise sink.error
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
         raise
 
 
+def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) -> None:
+    h5py = _h5py()
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
+    n = len(rows)
+    keys, hashes = [r.key for r in rows], [r.hash for r in rows]
+    labels = np.array([r.label for r in rows], dtype=np.int32)
+    stats = np.array([r.stat for r in rows], dtype=np.int64).reshape(n, 4)
+    attrs = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "fingerprint": json.dumps(fingerprint),
+             "fingerprint_id": fingerprint["id"], "root": root,
+             "embedflow_version": fingerprint.get("embedflow_version", ""),
+             "created_utc": created_utc or now, "updated_utc": now}
+
+    def checked(rows_per_chunk, width=None):  # chunked + fletcher32; an empty dataset has nothing to check
+        if not n:
+            return {}
+        return {"chunks": (min(n, rows_per_chunk),) + ((width,) if width else ()), "fletcher32": True}
+
+    with h5py.File(sink, "w", libver=("v108", "v108"), locking=False) as f:
+        emb = f.create_dataset("embeddings", shape=(n, dim), dtype="float32", **checked(VECTOR_BLOCK, dim))
+        f.create_dataset("keys", data=keys, dtype=str_t)
+        f.create_dataset("labels", data=labels, **checked(1 << 16))
+        f.create_dataset("hashes", data=hashes, dtype=ascii_t)
+        f.create_dataset("file_stats", data=stats, **checked(1 << 14, 4))
+        f.create_dataset("classes", data=list(classes), dtype=str_t)
+        g = f.create_group("failed")
+        g.create_dataset("keys", data=[k for k, _, _ in failed], dtype=str_t)
+        g.create_dataset("reasons", data=[r for _, r, _ in failed], dtype=str_t)
+        g.create_dataset("hashes", data=[h for _, _, h in failed], dtype=ascii_t)
+        crc = []
+        for start in range(0, n, BLOCK_ROWS):  # BLOCK_ROWS is a multiple of VECTOR_BLOCK
+            block = _gather(rows[start:start + BLOCK_ROWS], dim)
+            emb[start:start + BLOCK_ROWS] = block
+            crc.append(block_crc32(block))
+            if sink.error is not None:
+                raise sink.error
+        crc = np.concatenate(crc) if crc else np.zeros(0, np.uint32)
+        f.create_dataset("vector_crc32", data=crc, dtype=np.uint32)
+        attrs["content_sha256"] = content_digest(attrs, (n, dim), keys, labels, hashes, classes, failed, stats, crc)
+        f.attrs.update(attrs)
+
+
 def _gather(block: list[Row], dim: int) -> np.ndarray:
-    """Vectors of a block of rows, reading each source once."""
+    """Vectors of a block of rows, reading each source once (and checking what it reads)."""
     out = np.empty((len(block), dim), dtype=np.float32)
     by_source: dict[Path, list[tuple[int, int]]] = {}
     for i, r in enumerate(block):
@@ -286,9 +649,19 @@ def _gather(block: list[Row], dim: int) -> np.ndarray:
         src_rows = np.array([p[0] for p in pairs])
         dst_rows = np.array([p[1] for p in pairs])
         if source.suffix == ".npz":
-            out[dst_rows] = np.load(source)["vectors"][src_rows]
+            try:
+                with np.load(source) as z:
+                    out[dst_rows] = _checked_vectors(z["vectors"][src_rows], source)
+            except EmbedflowError:
+                raise
+            except Exception as e:
+                raise CacheError(f"journal chunk {source} became unreadable ({_reason(e)}); "
+                                 "run the same command again") from None
         else:
-            with _h5py().File(source, "r") as f:
-                uniq, inverse = np.unique(src_rows, return_inverse=True)
-                out[dst_rows] = f["embeddings"][uniq][inverse]
+            out[dst_rows] = read_vectors(source, src_rows)
     return out
+
+
+__all__ = ["BLOCK_ROWS", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "Row", "content_digest",
+           "check_space", "estimated_bytes", "iter_vector_blocks", "load", "load_columns", "read_meta",
+           "read_vectors", "vectors_for_hashes", "write"]

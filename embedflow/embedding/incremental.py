@@ -122,7 +122,7 @@ def embed_folder(
     summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"])
     class_index = {c: i for i, c in enumerate(classes)}
 
-    with cache.CacheLock(cache_path):
+    with cache.CacheLock(cache_path, reporter) as lock:
         old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
         old_by_hash: dict[str, int] = {}
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
@@ -143,8 +143,7 @@ def embed_folder(
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None)
             del old
-        journal = cache.Journal(cache_path, fp["id"])
-        journal.open()
+        journal = cache.Journal(cache_path, fp["id"])  # opened for writing by its first append only
         journaled = journal.vectors_by_hash()
 
         rows: list[cache.Row] = []
@@ -176,6 +175,13 @@ def embed_folder(
                 todo.append((ref, h))
         current = {r.key for r in images}
         summary.removed = sum(1 for k in old_by_key if k not in current)
+        must_write = bool(todo) or restat or len(rows) != summary.kept or (
+            classes, sorted(failed), os.path.abspath(root), summary.kept, True) != unchanged_if
+        if must_write:  # refuse before the work, not after it
+            lock.require_writable(f"{len(todo)} file(s) must be embedded" if todo else "it must be updated")
+            journal_bytes = len(todo) * (spec.output_dim * 4 + 200)
+            cache.check_space(cache_path, journal_bytes + cache.estimated_bytes(
+                [r.key for r in rows] + [ref.key for ref, _ in todo], failed, classes, spec.output_dim))
 
         if todo:
             stream_for = _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter,
@@ -186,10 +192,10 @@ def embed_folder(
         summary.failed = [(key, reason) for key, reason, _ in failed]
         for row in rows:
             row.stat = stats.get(row.key, NO_STAT)
-        if ((classes, sorted(failed), os.path.abspath(root), summary.kept, True) != unchanged_if
-                or len(rows) != summary.kept or restat):
+        if must_write:
             cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
-        journal.clear()
+        if lock.writable:
+            journal.clear()
 
     summary.total = len(rows)
     summary.seconds = time.perf_counter() - t0

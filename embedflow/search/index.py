@@ -18,7 +18,7 @@ from .exact import SEARCH_ROWS, Hits, _best_k, normalise
 INDEX_MIN_ROWS = 50_000  # method="auto" uses the approximate index from this many vectors on
 INDEX_SUFFIX = ".faiss"
 INDEX_FORMAT = "embedflow.index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the sidecar records the index file's sha256
 NPROBE_FRACTION = 1 / 16  # inverted lists scanned per query (see benchmarks/neighbors.py)
 MAX_NLIST = 4096
 
@@ -51,13 +51,19 @@ def _sidecar_for(columns: cache.CacheColumns) -> dict:
             "cache_updated_utc": columns.updated_utc}
 
 
-def index_is_current(cache_path, columns: cache.CacheColumns) -> bool:
-    index_file, sidecar_file = index_paths(cache_path)
+def _recorded(cache_path) -> dict:
     try:
-        recorded = json.loads(sidecar_file.read_text())
+        recorded = json.loads(index_paths(cache_path)[1].read_text())
     except (OSError, ValueError):
-        return False
-    want = _sidecar_for(columns)
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def index_is_current(cache_path, columns: cache.CacheColumns) -> bool:
+    """The sidecar describes this cache's content and an index file of the recorded size (its sha256 is
+    checked when it is read, by load_index)."""
+    index_file = index_paths(cache_path)[0]
+    recorded, want = _recorded(cache_path), _sidecar_for(columns)
     same = all(recorded.get(k) == want[k] for k in ("format", "version", "fingerprint_id", "cache_digest", "count"))
     return same and index_file.is_file() and index_file.stat().st_size == recorded.get("index_bytes")
 
@@ -82,17 +88,22 @@ def build_index(cache_path, columns: cache.CacheColumns, reporter: Reporter = SI
         reporter.finish()
     index_file, sidecar_file = index_paths(cache_path)
     tmp = index_file.with_name(f".{index_file.name}.tmp{os.getpid()}")
-    try:
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, index_file)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CacheError(f"could not write the index {index_file}: {e.strerror or e}") from None
-    sidecar = {**_sidecar_for(columns), "kind": "faiss IndexIVFFlat inner product", "nlist": nlist,
-               "index_bytes": index_file.stat().st_size}
     tmp_side = sidecar_file.with_name(f".{sidecar_file.name}.tmp{os.getpid()}")
-    tmp_side.write_text(json.dumps(sidecar, indent=2))
-    os.replace(tmp_side, sidecar_file)
+    try:
+        data = faiss.serialize_index(index).tobytes()
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        sidecar = {**_sidecar_for(columns), "kind": "faiss IndexIVFFlat inner product", "nlist": nlist,
+                   "index_bytes": len(data), "index_sha256": hashlib.sha256(data).hexdigest()}
+        os.replace(tmp, index_file)
+        tmp_side.write_text(json.dumps(sidecar, indent=2))
+        os.replace(tmp_side, sidecar_file)
+    except OSError as e:
+        for t in (tmp, tmp_side):
+            t.unlink(missing_ok=True)
+        raise CacheError(f"could not write the index {index_file}: {e.strerror or e}") from None
     return index
 
 
@@ -108,7 +119,18 @@ def load_index(cache_path, columns: cache.CacheColumns, reporter: Reporter = SIL
     faiss = faiss_module()
     if not index_is_current(cache_path, columns):
         return build_index(cache_path, columns, reporter)
-    index = faiss.read_index(str(index_paths(cache_path)[0]))
+    index_file = index_paths(cache_path)[0]
+    try:
+        data = index_file.read_bytes()
+    except OSError:
+        return build_index(cache_path, columns, reporter)
+    if hashlib.sha256(data).hexdigest() != _recorded(cache_path).get("index_sha256"):
+        reporter.warn(f"the index {index_file} does not match the sha256 recorded in its sidecar: rebuilding it")
+        return build_index(cache_path, columns, reporter)
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except Exception:  # recorded sha256 but unreadable: written by another faiss, say
+        return build_index(cache_path, columns, reporter)
     if index.ntotal != len(columns) or index.d != columns.dim:
         return build_index(cache_path, columns, reporter)
     return index
