@@ -24,7 +24,7 @@ would lock readers out while any h5py session holds the cache open); /vector_crc
 vectors wherever it is read, so a chunk index pointing at the wrong chunk cannot go unnoticed;
 `content_sha256` is the sha256 of every attribute above, the vector matrix's shape and the content of
 every other dataset (see `content_digest`), so a damaged string is detected too. Every open validates shapes, dtypes, row counts,
-label range, class table, keys (relative, inside the root, under their class folder), hashes and, where
+label range, class table, keys (relative, inside the root), hashes and, where
 vectors are read, that they are finite. Any failure is one CacheError naming the cache and `--rebuild`.
 
 Schema 1 caches (no checksums, no content_sha256) still open, with every structural check; they become
@@ -277,10 +277,6 @@ def _validated(f, path) -> _Validated:
     unsafe = _unsafe_key(keys)
     if unsafe is not None:
         raise _damaged(path, f"key {unsafe!r} leaves the dataset root")
-    folder_of = [classes[i] for i in labels.tolist()]
-    if [k.split("/", 1)[0] for k in keys] != folder_of:
-        i = next(i for i, k in enumerate(keys) if k.split("/", 1)[0] != folder_of[i])
-        raise _damaged(path, f"key {keys[i]!r} is not under its class folder '{folder_of[i]}'")
     if not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes)):
         raise _damaged(path, "a content hash is not a sha256")
     return _Validated(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, fingerprint,
