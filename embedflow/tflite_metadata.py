@@ -178,8 +178,11 @@ def read_metadata(model: bytes) -> dict:
 
 
 def _model_schema():
-    from ai_edge_litert import schema_py_generated
-
+    """The TFLite model schema's generated classes (object API), from LiteRT or else TensorFlow."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:  # an older ai-edge-litert without them
+        from tensorflow.lite.python import schema_py_generated
     return schema_py_generated
 
 
