@@ -70,8 +70,8 @@ def add_metadata(model: bytes, labels: list[str], *, name: str, version: str, de
 
     Raises:
         ModelError: ``model`` is not a TFLite model, or its input or output does not fit (a second input,
-            another image size, a tensor type MediaPipe cannot feed, a label count other than the number
-            of output columns).
+            another image size, a tensor type MediaPipe cannot feed, a quantised input that does not take
+            the pixels as they are, a label count other than the number of output columns).
         ValueError: ``labels`` is empty, has duplicates, blank names or names with line breaks.
     """
     _check_labels(labels)
@@ -143,7 +143,7 @@ def read_metadata(model: bytes) -> dict:
     except ModelError:
         raise
     except Exception as e:  # flatbuffers has no verifier: a damaged file fails as some lookup error
-        raise ModelError(f"damaged TFLite model: {type(e).__name__}: {e}") from None
+        raise ModelError(f"damaged TFLite model: its flatbuffer cannot be read ({_why(e)})") from None
     if meta is None:
         raise ModelError(f"the TFLite model carries no metadata (no {METADATA_NAME} entry): export it again "
                          "with this version of embedflow")
@@ -152,14 +152,15 @@ def read_metadata(model: bytes) -> dict:
     try:
         info = _parse_metadata(meta)
     except Exception as e:
-        raise ModelError(f"damaged TFLite metadata: {type(e).__name__}: {e}") from None
+        raise ModelError(f"damaged TFLite metadata: its {METADATA_NAME} flatbuffer cannot be read ({_why(e)})"
+                         ) from None
     try:
         with zipfile.ZipFile(io.BytesIO(model)) as zf:
             names = zf.namelist()
             packed = {n: zf.read(n) for n in names}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ModelError(f"the TFLite model carries metadata but its packed files are missing or damaged ({e})"
-                         ) from None
+    except Exception as e:  # BadZipFile, and what damaged members raise (encrypted flag, bad CRC, EOF, ...)
+        raise ModelError(f"the TFLite model carries metadata but its packed files are missing or damaged "
+                         f"({_why(e)})") from None
     label_file = info["output"]["label_file"]
     if label_file is None:
         raise ModelError("the TFLite metadata names no TENSOR_AXIS_LABELS file for the output")
@@ -169,6 +170,9 @@ def read_metadata(model: bytes) -> dict:
         labels = packed[label_file].decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise ModelError(f"the packed label file {label_file} is not UTF-8 text") from None
+    if io_info[1]["shape"][-1:] != [len(labels)]:
+        raise ModelError(f"the packed label file {label_file} has {len(labels)} labels for an output of shape "
+                         f"{io_info[1]['shape']}")
     info["input"].update(io_info[0])
     info["output"].update(io_info[1])
     return {**info, "labels": labels, "associated_files": names}
@@ -184,6 +188,13 @@ def _model_schema():
     except ImportError:  # an older ai-edge-litert without them
         from tensorflow.lite.python import schema_py_generated
     return schema_py_generated
+
+
+def _why(error: Exception) -> str:
+    """An exception as a short single line, for a one-line ModelError."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _text(value) -> str | None:
@@ -202,7 +213,7 @@ def _unpack_model(model: bytes, schema):
     try:
         obj = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     except Exception as e:
-        raise ModelError(f"damaged TFLite model: {type(e).__name__}: {e}") from None
+        raise ModelError(f"damaged TFLite model: its flatbuffer cannot be read ({_why(e)})") from None
     for buf in obj.buffers or []:
         if buf.offset and buf.offset > 1:  # inline what large models keep outside the flatbuffer
             buf.data, buf.offset, buf.size = model[buf.offset:buf.offset + buf.size], 0, 0
@@ -231,6 +242,12 @@ def _check_io(obj, labels: list[str], image_size: int) -> tuple[int, int]:
     if inp.type not in (0, 3):
         raise ModelError(f"the TFLite model's input is {_TENSOR_TYPES.get(inp.type, inp.type)}: MediaPipe feeds "
                          "uint8 or float32 images only")
+    q = inp.quantization
+    scale = [float(v) for v in (q.scale if q is not None and q.scale is not None else [])]
+    zero = [int(v) for v in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])]
+    if any(abs(v - 1.0) > 1e-3 for v in scale) or any(zero):  # the pixels must go in as they are
+        raise ModelError(f"the TFLite model's input is quantised (scale {scale}, zero point {zero}): MediaPipe "
+                         "feeds raw pixels; keep the converter's input type as the model's (uint8 pixels)")
     out_shape = [int(d) for d in out.shape]
     if not out_shape or out_shape[-1] != len(labels):
         raise ModelError(f"the TFLite model's output is {out_shape}: {len(labels)} labels need "

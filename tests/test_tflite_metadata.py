@@ -36,10 +36,11 @@ def _images() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pixels, dtype=np.uint8), np.asarray(classes)
 
 
-def _keras_model():
+def _keras_model(dtype="uint8"):
+    """uint8 pixels in, as embedflow's models; dtype="float32" takes the pixels 0..255 as floats instead."""
     import keras
 
-    inp = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    inp = keras.Input((SIZE, SIZE, 3), dtype=dtype)
     x = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(inp, "float32"))
     conv = keras.layers.Conv2D(3, 1, name="conv")
     x = keras.layers.GlobalAveragePooling2D()(conv(x))
@@ -50,18 +51,21 @@ def _keras_model():
     return model
 
 
-def _convert(model, quantize: str) -> bytes:
+def _convert(model, quantize: str, input_type=None) -> bytes:
     import warnings
 
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if input_type is not None:
+        converter.inference_input_type = input_type
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         calibration = np.random.default_rng(1).integers(0, 256, (8, SIZE, SIZE, 3), dtype=np.uint8)
+        calibration = calibration.astype(model.inputs[0].dtype)
         converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
@@ -81,6 +85,8 @@ def models() -> dict[str, bytes]:
     for quantize in ("none", "dynamic", "float16", "int8"):
         raw = _convert(model, quantize)
         out[quantize] = (raw, add_metadata(raw, LABELS, **INFO))
+    raw = _convert(_keras_model("float32"), "none")
+    out["float-input"] = (raw, add_metadata(raw, LABELS, **INFO))
     return out
 
 
@@ -92,7 +98,7 @@ def _litert(model: bytes, pixels: np.ndarray) -> np.ndarray:
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     rows = []
     for image in pixels:
-        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
         interpreter.invoke()
         rows.append(interpreter.get_tensor(out["index"])[0].copy())
     return np.asarray(rows)
@@ -137,7 +143,7 @@ def test_adding_again_replaces_the_metadata(models):
     assert abs(len(twice) - len(once)) < 64  # one metadata buffer and one archive, not two
 
 
-@pytest.mark.parametrize("quantize", ["none", "int8"])
+@pytest.mark.parametrize("quantize", ["none", "int8", "float-input"])
 def test_mediapipe_image_classifier_returns_the_label_names(models, quantize):
     pytest.importorskip("mediapipe", reason="mediapipe (the dev extra) is not installed")
     import mediapipe as mp
@@ -192,3 +198,13 @@ def test_add_metadata_refuses_what_does_not_fit(models):
         add_metadata(raw, ["a", "a", "b"], **INFO)
     with pytest.raises(ValueError, match="one line"):
         add_metadata(raw, ["a", "b\nc", "d"], **INFO)
+
+
+def test_add_metadata_refuses_an_int8_input(models):
+    import tensorflow as tf
+
+    from embedflow.tflite_metadata import add_metadata
+
+    int8_input = _convert(_keras_model("float32"), "int8", input_type=tf.int8)
+    with pytest.raises(ModelError, match="int8: MediaPipe feeds uint8 or float32 images only"):
+        add_metadata(int8_input, LABELS, **INFO)
