@@ -78,11 +78,9 @@ def add_metadata(model: bytes, labels: list[str], *, name: str, version: str, de
     model = bytes(model)
     schema = _model_schema()
     obj = _unpack_model(model, schema)
-    in_type, out_type = _check_io(obj, labels, image_size)
-    uint8_in = in_type == 3
+    _check_io(obj, labels, image_size)
     meta = _build_metadata(name=name, version=version, description=description, author=author,
-                           input_description=input_description, output_description=output_description,
-                           uint8_input=uint8_in)
+                           input_description=input_description, output_description=output_description)
     entries = [m for m in (obj.metadata or []) if _text(m.name) == METADATA_NAME]
     if entries:
         obj.buffers[entries[0].buffer].data = meta
@@ -228,7 +226,7 @@ def _pack_model(obj) -> bytes:
     return bytes(builder.Output())
 
 
-def _check_io(obj, labels: list[str], image_size: int) -> tuple[int, int]:
+def _check_io(obj, labels: list[str], image_size: int) -> None:
     if not obj.subgraphs:
         raise ModelError("the TFLite model has no subgraph")
     graph = obj.subgraphs[0]
@@ -252,7 +250,6 @@ def _check_io(obj, labels: list[str], image_size: int) -> tuple[int, int]:
     if not out_shape or out_shape[-1] != len(labels):
         raise ModelError(f"the TFLite model's output is {out_shape}: {len(labels)} labels need "
                          f"{len(labels)} output columns")
-    return int(inp.type), int(out.type)
 
 
 def _check_labels(labels: list[str]) -> None:
@@ -268,8 +265,7 @@ def _check_labels(labels: list[str]) -> None:
 # --- the metadata flatbuffer (metadata_schema.fbs; field slots are their order in each table) ------
 
 
-def _build_metadata(*, name, version, description, author, input_description, output_description,
-                    uint8_input: bool) -> bytes:
+def _build_metadata(*, name, version, description, author, input_description, output_description) -> bytes:
     import flatbuffers
 
     b = flatbuffers.Builder(1024)
