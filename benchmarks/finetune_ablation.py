@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from embedflow import backbones, finetune as ft, models  # noqa: E402
-from embedflow.imagedata import decode_folder  # noqa: E402
+from embedflow.embedding import decode_folder  # noqa: E402
 from finetune import Printer  # noqa: E402  (benchmarks/finetune.py, this script's folder)
 
 

@@ -19,8 +19,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from embedflow import finetune as ft, imagemodels, models  # noqa: E402
-from embedflow.imagedata import decode_folder  # noqa: E402
+from embedflow import finetune as ft, models  # noqa: E402
+from embedflow.models import image_models as imagemodels  # noqa: E402
+from embedflow.models.keras_parts import unwrap_tta  # noqa: E402
+from embedflow.embedding import decode_folder  # noqa: E402
 
 
 def centre_crop(pixels: np.ndarray, fraction: float) -> np.ndarray:
@@ -39,7 +41,7 @@ def main() -> None:
         manifest = models.read_manifest(folder)
         if manifest.get("refit"):
             raise SystemExit(f"{folder} was refit on all images: its validation split is not held out")
-        core, _ = ft.unwrap_tta(imagemodels.load(folder).model)
+        core, _ = unwrap_tta(imagemodels.load(folder).model)
         data = decode_folder(manifest["data"]["root"], manifest["image_size"])
         _, val_rows = models.split_indices(data.labels, data.hashes, data.classes, manifest["split"]["val_split"],
                                            manifest["split"]["seed"])

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedflow import cache  # noqa: E402
-from embedflow import similarity as neighbors  # noqa: E402
+from embedflow import search as neighbors  # noqa: E402
 
 DIM, K, N_QUERIES, GEN_ROWS = 1280, 10, 200, 4096
 FINGERPRINT = {"backbone": "synthetic", "id": "synthetic0000000", "embedflow_version": "bench"}

@@ -19,11 +19,11 @@ import numpy as np
 
 from . import backbones, cache, models
 from .data import discover_inputs
-from .embed import EmbedSummary, embed_files
-from .embed import embed_folder as _embed_folder
+from .embedding import EmbedSummary, embed_files
+from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, DatasetError, FingerprintMismatch, UsageError
 from .progress import SILENT, Reporter
-from .report import classification_report, write_report
+from .reports import classification_report, write_report
 
 DEFAULT_CACHE = Path("cache/embeddings.h5")
 DEFAULT_MODELS = Path("models")
@@ -159,7 +159,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, cache_path: s
 
     Writes eval-report.json / eval-confusion.{json,png} to `out` (default: the model folder).
     Fine-tuned, fused and TFLite models run on the decoded images of a folder (no cache)."""
-    from .imagemodels import is_image_model
+    from .models.image_models import is_image_model
 
     if is_image_model(model):
         return _evaluate_image_model(model, data, out=out, reporter=reporter)
@@ -205,7 +205,7 @@ def predict(model: str | os.PathLike, inputs: list[str | os.PathLike], *, top_k:
             reporter: Reporter = SILENT) -> dict:
     """Top-k labels for image files and folders. Vectors of images already in the cache (same sha256)
     are reused; cache_path "auto" looks for one made with the model's backbone, None uses none. Returns {"predictions": [{"path", "top": [{"label", "probability"}]}], "failed": [...]}."""
-    from .imagemodels import is_image_model
+    from .models.image_models import is_image_model
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
@@ -267,8 +267,8 @@ def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str 
 
 
 def _evaluate_image_model(model, data, *, out, reporter: Reporter) -> dict:
-    from .imagedata import decode_folder
-    from .imagemodels import load as load_image_model
+    from .embedding import decode_folder
+    from .models.image_models import load as load_image_model
 
     clf = load_image_model(model)
     data = Path(data)
@@ -292,8 +292,8 @@ def _evaluate_image_model(model, data, *, out, reporter: Reporter) -> dict:
 
 
 def _predict_image_model(model, inputs, *, top_k: int, reporter: Reporter) -> dict:
-    from .imagedata import decode_refs
-    from .imagemodels import load as load_image_model
+    from .embedding import decode_refs
+    from .models.image_models import load as load_image_model
 
     clf = load_image_model(model)
     decoded = decode_refs(discover_inputs(inputs), clf.image_size, reporter=reporter)
@@ -409,7 +409,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
     method: auto (exact below similarity.INDEX_MIN_ROWS vectors, else the faiss index), exact or index.
     Returns {"cache", "method", "k", "results": [{"query", "hash", "neighbors": [{"key", "label",
     "score"}]}], "failed": [{"path", "reason"}], "sheet"}."""
-    from . import similarity as nn
+    from . import search as nn
 
     if k < 1:
         raise UsageError("--k must be at least 1")
@@ -446,7 +446,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
 
 
 def _neighbors_sheet(result: dict, columns: cache.CacheColumns, keys: list[str], out) -> Path:
-    from . import sheet
+    from .reports import sheets as sheet
 
     root = Path(columns.root) if columns.root else None
     label_of = dict(zip(columns.keys, (columns.classes[i] for i in columns.labels)))
@@ -475,7 +475,7 @@ def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float 
     members carry different labels first (flagged cross_class: likely label noise).
     Returns {"cache", "threshold", "method", "groups": [{"size", "cross_class", "labels", "min_score",
     "members": [{"key", "label", "hash"}], "pairs": [{"a", "b", "score"}]}], "n_groups", "n_cross_class"}."""
-    from . import similarity as nn
+    from . import search as nn
 
     if not 0.0 < threshold <= 1.0:
         raise UsageError(f"--threshold must be in (0, 1], got {threshold}")

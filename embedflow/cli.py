@@ -101,7 +101,7 @@ def emit_json(obj) -> None:
 
 def print_training(r, what: str, extra: dict, quiet: bool, as_json: bool) -> None:
     """The result of fit or finetune: JSON, or the validation report and where the model went."""
-    from .report import format_report
+    from .reports import format_report
 
     if as_json:
         emit_json({"model_dir": str(r.model_dir), "n_train": r.n_train, "n_val": r.n_val, "seconds": r.seconds,
@@ -216,7 +216,7 @@ def evaluate(
     """Score a model on a held-out labelled folder or cache; writes the same report as fit."""
     from . import api
     from .errors import StrictModeError
-    from .report import format_report
+    from .reports import format_report
 
     rep = CliReporter(quiet or as_json)
     report = api.evaluate(model, data, cache_path=cache, out=out, runtime=runtime, reporter=rep)

@@ -54,3 +54,9 @@ class StrictModeError(EmbedflowError):
 class BadImage(Exception):
     """One file cannot be used (unreadable, not an image, corrupt); carries a short reason. Raised per
     file by hashing and decoding and caught by the run, which skips the file: it never escapes a run."""
+
+
+class Interrupted(EmbedflowError):
+    """Ctrl-C or SIGTERM stopped a run; what it had committed is kept (rerun to resume)."""
+
+    exit_code = 130

@@ -33,7 +33,7 @@ def gradcam_model(model):
     whether the model averages over a horizontal flip)."""
     import keras
 
-    from .finetune import split_parts, unwrap_tta
+    from .models.keras_parts import split_parts, unwrap_tta
 
     pre, base, head = split_parts(model)
     flip_tta = unwrap_tta(model)[1]
@@ -89,7 +89,7 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
 def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -> dict:
     """Write IMAGE-gradcam.png overlays (and grid.png for several images) into out_dir."""
     from .data import BadImage, discover_inputs, load_image
-    from .imagemodels import load_keras_model
+    from .models.image_models import load_keras_model
     from .models import read_manifest
 
     model_path = Path(model_path)
@@ -158,15 +158,14 @@ def write_overlay(path: Path, pixels: np.ndarray, cam: np.ndarray, out: Path) ->
 
 
 def write_grid(done: list[Explanation], out: Path, columns: int = 4) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     rows = (len(done) + columns - 1) // columns
     cols = min(columns, len(done))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    fig = Figure(figsize=(3 * cols, 3.2 * rows), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, e in zip(axes.flat, done):
@@ -175,4 +174,3 @@ def write_grid(done: list[Explanation], out: Path, columns: int = 4) -> None:
         ax.set_title(f"{e.path.name[:24]}\n{e.label} {e.probability:.2f}", fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)

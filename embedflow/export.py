@@ -20,8 +20,8 @@ import numpy as np
 
 from . import backbones, cache, models
 from .errors import CacheError, DatasetError, ModelError, UsageError
-from .imagedata import Decoded, decode_refs, refs_for_keys
-from .imagemodels import load_keras_model
+from .embedding import Decoded, decode_refs, refs_for_keys
+from .models.image_models import load_keras_model
 from .progress import SILENT, Reporter
 
 QUANTIZE = ("none", "dynamic", "float16", "int8")
@@ -65,7 +65,7 @@ class ExportResult:
 
 def fuse(loaded: models.LoadedModel, spec, weights_path=None):
     """keras.Model: uint8 image -> probabilities of the cached head (logreg or dense) on the backbone."""
-    from .finetune import assemble, split_parts
+    from .models.keras_parts import assemble, split_parts
 
     head = loaded.manifest.get("head")
     backbone = backbones.build_keras_backbone(spec, weights_path)
@@ -118,7 +118,7 @@ def load_source(model_dir: Path, *, data_root: str | None = None, cache_path: st
 
 def _image_model_source(model_dir, manifest, data_root, reporter) -> Source:
     from .data import discover_labelled
-    from .finetune import predict_pixels
+    from .models.keras_parts import predict_pixels
 
     model = load_keras_model(model_dir, manifest, manifest["model_file"])
     root = Path(data_root or manifest["data"]["root"])
@@ -215,9 +215,9 @@ def parity(proba: np.ndarray, source_proba: np.ndarray, labels: np.ndarray) -> d
 
 def export(model_dir, fmt: str = "tflite", quantize: str = "none", out=None, *, data_root: str | None = None,
            cache_path: str | None = None, reporter: Reporter = SILENT) -> ExportResult:
-    from .finetune import predict_pixels
-    from .imagedata import decode_refs as _decode_refs
-    from .imagemodels import TFLiteImageClassifier
+    from .models.keras_parts import predict_pixels
+    from .embedding import decode_refs as _decode_refs
+    from .models.image_models import TFLiteImageClassifier
 
     t0 = time.perf_counter()
     if fmt not in FORMATS:

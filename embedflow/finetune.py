@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, models
-from .errors import EmbedflowError, UsageError
-from .imagedata import Decoded, decode_folder
+from .embedding import Decoded, decode_folder
+from .errors import Interrupted, UsageError
+from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
-from .report import classification_report, write_report
+from .reports import classification_report, write_report
 
 MODEL_FILE = "model.keras"
 DEFAULTS = {
@@ -56,11 +57,6 @@ DEFAULTS = {
     "refit": True,  # after validating, train again on all images for the chosen epochs and save that model
     "flip_tta": True,  # the saved model averages its predictions for the image and its mirror image
 }
-TTA_NAME = "flip_tta_mean"
-
-
-class Interrupted(EmbedflowError):
-    exit_code = 130
 
 
 @dataclass
@@ -73,59 +69,6 @@ class FinetuneResult:
     seconds: float
     epoch_seconds: dict = field(default_factory=dict)
     interrupted: bool = False
-
-
-def with_flip_tta(model):
-    """uint8 pixels -> mean of `model`'s probabilities for the image and its horizontal mirror. The network
-    inside is an uncompiled copy of `model`, so the saved file carries no optimizer state."""
-    import keras
-
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    model = copy
-    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="pixels")
-    mirrored = keras.ops.flip(inputs, axis=2)
-    outputs = keras.layers.Average(name=TTA_NAME)([model(inputs), model(mirrored)])
-    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")
-
-
-def unwrap_tta(model) -> tuple:
-    """(the network inside, True) for a with_flip_tta model; (model, False) for any other."""
-    import keras
-
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if any(layer.name == TTA_NAME for layer in model.layers) and len(inner) == 1:
-        return inner[0], True
-    return model, False
-
-
-def split_parts(model) -> tuple:
-    """(rescaling layer, MobileNetV2 base model, head layers after the base) of an embedflow pixel model
-    (for a flip-TTA model: of the network inside)."""
-    import keras
-
-    model, _ = unwrap_tta(model)
-    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(bases) != 1:
-        raise UsageError("not an embedflow image model (expected one nested backbone)")
-    base = bases[0]
-    at = model.layers.index(base)
-    pre = [layer for layer in model.layers[1:at]]
-    return pre, base, model.layers[at + 1:]
-
-
-def assemble(pre_layers, base, head_layers, size: int, name: str):
-    """uint8 pixels -> preprocessing -> base (inference mode) -> head layers, as one flat functional model."""
-    import keras
-
-    inputs = keras.Input((size, size, 3), dtype="uint8", name="pixels")
-    x = inputs
-    for layer in pre_layers:
-        x = layer(x)
-    x = base(x, training=False)
-    for layer in head_layers:
-        x = layer(x)
-    return keras.Model(inputs, x, name=name)
 
 
 def build_model(spec, n_classes: int, dropout: float, weights_path=None):
@@ -416,13 +359,6 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
                      times, True, average_start(p))
 
 
-def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Model outputs for a uint8 array, batch by batch (inference mode)."""
-    outs = [np.asarray(model.predict_on_batch(pixels[i:i + batch_size]))
-            for i in range(0, len(pixels), batch_size)]
-    return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, model.output_shape[-1]))
-
-
 def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
           root, seconds, refit) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -467,14 +403,13 @@ def plot_history(history: dict, path: Path, average_from: int = 0, final_accurac
                  final_label: str = "saved recipe") -> None:
     """Accuracy and loss over both stages, the boundary marked, the epochs whose weights were averaged
     shaded, and the validation accuracy of the model as saved (averaged, mirrored) as a star."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     s1, s2 = history.get("stage1", {}), history.get("stage2", {})
     n1 = len(s1.get("loss", []))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
             values = s1.get(key, []) + s2.get(key, [])
@@ -493,4 +428,3 @@ def plot_history(history: dict, path: Path, average_from: int = 0, final_accurac
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -179,11 +179,12 @@ def build_corpus(root: Path) -> list[Case]:
 def hooks(root: Path, monkeypatch, as_root: bool) -> None:
     """What the run must meet on the way: files deleted mid-run, a read denied."""
     import embedflow.data.hashing as data_mod
-    import embedflow.embed as embed_mod
+    import embedflow.embedding.incremental as embed_mod
+    import embedflow.embedding.mapper as mapper_mod
 
     gone_early = root / "plums" / "vanishes_before_hashing.jpg"
     gone_late = root / "plums" / "vanishes_before_decoding.jpg"
-    real_hash, real_load = embed_mod.hash_file, embed_mod.load_image
+    real_hash, real_load = embed_mod.hash_file, mapper_mod.load_image
 
     def hash_and_delete(path):  # deleted after discovery, before it is hashed
         gone_early.unlink(missing_ok=True)
@@ -194,7 +195,7 @@ def hooks(root: Path, monkeypatch, as_root: bool) -> None:
         return real_load(path, size)
 
     monkeypatch.setattr(embed_mod, "hash_file", hash_and_delete)
-    monkeypatch.setattr(embed_mod, "load_image", load_and_delete)
+    monkeypatch.setattr(mapper_mod, "load_image", load_and_delete)
     unreadable = root / "plums" / "unreadable.jpg"
     if not as_root:
         unreadable.chmod(0)

@@ -243,7 +243,7 @@ def test_hub_fixed_size_and_litert_fallback(hub_model, monkeypatch):
             self.warnings.append(message)
 
     notes = Notes()
-    monkeypatch.setattr(backbones, "_reference_and_flatbuffer", no_conversion)
+    monkeypatch.setattr(backbones.runtimes, "_reference_and_flatbuffer", no_conversion)
     monkeypatch.setenv("EMBEDFLOW_HOME", str(Path(backbones.embedflow_home()) / "fallback"))
     with pytest.raises(WeightsError, match="use --runtime keras"):
         backbones.make_embedder(spec, fp, runtime="litert")

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from embedflow import backbones, cache
-from embedflow.embed import embed_folder
+from embedflow.embedding import embed_folder
 
 from .conftest import CLASS_COLOURS, ROOT, SIZE, make_image
 
@@ -186,7 +186,7 @@ def test_readers_work_while_a_writer_process_rewrites(tmp_path, cli, tiny_spec):
 def test_journal_write_failure_is_one_clear_error_and_loses_nothing(cli, dataset, monkeypatch):
     """Disk full while committing a journal chunk: exit 4 with one line, the old cache and the chunks
     committed before are intact, and the next run resumes from them."""
-    import embedflow.embed as E
+    import embedflow.embedding.incremental as E
 
     cli("embed", dataset)
     before = cache.load("cache/embeddings.h5")
@@ -201,14 +201,14 @@ def test_journal_write_failure_is_one_clear_error_and_loses_nothing(cli, dataset
         return real_savez(*a, **k)
 
     monkeypatch.setattr(E, "COMMIT_ROWS", 4)
-    monkeypatch.setattr(cache.np, "savez", savez_then_full)
+    monkeypatch.setattr(cache.journal.np, "savez", savez_then_full)
     r = cli("embed", dataset, "--batch-size", "4", "--workers", "1", expect=4)
     assert r.stderr.startswith("error: could not write to the journal") and "No space left on device" in r.stderr
     assert "the cache is intact and the 1 chunk(s) committed before are kept" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert cache.load("cache/embeddings.h5").keys == before.keys
     assert not list((dataset.parent / "cache" / "embeddings.h5.journal").glob("*.tmp*"))
-    monkeypatch.setattr(cache.np, "savez", real_savez)
+    monkeypatch.setattr(cache.journal.np, "savez", real_savez)
     again = json.loads(cli("embed", dataset, "--json").stdout)
     assert (again["reused"], again["embedded"], again["total"]) == (4, 8, 30)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embedflow import backbones, cache
-from embedflow.embed import Interrupted, embed_folder
+from embedflow.embedding import Interrupted, embed_folder
 from embedflow.errors import CacheLocked, FingerprintMismatch
 
 from .conftest import SIZE, make_image
@@ -125,7 +125,7 @@ def test_interrupt_keeps_progress_and_resume_matches_uninterrupted(dataset, tiny
         return embed
 
     path = tmp_path / "c.h5"
-    import embedflow.embed as E
+    import embedflow.embedding.incremental as E
 
     old = E.COMMIT_ROWS
     E.COMMIT_ROWS = 4  # commit after every batch
@@ -163,7 +163,7 @@ def test_failed_write_keeps_previous_cache(dataset, tiny_spec, tmp_path, monkeyp
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache, "_gather", disk_full)
+    monkeypatch.setattr(cache.store, "_gather", disk_full)
     with pytest.raises(cache.CacheError, match="No space left on device; its previous content is intact"):
         embed_folder(dataset, path, spec=tiny_spec)
     after = cache.load(path)
@@ -183,7 +183,7 @@ def test_litert_matches_keras_reference(dataset, tiny_spec):
 
 
 def test_non_finite_vectors_are_never_cached(dataset, tiny_spec, tmp_path):
-    from embedflow.embed import BackboneFailure
+    from embedflow.embedding import BackboneFailure
 
     def broken(spec, fp, **kw):
         return lambda pixels: np.full((len(pixels), 1280), np.nan, np.float32)
@@ -196,7 +196,7 @@ def test_non_finite_vectors_are_never_cached(dataset, tiny_spec, tmp_path):
 def test_unchanged_files_are_not_read_again(dataset, tiny_spec, monkeypatch, tmp_path):
     """A file whose size, mtime, ctime and inode are those recorded keeps its hash without being read;
     a changed one is hashed and embedded again, even with the same size and a restored mtime."""
-    from embedflow import embed
+    from embedflow.embedding import incremental as embed
 
     old = 1_600_000_000
     for p in dataset.rglob("*.*"):

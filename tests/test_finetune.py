@@ -152,7 +152,7 @@ def _tiny_classifier(size=8, n_classes=3):
 def test_flip_tta_model_averages_the_mirror_image_and_loads_with_plain_keras(tmp_path):
     import keras
 
-    from embedflow.finetune import predict_pixels, unwrap_tta, with_flip_tta
+    from embedflow.models.keras_parts import predict_pixels, unwrap_tta, with_flip_tta
 
     core = _tiny_classifier()
     tta = with_flip_tta(core)
@@ -220,7 +220,8 @@ def test_average_start_clamps_to_the_run():
 
 def test_gradcam_of_a_flip_tta_model_is_mirror_symmetric(tiny_spec):
     from embedflow.explain import gradcam
-    from embedflow.finetune import build_model, predict_pixels, with_flip_tta
+    from embedflow.finetune import build_model
+    from embedflow.models.keras_parts import predict_pixels, with_flip_tta
 
     model = with_flip_tta(build_model(tiny_spec, 3, 0.5)[0])
     rng = np.random.default_rng(0)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedflow import api, cache, similarity as neighbors
+from embedflow import api, cache, search as neighbors
+from embedflow.search import exact as exact_search
 from embedflow.errors import DatasetError, FingerprintMismatch, UsageError
 from embedflow.heads import KNNHead, make_head
 
@@ -48,8 +49,8 @@ def brute_force(cache_vectors: np.ndarray, queries: np.ndarray, k: int):
 
 
 def test_exact_search_matches_brute_force_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(neighbors, "SEARCH_ROWS", 37)  # many cache blocks ...
-    monkeypatch.setattr(neighbors, "QUERY_ROWS", 11)  # ... and several query chunks
+    monkeypatch.setattr(exact_search, "SEARCH_ROWS", 37)  # many cache blocks ...
+    monkeypatch.setattr(exact_search, "QUERY_ROWS", 11)  # ... and several query chunks
     vectors = clustered(301)
     path = write_cache(tmp_path / "c.h5", vectors)
     queries = clustered(40, seed=5)

@@ -11,32 +11,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import backbones, cache
-from .data import BadImage, ImageRef, discover_labelled, file_stat, hash_file, load_image
-from .errors import EmbedflowError, UsageError
-from .progress import SILENT, Reporter
+from .. import backbones, cache
+from ..data import BadImage, ImageRef, discover_labelled, file_stat, hash_file
+from ..errors import Interrupted, UsageError
+from ..progress import SILENT, Reporter
+from .mapper import RAY_BATCH, embed_stream, preferred_batch
 
 # Journal commits at least this often while embedding (EMBEDFLOW_COMMIT_SECONDS overrides it, e.g. in crash tests).
 COMMIT_SECONDS = float(os.environ.get("EMBEDFLOW_COMMIT_SECONDS") or 3.0)
 COMMIT_ROWS = 1024
-
-
-class Interrupted(EmbedflowError):
-    exit_code = 130
-
-
-class BackboneFailure(EmbedflowError):
-    """The backbone returned vectors that cannot be right (NaN/inf or of the wrong shape)."""
-
-
-def checked(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape != (n, dim) or not np.isfinite(vectors).all():
-        raise BackboneFailure(
-            f"the backbone returned {'non-finite values' if vectors.shape == (n, dim) else f'shape {vectors.shape}'} "
-            f"instead of {n} finite {dim}-d vectors; nothing of this batch was cached (try --runtime keras)"
-        )
-    return vectors
 
 
 @dataclass
@@ -58,6 +41,8 @@ class EmbedSummary:
 
 
 NO_STAT = (0, 0, 0, 0)
+
+
 RACY_NS = 2_000_000_000  # a file modified this close to a run may change again within its mtime granularity
 
 
@@ -92,48 +77,6 @@ def trusted_stat(st: tuple, started_ns: int) -> tuple:
     """The stat to record with a hash: unknown (re-hash next time) when the file was modified so close to
     this run that a further change could keep the same mtime ("racily clean" in git's words)."""
     return st if st[1] < started_ns - RACY_NS else NO_STAT
-
-
-@dataclass
-class BatchResult:
-    ok: list[tuple[ImageRef, str]]  # (ref, hash) of the images embedded, in input order
-    vectors: np.ndarray  # (len(ok), D)
-    bad: list[tuple[ImageRef, str, str]]  # (ref, hash, reason)
-
-
-def embed_stream(items: list[tuple[ImageRef, str]], embedder: Callable, size: int, dim: int, *,
-                 batch_size: int, workers: int) -> Iterator[BatchResult]:
-    """Decode and embed (ref, hash) items in order, `workers` batches at a time.
-
-    Each worker thread decodes one batch (PIL releases the GIL) and then runs the embedder on it; the
-    LiteRT embedder gives every thread its own single-threaded interpreter, so the cores are never
-    oversubscribed and decoding overlaps inference. Look-ahead is bounded: memory stays flat.
-    """
-
-    def work(chunk: list[tuple[ImageRef, str]]) -> BatchResult:
-        ok, pixels, bad = [], [], []
-        for ref, h in chunk:
-            try:
-                pixels.append(load_image(ref.path, size))
-                ok.append((ref, h))
-            except BadImage as e:
-                bad.append((ref, h, str(e)))
-        vectors = checked(embedder(np.stack(pixels)), len(ok), dim) if ok else np.zeros((0, dim), np.float32)
-        return BatchResult(ok, vectors, bad)
-
-    chunks = (items[i:i + batch_size] for i in range(0, len(items), batch_size))
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = []
-        try:
-            for chunk in chunks:
-                pending.append(pool.submit(work, chunk))
-                if len(pending) > workers:
-                    yield pending.pop(0).result()
-            while pending:
-                yield pending.pop(0).result()
-        finally:
-            for fut in pending:
-                fut.cancel()
 
 
 def embed_folder(
@@ -249,7 +192,7 @@ def embed_folder(
 def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary):
     """A function (ref, hash) items -> iterator of BatchResult, for the chosen engine."""
     if engine == "ray":
-        from .distributed import ray_stream
+        from .ray_engine import ray_stream
 
         summary.runtime = f"ray ({'litert' if runtime == 'auto' else runtime})"
         return lambda items: ray_stream(items, spec, fp, address=address, workers=workers,
@@ -264,14 +207,6 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
                             batch_size=batch_size or preferred_batch(embedder), workers=workers)
 
     return local
-
-
-RAY_BATCH = 16  # images per Ray task: larger than a local batch, so scheduling costs little
-
-
-def preferred_batch(embedder) -> int:
-    """The embedder's own batch size (small for LiteRT on a CPU, large for Keras), 16 for a custom one."""
-    return getattr(embedder, "batch_size", 16)
 
 
 def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed) -> list[cache.Row]:
@@ -331,42 +266,3 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         elif ref.key not in failed_keys and h in reason_for:
             failed.append((ref.key, reason_for[h], h))
     return rows
-
-
-def embed_files(refs: list[ImageRef], spec: backbones.BackboneSpec, fp: dict, *, runtime: str = "auto",
-                known_from: Callable[[set[str]], dict] | None = None, batch_size: int | None = None, workers: int | None = None,
-                reporter: Reporter = SILENT, embedder_factory: Callable | None = None):
-    """Vectors for loose files, in memory (the cache is not written). Vectors whose content hash is in
-    `known_from(hashes)` (e.g. a cache lookup) are taken from there. Returns (ok refs, their vectors (N, D), failures [(ref, reason)])."""
-    workers = workers or max(2, os.cpu_count() or 2)
-    vectors: dict[int, np.ndarray] = {}
-    failures: list[tuple[ImageRef, str]] = []
-    hashed = []
-    for i, (ref, h, _, reason) in enumerate(hash_all(refs, workers)):
-        if h is None:
-            failures.append((ref, reason))
-        else:
-            hashed.append((i, ref, h))
-    known = known_from({h for _, _, h in hashed}) if known_from else {}
-    todo: list[tuple[ImageRef, str]] = []
-    for i, ref, h in hashed:
-        if h in known:
-            vectors[i] = known[h]
-        else:
-            todo.append((ref, h))
-    if todo:
-        position = {id(ref): i for i, ref in enumerate(refs)}
-        embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
-        reporter.start("embedding", len(todo))
-        try:
-            for batch in embed_stream(todo, embedder, spec.image_size, spec.output_dim,
-                                      batch_size=batch_size or preferred_batch(embedder), workers=workers):
-                failures.extend((ref, reason) for ref, _, reason in batch.bad)
-                for (ref, _), v in zip(batch.ok, batch.vectors):
-                    vectors[position[id(ref)]] = v
-                reporter.advance(len(batch.ok) + len(batch.bad))
-        finally:
-            reporter.finish()
-    order = sorted(vectors)
-    matrix = np.stack([vectors[i] for i in order]) if order else np.zeros((0, spec.output_dim), np.float32)
-    return [refs[i] for i in order], matrix, failures

@@ -17,26 +17,21 @@ Schema (format "embedflow.cache", schema_version 1), readable with plain h5py:
 
 Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
 atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
-the new file. Vectors computed during a run are committed every few seconds to a journal folder
-(`<cache>.journal/`, one atomically-renamed .npz per chunk); an interrupted or killed run leaves them
-there and the next run with the same fingerprint picks them up instead of embedding again.
-One writer at a time: `<cache>.lock` is held with flock (released by the OS if the process dies).
+the new file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CacheError, CacheLocked
+from ..errors import CacheError
 
 FORMAT = "embedflow.cache"
 SCHEMA_VERSION = 1
@@ -222,157 +217,6 @@ def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
             return np.zeros((0, f["embeddings"].shape[1]), np.float32)
         uniq, inverse = np.unique(rows, return_inverse=True)
         return f["embeddings"][uniq].astype(np.float32, copy=False)[inverse]
-
-
-# --- writer side -------------------------------------------------------------------------------
-
-
-class CacheLock:
-    """Exclusive writer lock on a cache (flock on `<cache>.lock`, holding the writer's pid)."""
-
-    def __init__(self, cache_path: Path):
-        self.path = Path(str(cache_path) + ".lock")
-        self._fd: int | None = None
-
-    def __enter__(self) -> "CacheLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = _holder_pid(fd)
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise CacheLocked(
-                    f"cache {str(self.path)[:-5]} is in use by process {holder}; wait for it to finish"
-                ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
-            self._fd = None
-
-
-def _holder_pid(fd: int) -> str:
-    """The pid written in a lock file by its holder. A holder that has just taken the lock writes its pid
-    right after: wait a moment for it, so a stale pid or an empty file is not reported."""
-    time.sleep(0.05)
-    for _ in range(20):
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if text:
-            return text
-        time.sleep(0.01)
-    return "?"
-
-
-def is_locked(cache_path: Path) -> int | None:
-    """Pid of the process writing this cache, or None."""
-    import fcntl
-
-    lock = Path(str(cache_path) + ".lock")
-    if not lock.exists():
-        return None
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        text = _holder_pid(fd)
-        return int(text) if text.isdigit() else -1
-    finally:
-        os.close(fd)
-    return None
-
-
-class Journal:
-    """Committed-but-not-yet-merged vectors of an unfinished run, one .npz per chunk."""
-
-    def __init__(self, cache_path: Path, fingerprint_id: str):
-        self.dir = Path(str(cache_path) + ".journal")
-        self.fingerprint_id = fingerprint_id
-        self._next = 0
-
-    def open(self) -> int:
-        """Prepare for appending; discard a journal of another fingerprint. Returns the chunks already there
-        (their content is checked by vectors_by_hash, which drops a damaged one)."""
-        meta = self.dir / "meta.json"
-        if self.dir.exists():
-            try:
-                same = json.loads(meta.read_text())["fingerprint_id"] == self.fingerprint_id
-            except (OSError, ValueError, KeyError):
-                same = False
-            if not same:
-                self.clear()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for tmp in self.dir.glob("*.tmp*"):
-            tmp.unlink(missing_ok=True)
-        if not meta.exists():
-            _atomic_write_bytes(meta, json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
-        chunks = self.chunks()
-        self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
-        return len(chunks)
-
-    CHUNK_GLOB = "[0-9]" * 8 + ".npz"  # committed chunks only: never a half-written 00000007.tmp.npz
-
-    def chunks(self) -> list[Path]:
-        return sorted(self.dir.glob(self.CHUNK_GLOB)) if self.dir.exists() else []
-
-    def append(self, hashes: list[str], vectors: np.ndarray) -> Path:
-        """Commit one chunk (written to a temporary file, fsynced, renamed). Returns its path."""
-        path = self.dir / f"{self._next:08d}.npz"
-        tmp = self.dir / f"{self._next:08d}.tmp.npz"
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, hashes=np.array(hashes, dtype="S64"), vectors=np.asarray(vectors, np.float32))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            kept = len(self.chunks())
-            raise CacheError(
-                f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact and the "
-                f"{kept} chunk(s) committed before are kept: free space and run the same command again"
-            ) from None
-        self._next += 1
-        return path
-
-    def vectors_by_hash(self) -> dict[str, tuple[Path, int]]:
-        """hash -> (chunk file, row) for every committed vector."""
-        found: dict[str, tuple[Path, int]] = {}
-        for c in self.chunks():
-            try:  # read it all: a damaged chunk is only lost work, never wrong data or a crash later
-                with np.load(c) as z:
-                    hashes, vectors = z["hashes"], z["vectors"]
-                if vectors.ndim != 2 or len(vectors) != len(hashes):
-                    raise ValueError("hashes and vectors disagree")
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                c.unlink(missing_ok=True)
-                continue
-            for i, h in enumerate(hashes):
-                found[h.decode()] = (c, i)
-        return found
-
-    def clear(self) -> None:
-        if self.dir.exists():
-            for p in self.dir.iterdir():
-                p.unlink(missing_ok=True)
-            self.dir.rmdir()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -14,9 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-from . import backbones
-from .data import BadImage, ImageRef, load_image
-from .errors import UsageError
+from .. import backbones
+from ..data import BadImage, ImageRef, load_image
+from ..errors import UsageError
 
 # Environment that workers need to find weights and converted backbones the way the driver does.
 FORWARDED_ENV = ("KERAS_HOME", "EMBEDFLOW_HOME", "TFHUB_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
@@ -72,7 +72,7 @@ def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, 
                address: str | None = None, workers: int = 2, batch_size: int = 16,
                runtime: str = "litert", threads_per_worker: int = 1) -> Iterator:
     """BatchResults (see embed.embed_stream) computed by `workers` Ray actors, in completion order."""
-    from .embed import BatchResult, checked
+    from .mapper import BatchResult, checked
 
     if runtime == "litert" or runtime == "auto":
         runtime = "litert"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
-from .errors import ModelError
+from . import manifest as models
+from ..errors import ModelError
 
 IMAGE_KINDS = ("finetuned", "fused", "tflite")
 
@@ -44,20 +44,20 @@ class KerasImageClassifier(ImageClassifier):
         self.model = model
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        from .finetune import predict_pixels
+        from .keras_parts import predict_pixels
 
         return predict_pixels(self.model, np.asarray(pixels, dtype=np.uint8), batch_size)
 
 
 class TFLiteImageClassifier(ImageClassifier):
     def __init__(self, path: Path, manifest: dict, model_file: Path, threads: int | None = None):
-        from .backbones import make_interpreter
+        from ..backbones import make_interpreter
 
         super().__init__(path, manifest)
         self.interpreter = make_interpreter(str(model_file), threads=threads)
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        from .backbones import run_tflite
+        from ..backbones import run_tflite
 
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         outs = [run_tflite(self.interpreter, pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
@@ -80,7 +80,7 @@ def is_image_model(path: str | Path) -> bool:
 
 
 def load_keras_model(model_dir: Path, manifest: dict, name: str):
-    from .backbones import quiet_tensorflow
+    from ..backbones import quiet_tensorflow
 
     path = models.checked_member(model_dir, manifest, name)
     quiet_tensorflow()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import BadImage, ImageRef, discover_labelled, hash_file, load_image
-from .progress import SILENT, Reporter
+from ..data import BadImage, ImageRef, discover_labelled, hash_file, load_image
+from ..progress import SILENT, Reporter
 
 
 @dataclass

@@ -1,0 +1,99 @@
+"""The journal: vectors computed during a run, committed every few seconds to `<cache>.journal/` (one
+atomically-renamed .npz per chunk). An interrupted or killed run leaves them there and the next run with
+the same fingerprint picks them up instead of embedding again."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CacheError
+
+
+class Journal:
+    """Committed-but-not-yet-merged vectors of an unfinished run, one .npz per chunk."""
+
+    def __init__(self, cache_path: Path, fingerprint_id: str):
+        self.dir = Path(str(cache_path) + ".journal")
+        self.fingerprint_id = fingerprint_id
+        self._next = 0
+
+    def open(self) -> int:
+        """Prepare for appending; discard a journal of another fingerprint. Returns the chunks already there
+        (their content is checked by vectors_by_hash, which drops a damaged one)."""
+        meta = self.dir / "meta.json"
+        if self.dir.exists():
+            try:
+                same = json.loads(meta.read_text())["fingerprint_id"] == self.fingerprint_id
+            except (OSError, ValueError, KeyError):
+                same = False
+            if not same:
+                self.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob("*.tmp*"):
+            tmp.unlink(missing_ok=True)
+        if not meta.exists():
+            _atomic_write_bytes(meta, json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
+        chunks = self.chunks()
+        self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
+        return len(chunks)
+
+    CHUNK_GLOB = "[0-9]" * 8 + ".npz"  # committed chunks only: never a half-written 00000007.tmp.npz
+
+    def chunks(self) -> list[Path]:
+        return sorted(self.dir.glob(self.CHUNK_GLOB)) if self.dir.exists() else []
+
+    def append(self, hashes: list[str], vectors: np.ndarray) -> Path:
+        """Commit one chunk (written to a temporary file, fsynced, renamed). Returns its path."""
+        path = self.dir / f"{self._next:08d}.npz"
+        tmp = self.dir / f"{self._next:08d}.tmp.npz"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, hashes=np.array(hashes, dtype="S64"), vectors=np.asarray(vectors, np.float32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            kept = len(self.chunks())
+            raise CacheError(
+                f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact and the "
+                f"{kept} chunk(s) committed before are kept: free space and run the same command again"
+            ) from None
+        self._next += 1
+        return path
+
+    def vectors_by_hash(self) -> dict[str, tuple[Path, int]]:
+        """hash -> (chunk file, row) for every committed vector."""
+        found: dict[str, tuple[Path, int]] = {}
+        for c in self.chunks():
+            try:  # read it all: a damaged chunk is only lost work, never wrong data or a crash later
+                with np.load(c) as z:
+                    hashes, vectors = z["hashes"], z["vectors"]
+                if vectors.ndim != 2 or len(vectors) != len(hashes):
+                    raise ValueError("hashes and vectors disagree")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                c.unlink(missing_ok=True)
+                continue
+            for i, h in enumerate(hashes):
+                found[h.decode()] = (c, i)
+        return found
+
+    def clear(self) -> None:
+        if self.dir.exists():
+            for p in self.dir.iterdir():
+                p.unlink(missing_ok=True)
+            self.dir.rmdir()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

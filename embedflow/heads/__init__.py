@@ -1,0 +1,9 @@
+"""Classifier heads trained on cached vectors. All are scikit-learn estimators: `__init__` only stores
+parameters, learned state ends in `_`, `fit` returns self, and each works inside a sklearn Pipeline."""
+
+from .dense import DenseHead, keras_from_bytes, keras_to_bytes
+from .kinds import DEFAULTS, HEAD_KINDS, dumps_sklearn, head_params, make_head
+from .knn import LDA_TOLERANCE, KNNHead
+
+__all__ = ["DEFAULTS", "DenseHead", "HEAD_KINDS", "KNNHead", "LDA_TOLERANCE", "dumps_sklearn", "head_params",
+           "keras_from_bytes", "keras_to_bytes", "make_head"]

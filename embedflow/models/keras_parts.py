@@ -1,0 +1,70 @@
+"""Keras image models as embedflow builds them (uint8 pixels -> preprocessing -> base -> head), the
+flip test-time-augmentation wrapper, and batched prediction. Shared by finetune, export and explain."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+
+TTA_NAME = "flip_tta_mean"
+
+
+def with_flip_tta(model):
+    """uint8 pixels -> mean of `model`'s probabilities for the image and its horizontal mirror. The network
+    inside is an uncompiled copy of `model`, so the saved file carries no optimizer state."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    model = copy
+    inputs = keras.Input(model.input_shape[1:], dtype="uint8", name="pixels")
+    mirrored = keras.ops.flip(inputs, axis=2)
+    outputs = keras.layers.Average(name=TTA_NAME)([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_flip_tta")
+
+
+def unwrap_tta(model) -> tuple:
+    """(the network inside, True) for a with_flip_tta model; (model, False) for any other."""
+    import keras
+
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if any(layer.name == TTA_NAME for layer in model.layers) and len(inner) == 1:
+        return inner[0], True
+    return model, False
+
+
+def split_parts(model) -> tuple:
+    """(rescaling layer, MobileNetV2 base model, head layers after the base) of an embedflow pixel model
+    (for a flip-TTA model: of the network inside)."""
+    import keras
+
+    model, _ = unwrap_tta(model)
+    bases = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(bases) != 1:
+        raise UsageError("not an embedflow image model (expected one nested backbone)")
+    base = bases[0]
+    at = model.layers.index(base)
+    pre = [layer for layer in model.layers[1:at]]
+    return pre, base, model.layers[at + 1:]
+
+
+def assemble(pre_layers, base, head_layers, size: int, name: str):
+    """uint8 pixels -> preprocessing -> base (inference mode) -> head layers, as one flat functional model."""
+    import keras
+
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="pixels")
+    x = inputs
+    for layer in pre_layers:
+        x = layer(x)
+    x = base(x, training=False)
+    for layer in head_layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Model outputs for a uint8 array, batch by batch (inference mode)."""
+    outs = [np.asarray(model.predict_on_batch(pixels[i:i + batch_size]))
+            for i in range(0, len(pixels), batch_size)]
+    return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, model.output_shape[-1]))
