@@ -79,7 +79,7 @@ def models() -> dict[str, bytes]:
 
     keras.utils.set_random_seed(0)
     model = _keras_model()
-    from embedflow.tflite_metadata import add_metadata
+    from embedflow.models.tflite_metadata import add_metadata
 
     out = {}
     for quantize in ("none", "dynamic", "float16", "int8"):
@@ -106,7 +106,7 @@ def _litert(model: bytes, pixels: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("quantize", ["none", "dynamic", "float16", "int8"])
 def test_metadata_round_trips_and_the_model_computes_the_same(models, quantize):
-    from embedflow.tflite_metadata import read_metadata
+    from embedflow.models.tflite_metadata import read_metadata
 
     raw, with_metadata = models[quantize]
     pixels, classes = _images()
@@ -134,7 +134,7 @@ def test_metadata_round_trips_and_the_model_computes_the_same(models, quantize):
 
 
 def test_adding_again_replaces_the_metadata(models):
-    from embedflow.tflite_metadata import add_metadata, read_metadata
+    from embedflow.models.tflite_metadata import add_metadata, read_metadata
 
     _, once = models["none"]
     twice = add_metadata(once, ["a", "b", "c"], **{**INFO, "version": "2"})
@@ -165,7 +165,7 @@ def test_mediapipe_image_classifier_returns_the_label_names(models, quantize):
 
 
 def test_a_model_without_metadata_or_damaged_gives_one_line_model_errors(models):
-    from embedflow.tflite_metadata import read_metadata
+    from embedflow.models.tflite_metadata import read_metadata
 
     raw, with_metadata = models["none"]
     with pytest.raises(ModelError, match="carries no metadata"):
@@ -185,7 +185,7 @@ def test_a_model_without_metadata_or_damaged_gives_one_line_model_errors(models)
 
 
 def test_add_metadata_refuses_what_does_not_fit(models):
-    from embedflow.tflite_metadata import add_metadata
+    from embedflow.models.tflite_metadata import add_metadata
 
     raw, _ = models["none"]
     with pytest.raises(ModelError, match="3 output columns|2 labels need 2"):
@@ -203,7 +203,7 @@ def test_add_metadata_refuses_what_does_not_fit(models):
 def test_add_metadata_refuses_an_int8_input(models):
     import tensorflow as tf
 
-    from embedflow.tflite_metadata import add_metadata
+    from embedflow.models.tflite_metadata import add_metadata
 
     int8_input = _convert(_keras_model("float32"), "int8", input_type=tf.int8)
     with pytest.raises(ModelError, match="int8: MediaPipe feeds uint8 or float32 images only"):

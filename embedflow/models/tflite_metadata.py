@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from .errors import ModelError
+from ..errors import ModelError
 
 LABEL_FILE = "labels.txt"
 METADATA_NAME = "TFLITE_METADATA"  # the model metadata entry every metadata reader looks up
