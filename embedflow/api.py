@@ -23,7 +23,7 @@ from .embedding import EmbedSummary, embed_files
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, DatasetError, FingerprintMismatch, UsageError
 from .progress import SILENT, Reporter
-from .reports import classification_report, write_report
+from .reports import classification_report, deploy_files, write_report
 
 DEFAULT_CACHE = Path("cache/embeddings.h5")
 DEFAULT_MODELS = Path("models")
@@ -136,14 +136,17 @@ def fit_head(cache_path: str | os.PathLike | None = None, head: str = "logreg", 
     split = {"val_split": val_split, "seed": seed, "n_train": int(len(train)), "n_val": int(len(val)),
              "refit_on_all": bool(refit and len(val)), "grouped_by": "sha256 (identical files share a side)",
              "val_keys_sha256": hashlib.sha256("\n".join(data.keys[i] for i in val).encode()).hexdigest()}
+    counts = np.bincount(data.labels, minlength=len(data.classes))
     models.save(out_dir, estimator, head, data.classes, data.fingerprint, {
+        "data": {"root": data.root, "count": len(data), "class_counts": dict(zip(data.classes, counts.tolist())),
+                 "skipped": [[key, why] for key, why, _ in data.failed]},
         "hyperparameters": {**head_params(estimator), "class_weight": class_weight},
         "split": split,
         "cache": {"path": str(cache_path), "abspath": str(Path(cache_path).resolve()), "count": len(data),
                   "root": data.root},
         "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
         "fit_seconds": round(time.perf_counter() - t0, 3),
-    })
+    }, members=lambda manifest: deploy_files(manifest, report, str(out_dir)))
     return FitResult(out_dir, head, report, len(train), len(val), time.perf_counter() - t0)
 
 

@@ -35,7 +35,7 @@ from .embedding import Decoded, decode_folder
 from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
-from .reports import classification_report, write_report
+from .reports import classification_report, deploy_files, write_report
 
 MODEL_FILE = "model.keras"
 DEFAULTS = {
@@ -366,7 +366,6 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
     (out_dir / "history.json").write_text(json.dumps({"history": history, "epoch_seconds": times}, indent=2))
     final = report["accuracy"] if report else None
     plot_history(history, out_dir / "learning_curve.png", average_start(p), final, _final_label(p))
-    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
     split = {"val_split": val_split, "seed": seed, "n_train": len(train), "n_val": len(val),
              "grouped_by": "sha256 (identical files share a side)", "refit_on_all": bool(refit),
              "val_keys": [r.key for r in val.refs],
@@ -376,6 +375,7 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
         "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,
         "image_size": fp["image_size"], "input": "uint8 RGB (N, S, S, 3), resized without crop; preprocessing inside",
         "preprocessing": fp["preprocessing"], "data": {"root": str(Path(root).resolve()), "count": len(data),
+                                                       "class_counts": _class_counts(data),
                                                        "skipped": [[r.key, why] for r, why in data.failed]},
         "split": split, "hyperparameters": p, "interrupted": interrupted,
         "test_time_augmentation": ("horizontal flip: the mean of the probabilities for the image and its mirror "
@@ -388,10 +388,15 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
                        "all images)") if refit else "the saved model",
         "epochs_run": {k: len(v.get("loss", [])) for k, v in history.items()},
         "fit_seconds": round(seconds, 2),
-        "files": {name: models.sha256_file(out_dir / name) for name in (MODEL_FILE, "labels.txt")},
+        "files": {MODEL_FILE: models.sha256_file(out_dir / MODEL_FILE)},
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    models.write_members(out_dir, manifest, deploy_files(manifest, report, str(out_dir)))  # labels.txt, README.md
     (out_dir / models.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+
+
+def _class_counts(data: Decoded) -> dict:
+    return dict(zip(data.classes, np.bincount(data.labels, minlength=len(data.classes)).tolist()))
 
 
 def _final_label(p: dict) -> str:

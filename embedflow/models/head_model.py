@@ -11,7 +11,8 @@ import numpy as np
 
 from ..__about__ import __version__
 from ..errors import ModelError
-from .manifest import FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, _jsonable, _require, checked_member, read_manifest, sha256_file
+from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, _jsonable, _require, checked_member,
+                       read_manifest, sha256_file, write_members)
 
 
 @dataclass
@@ -29,8 +30,10 @@ class LoadedModel(ManifestView):
         return out
 
 
-def save(out_dir: Path, estimator, head: str, classes: list[str], fingerprint: dict, extra: dict) -> Path:
-    """Write the head file and manifest.json into out_dir; returns the manifest path."""
+def save(out_dir: Path, estimator, head: str, classes: list[str], fingerprint: dict, extra: dict,
+         members=None) -> Path:
+    """Write the head file and manifest.json into out_dir; returns the manifest path. members: a function
+    manifest -> {name: text} of more files to write and record (labels.txt, the README.md model card)."""
     from ..heads import DenseHead, dumps_sklearn
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +56,8 @@ def save(out_dir: Path, estimator, head: str, classes: list[str], fingerprint: d
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
     }
+    if members is not None:
+        write_members(out_dir, manifest, members(manifest))
     path = out_dir / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, default=_jsonable))
     return path

@@ -3,7 +3,7 @@
 Three kinds share one interface (`classes`, `fingerprint`, `image_size`, `predict_pixels`):
 a fine-tuned model folder (`kind: finetuned`, model.keras), a cached head fused with its backbone
 (`kind: fused`, model.keras) and a TFLite export (`kind: tflite`, model.tflite, or a bare .tflite file
-with labels.txt beside it). `predict` and `evaluate` use them on decoded images.
+with labels.txt beside it or its class names in its TFLite metadata). `predict` and `evaluate` use them on decoded images.
 """
 
 from __future__ import annotations
@@ -106,8 +106,22 @@ def load(path: str | Path, threads: int | None = None) -> ImageClassifier:
     raise ModelError(f"{path} is a {kind} model, which runs on cached vectors, not on images")
 
 
+def _classes_from_metadata(path: Path) -> list[str]:
+    """The class names packed in a .tflite file's metadata (embedflow exports carry them)."""
+    from .tflite_metadata import read_metadata
+
+    try:
+        return read_metadata(path.read_bytes())["labels"]
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+    except ModelError as e:
+        raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it, and its class names cannot "
+                         f"be read from its metadata ({e})") from None
+
+
 def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
-    """A .tflite file: its folder's manifest when it describes this file, else labels.txt beside it."""
+    """A .tflite file: its folder's manifest when it describes this file, else labels.txt beside it, else the
+    labels packed in its TFLite metadata."""
     if not path.is_file():
         raise ModelError(f"no such TFLite file: {path}")
     folder = path.parent
@@ -116,9 +130,10 @@ def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
         if manifest.get("model_file") == path.name:
             return TFLiteImageClassifier(folder, manifest, models.checked_member(folder, manifest, path.name), threads)
     labels = folder / "labels.txt"
-    if not labels.is_file():
-        raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it: cannot name its classes")
-    classes = [line for line in labels.read_text().splitlines() if line]
+    if labels.is_file():
+        classes = [line for line in labels.read_text().splitlines() if line]
+    else:
+        classes = _classes_from_metadata(path)
     clf = TFLiteImageClassifier(folder, {"kind": "tflite", "classes": classes}, path, threads)
     shape = clf.interpreter.get_input_details()[0]["shape"]
     clf.manifest["image_size"] = int(shape[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,18 @@ MANIFEST = "manifest.json"
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_members(out_dir: Path, manifest: dict, members: dict[str, str]) -> None:
+    """Write text members (e.g. labels.txt, README.md) into out_dir, each beside its target and renamed into
+    place, and record their sha256 in manifest["files"]."""
+    files = manifest.setdefault("files", {})
+    for name, text in members.items():
+        path = Path(out_dir) / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        files[name] = sha256_file(path)
 
 
 class ManifestView:
