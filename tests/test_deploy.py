@@ -1,5 +1,5 @@
 """Deployable artifacts (issue #19): TFLite metadata in every export, read by MediaPipe Tasks; labels.txt and
-the README.md model card in every model folder."""
+the README.md model card in every model folder; `predict --format text|tsv|csv|jsonl`."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_model_card_of_a_tflite_export_shows_parity_and_mediapipe():
     assert {"tflite-int8", "logreg"} <= set(front_matter(card)["tags"])
 
 
-# --- fit -------------------------------------------------------------------------------
+# --- predict --format -------------------------------------------------------------------------------
 
 ODD_NAMES = ["comma, here.jpg", 'quote "q".png', "tab\there.jpg", "naïve 日本.jpg", "line\nbreak.png"]
 
@@ -149,6 +149,46 @@ def test_fit_writes_labels_and_a_model_card_recorded_in_the_manifest(fitted):
     card = (model / "README.md").read_text()
     assert front_matter(card)["dataset"]["images"] == 18
     assert "| apples | 6 |" in card and "embedflow predict" in card
+
+
+def test_predict_formats_round_trip_awkward_paths(cli, fitted):
+    model, odd = fitted
+    want = json.loads(cli("predict", model, odd, "--top-k", "2", "--runtime", "keras", "--json").stdout)["predictions"]
+    assert sorted(p["path"] for p in want) == sorted(str(odd / n) for n in ODD_NAMES)
+    by_path = {p["path"]: p["top"] for p in want}
+
+    text = cli("predict", model, odd, "--top-k", "2", "--runtime", "keras").stdout
+    assert text == "".join(f"{p['path']}\t" + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n"
+                           for p in want)
+
+    for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
+        out = cli("predict", model, odd, "--top-k", "2", "--runtime", "keras", "--format", fmt).stdout
+        rows = list(csv.reader(io.StringIO(out, newline=""), delimiter=delimiter))
+        assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2"]
+        assert len(rows) == 1 + len(ODD_NAMES)
+        for path, label1, p1, label2, p2 in rows[1:]:
+            top = by_path[path]  # the path comes back exactly: commas, quotes, tabs, line breaks, non-ASCII
+            assert [label1, label2] == [t["label"] for t in top]
+            assert abs(float(p1) - top[0]["probability"]) < 1e-6 and abs(float(p2) - top[1]["probability"]) < 1e-6
+
+    lines = cli("predict", model, odd, "--top-k", "2", "--runtime", "keras", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [{"path": p["path"], "top": p["top"]} for p in want]
+
+
+def test_predict_format_failures_and_usage(cli, fitted, tmp_path):
+    model, odd = fitted
+    (odd / "broken.jpg").write_bytes(b"not an image")
+    result = cli("predict", model, odd / "broken.jpg", odd / "comma, here.jpg", "--runtime", "keras", "--format", "csv",
+                 "--top-k", "9")
+    rows = list(csv.reader(io.StringIO(result.stdout, newline="")))
+    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
+    assert [r[0] for r in rows[1:]] == [str(odd / "comma, here.jpg")]  # the failure is not a row ...
+    assert "broken.jpg" in result.stderr  # ... it goes to stderr, as with text
+    assert "--format" in cli("predict", model, odd, "--format", "xml", expect=2).stderr
+    both = cli("predict", model, odd, "--format", "csv", "--json", expect=2).stderr
+    assert "--json and --format" in both and len(both.strip().splitlines()) == 1
+    only_bad = cli("predict", model, odd / "broken.jpg", "--runtime", "keras", "--format", "jsonl", expect=1)
+    assert only_bad.stdout == ""
 
 
 # --- TFLite exports with metadata, read by MediaPipe (slow: four Keras-to-TFLite conversions) --------
