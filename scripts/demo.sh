@@ -29,7 +29,7 @@ first=$(find "$DATA" -iname '*.jpg' | sort | sed -n 1,3p)
 embedflow predict models/svm $first --top-k 2
 # shellcheck disable=SC2086
 embedflow predict models/svm $first --top-k 2 --format csv
-head -n 30 models/svm/README.md    # the model card (labels.txt beside it)
+sed -n '/^# /,/^## Training data/p' models/svm/README.md    # the model card (front matter, sections; labels.txt beside it)
 # the logreg head fused with its backbone into one TFLite model (parity-checked), used on raw images
 embedflow export models/logreg --format tflite
 # the class names travel inside the .tflite file (TFLite metadata, as MediaPipe and Android read it)
