@@ -241,25 +241,63 @@ def predict(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Reuse vectors of images already in this cache "
                                          "(default: one in cache/ made with the model's backbone)."),
     runtime: str = RuntimeOpt,
+    fmt: str = typer.Option("text", "--format", "-f", help="Output: text (path, then label probability pairs), "
+                            "tsv or csv (a header row, then one row per image: path,label_1,probability_1,...), "
+                            "jsonl (one JSON object per image)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
     """Label images with a trained model (top-k labels with probabilities)."""
     from . import api
+    from .errors import UsageError
 
-    rep = CliReporter(quiet or as_json)
+    if fmt not in PREDICT_FORMATS:
+        raise UsageError(f"unknown --format '{fmt}': use {', '.join(PREDICT_FORMATS)}")
+    if as_json and fmt != "text":
+        raise UsageError("--json and --format both choose the output: give one of them")
+    rep = CliReporter(quiet or as_json or fmt != "text")
     result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
                          reporter=rep).to_dict()
     if as_json:
         emit_json(result)
     else:
-        for p in result["predictions"]:
-            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"])
-            typer.echo(f"{p['path']}\t{tops}")
+        typer.echo(format_predictions(result, fmt), nl=False)
     for f in result["failed"]:
         rep.warn(f"skipped {f['path']}: {f['reason']}")
     if not result["predictions"]:
         raise typer.Exit(1)
+
+
+PREDICT_FORMATS = ("text", "tsv", "csv", "jsonl")
+
+
+def format_predictions(result: dict, fmt: str) -> str:
+    """predict's result ({"predictions": [{"path", "top": [{"label", "probability"}]}]}) as text, tsv, csv or
+    jsonl, every line ending in a newline.
+
+    text: `path<TAB>label probability  label probability ...` (probabilities to 3 decimals), as it always was.
+    tsv/csv: a header row `path,label_1,probability_1,...,label_K,probability_K`, then one row per image
+    (probabilities to 6 decimals), quoted by the csv module where a field holds the delimiter, a quote or a
+    line break, so a spreadsheet or csv.reader reads every path back exactly. jsonl: one object per image,
+    `{"path": ..., "top": [{"label": ..., "probability": ...}, ...]}`, the entries of `--json`'s predictions.
+    """
+    import csv
+    import io
+
+    rows = result["predictions"]
+    if fmt == "text":
+        return "".join(p["path"] + "\t" + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n"
+                       for p in rows)
+    if fmt == "jsonl":
+        return "".join(json.dumps({"path": p["path"], "top": p["top"]}) + "\n" for p in rows)
+    k = max((len(p["top"]) for p in rows), default=0)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
+    writer.writerow(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability"))])
+    for p in rows:
+        cells = [value for t in p["top"] for value in (t["label"], f"{t['probability']:.6f}")]
+        writer.writerow([p["path"], *cells, *[""] * (2 * k - len(cells))])
+    return out.getvalue()
 
 
 MethodOpt = typer.Option(None, "--exact/--index",

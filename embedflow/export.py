@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, cache, models
+from .__about__ import __version__
 from .errors import CacheError, DatasetError, ModelError, UsageError
 from .embedding import Decoded, decode_refs, refs_for_keys
 from .progress import SILENT, Reporter
+from .reports import deploy_files
 
 QUANTIZE = ("none", "dynamic", "float16", "int8")
 FORMATS = ("tflite", "keras")
@@ -272,7 +275,7 @@ def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data
                           f"{1 - checked['top1_agreement']:.1%} of the validation images")
         model_file = "model.tflite" if fmt == "tflite" else "model.keras"
         _write_manifest(staged, src, model_dir, fmt, quantize, model_file, files, {**result, "ok": ok},
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, target=out_dir)
     return ExportResult(out_dir, out_dir / model_file, fmt, quantize, {**result, "ok": ok}, time.perf_counter() - t0)
 
 
@@ -300,15 +303,15 @@ def _write_export(out_dir: Path, src: Source, fmt: str, quantize: str, reporter:
             if not len(representative):
                 raise DatasetError("no training image could be read for the int8 representative set")
         reporter.info(f"converting to TFLite ({quantize if quantize != 'none' else 'float32'})")
-        (out_dir / "model.tflite").write_bytes(to_tflite(src.model, quantize, representative))
+        # the metadata goes in before the parity check, so the check runs on the file that ships
+        (out_dir / "model.tflite").write_bytes(with_metadata(to_tflite(src.model, quantize, representative), src,
+                                                             quantize))
         files["model.tflite"] = models.sha256_file(out_dir / "model.tflite")
         tfl = TFLiteImageClassifier(out_dir, {"classes": src.classes}, out_dir / "model.tflite")
         result["tflite"] = parity(tfl.predict_pixels(src.val.pixels), src.source_proba, labels)
     if src.manifest.get("split", {}).get("refit_on_all"):
         result["note"] = ("the source model was refit on all its data, validation images included: accuracy here "
                           "is not a held-out estimate; agreement is what this check measures")
-    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in src.classes))
-    files["labels.txt"] = models.sha256_file(out_dir / "labels.txt")
     return files, result
 
 
@@ -318,8 +321,9 @@ def default_name(model_dir: Path, fmt: str, quantize: str) -> str:
     return f"{model_dir.name}-tflite" + ("" if quantize == "none" else f"-{quantize}")
 
 
-def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, files, parity_result, seconds):
-    models.write_manifest(out_dir, {
+def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, files, parity_result, seconds,
+                    target=None):
+    manifest = {
         "kind": "tflite" if fmt == "tflite" else "fused",
         "model_file": model_file, "keras_file": "model.keras" if "model.keras" in files else None,
         "classes": src.classes, "labels_file": "labels.txt", "fingerprint": src.fingerprint,
@@ -330,6 +334,47 @@ def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, 
         "quantize": quantize if fmt == "tflite" else None,
         "source": {"path": str(model_dir), "kind": src.manifest.get("kind"), "head": src.fused_from,
                    "metrics": src.manifest.get("metrics", {})},
-        "data": {"root": src.data_root}, "split": src.split,
+        "data": {**_source_data(src.manifest), "root": src.data_root}, "split": src.split,
         "parity": parity_result, "files": files, "export_seconds": round(seconds, 2),
-    })
+    }
+    # labels.txt and README.md (the model card, with the source model's validation report)
+    models.write_members(out_dir, manifest, deploy_files(manifest, _source_report(model_dir), str(target or out_dir)))
+    models.write_manifest(out_dir, manifest)
+
+
+def _source_data(manifest: dict) -> dict:
+    """What the source model records about its images: count, class_counts, skipped."""
+    data = {**(manifest.get("data") or {})}
+    if "count" not in data and (manifest.get("cache") or {}).get("count") is not None:
+        data["count"] = manifest["cache"]["count"]
+    return {k: data[k] for k in ("count", "class_counts", "skipped") if k in data}
+
+
+def _source_report(model_dir: Path) -> dict | None:
+    """The source model's validation report (report.json), or None when it has none or it is unreadable."""
+    try:
+        report = json.loads((Path(model_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and {"n", "accuracy", "per_class"} <= set(report) else None
+
+
+def with_metadata(model: bytes, src: Source, quantize: str) -> bytes:
+    """The TFLite model with its image-classifier metadata: names, input meaning, the labels file packed in."""
+    from .models.tflite_metadata import add_metadata
+
+    size = int(src.fingerprint["image_size"])
+    backbone = src.fingerprint.get("backbone_arg") or src.fingerprint.get("backbone")
+    what = f"a {src.fused_from} head on {backbone}" if src.fused_from else f"fine-tuned {backbone}"
+    accuracy = (src.manifest.get("metrics") or {}).get("accuracy")
+    n_val = src.manifest.get("split", {}).get("n_val", len(src.val))
+    scored = f" Validation accuracy {accuracy:.1%} on {n_val} images." if isinstance(accuracy, float) else ""
+    return add_metadata(
+        model, src.classes, name=f"embedflow image classifier ({what})", version=__version__,
+        description=(f"Classifies an image into one of {len(src.classes)} classes: {', '.join(src.classes)}. "
+                     f"Made with embedflow from {Path(src.data_root).name}/ ({what}, "
+                     f"{'float32' if quantize == 'none' else quantize} weights).{scored}"),
+        author=f"embedflow {__version__}", image_size=size,
+        input_description=(f"uint8 RGB image, {size}x{size}, resized without cropping; the preprocessing "
+                           f"({src.fingerprint['preprocessing']}) is inside the model"),
+        output_description="softmax probabilities, one per class, in labels.txt order")

@@ -34,7 +34,7 @@ from .embedding import Decoded, decode_folder
 from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
-from .reports import classification_report, write_report
+from .reports import classification_report, deploy_files, write_report
 
 MODEL_FILE = "model.keras"
 DEFAULTS = {
@@ -371,14 +371,14 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
         plot_history(history, staged / "learning_curve.png", average_start(p), final, _final_label(p))
         if report:
             write_report(report, staged, "fine-tuned on the training split, validation split")
-        (staged / "labels.txt").write_text("".join(f"{c}\n" for c in data.classes))
         split = models.split_record([r.key for r in val.refs], val.hashes, range(len(train)), range(len(val)),
                                     val_split=val_split, seed=seed, refit_on_all=bool(refit))
-        models.write_manifest(staged, {
+        manifest = {
             "kind": "finetuned",
             "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,
             "image_size": fp["image_size"], "input": "uint8 RGB (N, S, S, 3), resized without crop; preprocessing inside",
             "preprocessing": fp["preprocessing"], "data": {"root": str(Path(root).resolve()), "count": len(data),
+                                                           "class_counts": _class_counts(data),
                                                            "skipped": [[r.key, why] for r, why in data.failed]},
             "split": split, "hyperparameters": p, "interrupted": interrupted,
             "test_time_augmentation": ("horizontal flip: the mean of the probabilities for the image and its mirror "
@@ -391,8 +391,14 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
                            "all images)") if refit else "the saved model",
             "epochs_run": {k: len(v.get("loss", [])) for k, v in history.items()},
             "fit_seconds": round(seconds, 2),
-            "files": {name: models.sha256_file(staged / name) for name in (MODEL_FILE, "labels.txt")},
-        })
+            "files": {MODEL_FILE: models.sha256_file(staged / MODEL_FILE)},
+        }
+        models.write_members(staged, manifest, deploy_files(manifest, report, str(out_dir)))  # labels.txt, README.md
+        models.write_manifest(staged, manifest)
+
+
+def _class_counts(data: Decoded) -> dict:
+    return dict(zip(data.classes, np.bincount(data.labels, minlength=len(data.classes)).tolist()))
 
 
 def _final_label(p: dict) -> str:

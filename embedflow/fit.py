@@ -26,6 +26,12 @@ class FittedHead(HeadClassifier):
         if self.report_:
             write_report(self.report_, staged, f"{self.head} head, validation split")
 
+    def _card_members(self, manifest: dict, target: Path) -> dict[str, str]:
+        """labels.txt and the README.md model card, with the validation report."""
+        from .reports import deploy_files
+
+        return deploy_files(manifest, self.report_, str(target))
+
     @property
     def n_train(self) -> int:
         return int(self.split_.get("n_train", 0))
@@ -72,8 +78,11 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
             estimator.fit(X, y)
     split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
                                 refit_on_all=bool(refit and len(val)))
+    counts = np.bincount(y, minlength=len(cache.classes)) if len(y) else np.zeros(len(cache.classes), int)
     manifest = {
         "head": head, "classes": list(cache.classes), "fingerprint": cache.fingerprint,
+        "data": {"root": cache.root, "count": len(cache), "class_counts": dict(zip(cache.classes, counts.tolist())),
+                 "skipped": [[key, why] for key, why, _ in cache.failed]},
         "hyperparameters": {**head_params(estimator), "class_weight": class_weight},
         "split": split,
         "cache": {"path": str(cache.path), "abspath": str(cache.path.resolve()), "count": len(cache),

@@ -27,7 +27,12 @@ embedflow fit --head svm
 first=$(find "$DATA" -iname '*.jpg' | sort | sed -n 1,3p)
 # shellcheck disable=SC2086
 embedflow predict models/svm $first --top-k 2
+# shellcheck disable=SC2086
+embedflow predict models/svm $first --top-k 2 --format csv
+sed -n '/^# /,/^## Training data/p' models/svm/README.md    # the model card (front matter, sections; labels.txt beside it)
 # the logreg head fused with its backbone into one TFLite model (parity-checked), used on raw images
 embedflow export models/logreg --format tflite
+# the class names travel inside the .tflite file (TFLite metadata, as MediaPipe and Android read it)
+python -c 'import sys; from embedflow.models.tflite_metadata import read_metadata as r; m = r(open(sys.argv[1], "rb").read()); print("metadata:", m["name"], "| labels:", ", ".join(m["labels"]))' models/logreg-tflite/model.tflite
 # shellcheck disable=SC2086
 embedflow predict models/logreg-tflite/model.tflite $first --top-k 2

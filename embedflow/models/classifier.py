@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .manifest import MANIFEST, checked_member, sha256_file, staged_folder, write_manifest
+from .manifest import MANIFEST, checked_member, sha256_file, staged_folder, write_manifest, write_members
 
 
 class Classifier:
@@ -78,7 +78,9 @@ class Classifier:
         with staged_folder(path) as staged:
             files = self._write_members(staged)
             self._write_extras(staged)
-            write_manifest(staged, {**self._manifest_for_save(), "files": files})
+            manifest = {**self._manifest_for_save(), "files": files}
+            write_members(staged, manifest, self._card_members(manifest, Path(path)))
+            write_manifest(staged, manifest)
         self.path = Path(path)
         return self.path
 
@@ -102,6 +104,11 @@ class Classifier:
             if src.is_file() and not src.name.startswith(".") and src.name not in members \
                     and not (staged / src.name).exists():
                 shutil.copy2(src, staged / src.name)
+
+    def _card_members(self, manifest: dict, target: Path) -> dict[str, str]:
+        """Text members every model folder carries, recorded with their sha256: labels.txt (one class a line);
+        the kinds trained above the reports layer add the README.md model card."""
+        return {"labels.txt": "".join(f"{c}\n" for c in self.classes)}
 
     def _manifest_for_save(self) -> dict:
         return {k: v for k, v in self.manifest.items() if k not in ("files", "format", "schema_version")}

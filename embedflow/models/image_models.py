@@ -107,8 +107,22 @@ def from_manifest(path: Path, manifest: dict, threads: int | None = None) -> Ima
     raise ModelError(f"{path} is a {kind} model, which runs on cached vectors, not on images")
 
 
+def _classes_from_metadata(path: Path) -> list[str]:
+    """The class names packed in a .tflite file's metadata (embedflow exports carry them)."""
+    from .tflite_metadata import read_metadata
+
+    try:
+        return read_metadata(path.read_bytes())["labels"]
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+    except ModelError as e:
+        raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it, and its class names cannot "
+                         f"be read from its metadata ({e})") from None
+
+
 def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
-    """A .tflite file: its folder's manifest when it describes this file, else labels.txt beside it."""
+    """A .tflite file: its folder's manifest when it describes this file, else labels.txt beside it, else the
+    labels packed in its TFLite metadata."""
     if not path.is_file():
         raise ModelError(f"no such TFLite file: {path}")
     folder = path.parent
@@ -117,9 +131,10 @@ def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
         if manifest.get("model_file") == path.name:
             return TFLiteImageClassifier(folder, manifest, models.checked_member(folder, manifest, path.name), threads)
     labels = folder / "labels.txt"
-    if not labels.is_file():
-        raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it: cannot name its classes")
-    classes = [line for line in labels.read_text().splitlines() if line]
+    if labels.is_file():
+        classes = [line for line in labels.read_text().splitlines() if line]
+    else:
+        classes = _classes_from_metadata(path)
     clf = TFLiteImageClassifier(folder, {"kind": "tflite", "classes": classes}, path, threads)
     shape = clf.interpreter.get_input_details()[0]["shape"]
     clf.manifest["image_size"] = int(shape[1])

@@ -34,6 +34,18 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def write_members(out_dir: Path, manifest: dict, members: dict[str, str]) -> None:
+    """Write text members (e.g. labels.txt, README.md) into out_dir, each beside its target and renamed into
+    place, and record their sha256 in manifest["files"]."""
+    files = manifest.setdefault("files", {})
+    for name, text in members.items():
+        path = Path(out_dir) / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        files[name] = sha256_file(path)
+
+
 class ManifestView:
     """What every loaded model says about itself through its manifest."""
 

@@ -1,9 +1,11 @@
-"""What a person reads: metrics (metrics), figures (plots), report files (write) and contact sheets
-(sheets)."""
+"""What a person reads: metrics (metrics), figures (plots), report files (write), contact sheets
+(sheets) and the model card with labels.txt (model_card)."""
 
 from .metrics import classification_report, format_report
+from .model_card import deploy_files, labels_text, model_card
 from .plots import plot_confusion
 from .sheets import neighbors_sheet
 from .write import write_report
 
-__all__ = ["classification_report", "format_report", "neighbors_sheet", "plot_confusion", "write_report"]
+__all__ = ["classification_report", "deploy_files", "format_report", "labels_text", "model_card", "neighbors_sheet",
+           "plot_confusion", "write_report"]
