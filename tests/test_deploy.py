@@ -202,7 +202,7 @@ def exports(tmp_path_factory, weights_file):
     root = tmp_path_factory.mktemp("deploy")
     data = make_dataset(root / "data", per_class=8)
     api.embed_folder(data, root / "cache.h5", image_size=SIZE, weights=str(weights_file), runtime="keras")
-    api.fit_head(root / "cache.h5", "logreg", root / "logreg")
+    api.fit_head(root / "cache.h5", "logreg").save(root / "logreg")
     api.finetune(data, root / "ft", image_size=SIZE, weights=str(weights_file),
                  params={"epochs": 1, "fine_tune_epochs": 1, "refit": False})
     out = {"data": data}
