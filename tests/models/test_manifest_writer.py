@@ -40,7 +40,7 @@ def test_save_replaces_a_folder_completely_and_leaves_nothing_beside_it(tmp_path
     (target / "stale.txt").write_text("from the old folder")
     new.save(target)
     names, note = _folder_state(target)
-    assert note == "seed 1" and names == ["head.joblib", "manifest.json"]
+    assert note == "seed 1" and names == ["head.joblib", "labels.txt", "manifest.json"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["logreg"]  # no staged or aside folder left
     np.testing.assert_allclose(models.load_model(target).predict_proba_vectors(X), new.predict_proba_vectors(X))
 
