@@ -106,11 +106,19 @@ def test_fingerprint_changes_with_weights_size_and_backbone(weights_file, tmp_pa
 
 
 def test_default_fingerprint_id_unchanged(tmp_path):
-    """Caches written before the registry existed keep matching: ids computed by the previous code."""
+    """Caches written before the registry existed keep matching: ids computed by the previous code (id
+    scheme 1, over the prose fields) are recognised from their fields and match today's fingerprint."""
     weights = tmp_path / "fixed.weights"
     weights.write_bytes(b"weights")
-    assert backbones.fingerprint(backbones.get_spec("mobilenet_v2", 96), weights)["id"] == "bc0fb7047ef854c8"
-    assert backbones.fingerprint(backbones.get_spec(), weights)["id"] == "2be249448f8ae26a"
+    for spec, old_id in ((backbones.get_spec("mobilenet_v2", 96), "bc0fb7047ef854c8"),
+                         (backbones.get_spec(), "2be249448f8ae26a")):
+        now = backbones.fingerprint(spec, weights)
+        old = {**{k: now[k] for k in ("backbone", "alpha", "image_size", "output_dim", "weights_sha256",
+                                      "embedding_version")},
+               "preprocessing": "mobilenet_v2: x/127.5 - 1 (pixels to [-1, 1])", "pooling": "global average",
+               "resize": "EXIF-rotated, RGB over white, bilinear to a square (no crop)", "id": old_id}
+        assert backbones.upgrade(old)["id"] == now["id"]  # only when old_id is the scheme 1 hash of these fields
+        assert backbones.same_backbone(old, now)
 
 
 def test_caffe_preprocessing_matches_keras():
