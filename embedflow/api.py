@@ -22,7 +22,7 @@ from . import backbones, cache, models
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, UsageError
-from .progress import SILENT, Reporter
+from .progress import SILENT, Reporter, as_reporter
 
 if TYPE_CHECKING:
     from . import search
@@ -92,20 +92,22 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
 
 
 def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
-               reporter: Reporter = SILENT) -> cache.Cache:
+               reporter: Reporter | str | None = "auto") -> cache.Cache:
     """The embedding cache at `path` (default: cache/embeddings.h5, else the only cache/embeddings-*.h5) as
     a Cache: X (N, D) float32 read on first use (at once with vectors=True), y, keys, hashes, classes,
     fingerprint, root, failed."""
+    reporter = as_reporter(reporter)
     return cache.open_cache(choose_cache(path, reporter), vectors=vectors)
 
 
 def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head: str = "logreg", *,
              val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, refit: bool = True,
-             runtime: str = "auto", reporter: Reporter = SILENT, **params):
+             runtime: str = "auto", reporter: Reporter | str | None = "auto", **params):
     """Train a head (logreg, svm, dense, knn) on a cache's vectors; returns the fitted classifier in memory
     (nothing is written: `.save(path)` writes the model folder). `params` are the head's own
     hyper-parameters (logreg/svm: C; dense: epochs, ...; knn: k); one it does not take is a UsageError.
     The classifier's `report_` is the validation report, `split_` the split record. See embedflow.fit."""
+    reporter = as_reporter(reporter)
     from .fit import fit_head as _fit_head
 
     data = cache_or_path if isinstance(cache_or_path, cache.Cache) else choose_cache(cache_or_path, reporter)
@@ -132,11 +134,12 @@ def _model_and_name(model, runtime: str) -> tuple[models.Classifier, str]:
 
 def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, runtime: str = "auto", weights: str | None = None,
-             reporter: Reporter = SILENT):
+             reporter: Reporter | str | None = "auto"):
     """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
     EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
     (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
     Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given."""
+    reporter = as_reporter(reporter)
     from .evaluate import evaluate as _evaluate
 
     clf, name = _model_and_name(model, runtime)
@@ -147,11 +150,12 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
 
 
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
-            reporter: Reporter = SILENT):
+            reporter: Reporter | str | None = "auto"):
     """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier
     or a model path); returns a PredictResult (`.to_dict()`: {"model", "predictions": [{"path", "top":
     [{"label", "probability"}]}], "failed"}). A head reuses the vectors of files already in a cache of its
     backbone (same sha256): cache_path "auto" looks for one, None uses none."""
+    reporter = as_reporter(reporter)
     from .predict import predict as _predict
 
     if top_k < 1:
@@ -168,9 +172,10 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
 def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / "finetuned", *,
              backbone: str = "mobilenet_v2", image_size: int | None = None, weights: str | None = None,
              spec: backbones.BackboneSpec | None = None, val_split: float = 0.2, seed: int = 0,
-             params: dict | None = None, reporter: Reporter = SILENT):
+             params: dict | None = None, reporter: Reporter | str | None = "auto"):
     """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
     Returns embedflow.finetune.FinetuneResult (`.load()`: the Classifier); see that module for the recipe."""
+    reporter = as_reporter(reporter)
     from .finetune import finetune as _finetune
 
     spec = spec or backbones.get_spec(backbone, image_size, weights)
@@ -181,10 +186,11 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
-           reporter: Reporter = SILENT):
+           reporter: Reporter | str | None = "auto"):
     """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
     TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
     changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
+    reporter = as_reporter(reporter)
     from .export import export as _export
 
     return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
@@ -192,9 +198,10 @@ def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none"
 
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,
-            reporter: Reporter = SILENT) -> dict:
+            reporter: Reporter | str | None = "auto") -> dict:
     """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model (a
     Classifier or a model path)."""
+    reporter = as_reporter(reporter)
     from .explain import explain as _explain
 
     return _explain(model, [str(i) for i in images], out, reporter=reporter)
@@ -222,7 +229,6 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
     Returns a search.NeighborsResult (hits in memory; `.to_dict()` is {"cache", "method", "k", "results":
     [{"query", "hash", "neighbors": [{"key", "label", "score"}]}], "failed": [{"path", "reason"}], "sheet"})."""
     from . import search
-    from .progress import as_reporter
 
     search.check_query(k, images, keys, vectors)
     reporter = as_reporter(reporter)
@@ -245,7 +251,6 @@ def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float 
     "cross_class", "labels", "min_score", "members": [{"key", "label", "hash"}], "pairs": [{"a", "b",
     "score"}]}], "n_groups", "n_cross_class", "n_images_in_groups"})."""
     from . import search
-    from .progress import as_reporter
 
     search.check_threshold(threshold)
     reporter = as_reporter(reporter)
