@@ -107,12 +107,18 @@ def _open_read(path: Path):
     try:
         fmt = f.attrs.get("format")
         version = int(f.attrs.get("schema_version", 0))
+        ours = fmt is not None or "embeddings" in f or any(name in f.attrs for name in DIGEST_ATTRS)
+        if fmt == FORMAT and version < 2 and "vector_crc32" in f:
+            raise ValueError("schema 2 datasets without schema_version 2")
     except Exception as e:
         f.close()
         raise _damaged(path, _reason(e)) from None
     if fmt != FORMAT:
         f.close()
-        raise CacheError(f"{path} is not an embedflow cache")
+        if not ours:
+            raise CacheError(f"{path} is not an embedflow cache")
+        raise CacheError(f"cache {path} is damaged (its format attribute is {None if fmt is None else str(fmt)[:40]!r}); "
+                         "embed again with --rebuild")
     if version > SCHEMA_VERSION:
         f.close()
         raise CacheError(f"{path} has cache schema {version}; upgrade embedflow to read it")

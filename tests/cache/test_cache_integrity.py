@@ -44,6 +44,7 @@ def downgrade_to_schema_1(path: Path) -> None:
     with h5py.File(path, "a") as f:
         f.attrs["schema_version"] = 1
         del f.attrs["content_sha256"]
+        del f["vector_crc32"]
 
 
 def one_line_exit_4(r) -> None:
@@ -391,3 +392,46 @@ def test_a_session_holding_the_cache_open_for_writing_does_not_block_readers(cli
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- readers racing a writer -----------------------------------------------------------------------------
+
+RACING_WRITER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from pathlib import Path
+    from embedflow import cache
+    path, src, fp = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+    for n in range(int(sys.argv[4])):
+        rows = 300 if n % 2 else 600
+        vec = np.random.default_rng(n).normal(0, 1, (rows, 16)).astype(np.float32)
+        hashes = [f"{i + 1000 * n:064x}" for i in range(rows)]
+        np.savez(src, hashes=np.array(hashes, dtype="S64"), vectors=vec)
+        r = [cache.Row(f"{'abc'[i % 3]}/{i:05d}.jpg", hashes[i], i % 3, src, i) for i in range(rows)]
+        with cache.CacheLock(path):
+            cache.write(path, r, ["a", "b", "c"], fp, "/data", [], 16)
+        print(n, flush=True)
+""")
+
+
+def test_every_reader_racing_a_writer_is_exit_0_or_one_line(cli, tmp_path):
+    path = tmp_path / "c.h5"
+    cmd = [sys.executable, "-c", RACING_WRITER, str(path), str(tmp_path / "src.npz"), json.dumps(FP)]
+    subprocess.run(cmd + ["1"], check=True, cwd=ROOT)
+    cli("fit", "--cache", path, "--val-split", "0", "--out", "m")
+    writer = subprocess.Popen(cmd + ["40"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    outcomes = {"ok": 0, "refused": 0}
+    readers = [["info", "--cache", path, "--json"], ["fit", "--cache", path, "--val-split", "0", "--out", "m2"],
+               ["evaluate", "m", path, "--out", "ev"], ["neighbors", "--key", "b/00001.jpg", "--cache", path],
+               ["duplicates", "--cache", path, "--exact"]]
+    while writer.poll() is None:
+        for args in readers:
+            r = cli(*args, expect=None)
+            if r.exit_code == 0:
+                outcomes["ok"] += 1
+            else:
+                one_line_exit_4(r)
+                assert "was replaced by another run" in r.stderr, r.stderr
+                outcomes["refused"] += 1
+    assert writer.returncode == 0
+    assert outcomes["ok"] >= 10, outcomes

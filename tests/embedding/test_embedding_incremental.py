@@ -21,7 +21,7 @@ def test_cache_schema_is_plain_hdf5(cli, dataset, weights_file):
     out = cli("embed", dataset, "--quiet")
     assert out.stdout == ""
     with h5py.File("cache/embeddings.h5", "r") as f:
-        assert f.attrs["format"] == "embedflow.cache" and f.attrs["schema_version"] == 1
+        assert f.attrs["format"] == "embedflow.cache" and f.attrs["schema_version"] == 2
         fp = json.loads(f.attrs["fingerprint"])
         assert fp["backbone"] == "mobilenet_v2" and fp["image_size"] == SIZE and fp["output_dim"] == 1280
         assert fp["weights_sha256"] == backbones.file_sha256(weights_file)
