@@ -116,10 +116,11 @@ def same_backbone(a: dict | str, b: dict | str) -> bool:
 
 
 def describe(fp: dict) -> str:
-    name = fp.get("backbone_arg") or fp["backbone"]
-    width = f"alpha {fp['alpha']}, " if fp.get("alpha") is not None and fp["backbone"].startswith("mobilenet_v2") else ""
-    return (f"{name} ({width}{fp['image_size']}px, {fp.get('output_dim', '?')}-d, "
-            f"weights {fp['weights_sha256'][:8]}, id {fp['id']})")
+    """One line naming a fingerprint's backbone, for messages; missing fields show as '?'."""
+    name = fp.get("backbone_arg") or fp.get("backbone") or "?"
+    width = f"alpha {fp['alpha']}, " if fp.get("alpha") is not None and str(name).startswith("mobilenet_v2") else ""
+    return (f"{name} ({width}{fp.get('image_size', '?')}px, {fp.get('output_dim', '?')}-d, "
+            f"weights {str(fp.get('weights_sha256') or '?')[:8]}, id {fp.get('id', '?')})")
 
 
 def check_compatible(have: dict, want: dict, what: str, hint: str = "") -> None:
