@@ -113,6 +113,15 @@ def print_training(model_dir, n_train: int, n_val: int, seconds: float, report: 
     typer.echo(f"wrote {model_dir} ({what}, {n_train} train / {n_val} validation, {seconds:.1f}s)")
 
 
+def warn_skipped(rep, n: int, message: str, strict: bool) -> None:
+    """One warning for n skipped files (embed, evaluate); under --strict they are exit 7."""
+    from .errors import StrictModeError
+
+    rep.warn(message)
+    if strict:
+        raise StrictModeError(f"{n} file(s) were skipped and --strict is set")
+
+
 @app.callback(invoke_without_command=True)
 def main(version: bool = typer.Option(False, "--version", help="Show the version and exit.")):
     if version:
@@ -146,7 +155,6 @@ def embed(
 ):
     """Embed every image of FOLDER into the cache (only new or changed files are computed)."""
     from . import api
-    from .errors import StrictModeError
 
     rep = CliReporter(quiet or as_json)
     s = api.embed_folder(folder, cache, backbone=backbone, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
@@ -163,9 +171,8 @@ def embed(
         if not rep.warnings:  # failures remembered from an earlier run were not printed one by one
             for key, reason in s.failed[:20]:
                 rep.warn(f"skipped {key}: {reason}")
-        rep.warn(f"{len(s.failed)} file(s) skipped; `embedflow info --cache {s.cache_path}` lists them")
-        if strict:
-            raise StrictModeError(f"{len(s.failed)} file(s) were skipped and --strict is set")
+        warn_skipped(rep, len(s.failed), f"{len(s.failed)} file(s) skipped; `embedflow info --cache {s.cache_path}` "
+                     "lists them", strict)
 
 
 @app.command()
@@ -213,7 +220,6 @@ def evaluate(
 ):
     """Score a model on a held-out labelled folder or cache; writes the same report as fit."""
     from . import api
-    from .errors import StrictModeError
     from .reports import format_report
 
     rep = CliReporter(quiet or as_json)
@@ -227,9 +233,7 @@ def evaluate(
     skipped = report.get("skipped") or []
     if skipped:
         where = f"; `embedflow info --cache {report['cache']}` lists them" if report.get("cache") else ""
-        rep.warn(f"{len(skipped)} file(s) skipped, not part of this evaluation{where}")
-        if strict:
-            raise StrictModeError(f"{len(skipped)} file(s) were skipped and --strict is set")
+        warn_skipped(rep, len(skipped), f"{len(skipped)} file(s) skipped, not part of this evaluation{where}", strict)
 
 
 @app.command()
