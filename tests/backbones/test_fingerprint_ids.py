@@ -78,10 +78,18 @@ def test_a_scheme1_default_fingerprint_matches_todays_default(monkeypatch):
     assert backbones.upgrade(unknown) is unknown and not backbones.same_backbone(unknown, now)
 
 
+def as_schema_1_file(f) -> None:
+    """An old fingerprint comes in an old file: cache schema 1 (no content checksum, no vector CRCs)."""
+    f.attrs["schema_version"] = 1
+    del f.attrs["content_sha256"]
+    del f["vector_crc32"]
+
+
 def rewrite_as_scheme1(cache_path) -> dict:
     with h5py.File(cache_path, "r+") as f:
         old = scheme1(json.loads(f.attrs["fingerprint"]))
         f.attrs["fingerprint"], f.attrs["fingerprint_id"] = json.dumps(old), old["id"]
+        as_schema_1_file(f)
     return old
 
 
@@ -116,5 +124,6 @@ def test_a_scheme1_cache_of_another_backbone_is_still_refused(cli, tmp_path):
         fp = json.loads(f.attrs["fingerprint"])
         old = scheme1({**fp, "weights_sha256": "f" * 64})
         f.attrs["fingerprint"], f.attrs["fingerprint_id"] = json.dumps(old), old["id"]
+        as_schema_1_file(f)
     r = cli("embed", data, expect=3)
     assert "differs in: weights_sha256" in r.stderr
