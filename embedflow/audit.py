@@ -231,10 +231,11 @@ def issues_sheet(result: AuditResult, data: cache.Cache, out: Path) -> Path:
         near = [{"image": source_image(data.root, data.keys[r]), "title": f"{s:.3f}  {data.classes[data.y[r]]}",
                  "detail": Path(data.keys[r]).name, "mismatch": data.classes[data.y[r]] != issue.label}
                 for r, s in nearest(data, issue.row)]
-        rows.append({"image": source_image(data.root, issue.key), "title": f"{issue.label} -> {issue.suggested}",
-                     "detail": f"{issue.score:.2f}  {Path(issue.key).name}", "neighbors": near})
+        rows.append({"image": source_image(data.root, issue.key),
+                     "title": f"{issue.score:.2f}  {issue.label} -> {issue.suggested}",
+                     "detail": Path(issue.key).name, "neighbors": near})
     return render(rows, out, f"{result.cache}: top {len(shown)} label issues of {result.n_images} "
-                             "(given -> suggested, score) and their nearest images")
+                             "(score, given -> suggested) and their nearest images (cosine, label)")
 
 
 def write_files(result: AuditResult, data: cache.Cache, out_dir: Path) -> list[Path]:
