@@ -184,3 +184,27 @@ def test_missing_and_single_class_caches_exit_with_one_line(tmp_path):
     assert r.stderr.count("\n") == 1 and "at least two classes" in r.stderr and "1 (apples)" in r.stderr
     r = run("audit", "--cache", path, "--top", "-1", expect=2)
     assert "--top" in r.stderr
+
+
+def test_embedded_folder_end_to_end_flags_a_photo_filed_under_two_classes(cli, tmp_path):
+    """embed (tiny random-weight backbone) then audit: the byte-identical copy of an apple filed under
+    limes is a cross-class group at 1.0 and a label issue (suggested: apples) above its correctly filed
+    twin; the sheet shows the images from the cache's root."""
+    import shutil
+
+    from .conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    shutil.copy(data / "apples" / "apples_001.png", data / "limes" / "copy.png")
+    cli("embed", data, "--quiet")
+    out = json.loads(cli("audit", "--json", "--out", "report").stdout)
+    group = out["duplicates"][0]
+    assert group["cross_class"] and group["min_score"] == 1.0
+    assert {m["key"] for m in group["members"]} == {"apples/apples_001.png", "limes/copy.png"}
+    ranked = [i["key"] for i in out["label_issues"]]  # random weights, 6 images a class: a noisy ranking
+    copy = out["label_issues"][ranked.index("limes/copy.png")]
+    assert copy["suggested"] == "apples" and copy["score"] > 0.5
+    assert ranked.index("limes/copy.png") < ranked.index("apples/apples_001.png")  # the copy, not its twin
+    with Image.open(tmp_path / "report" / "label-issues.png") as sheet:
+        cell = np.asarray(sheet.convert("RGB"))[24 + 6 + 10:24 + 6 + 150, 6 + 10:6 + 150]
+    assert (cell == 200).all(axis=-1).mean() < 0.5 and (cell != 255).any()  # a photo, not the grey "no image" square
