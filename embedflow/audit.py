@@ -109,6 +109,20 @@ def check_labelled(data: cache.Cache) -> None:
                            f"{len([i for i in present if i >= 0])} ({names})")
 
 
+def rank_label_issues(data: cache.Cache) -> list[LabelIssue]:
+    """Every image of the cache as a LabelIssue (insight.label_issues), most suspicious first."""
+    scores, suggested = insight.label_issues(data.X, data.y)
+    return [LabelIssue(int(r), data.keys[r], data.classes[data.y[r]], data.classes[suggested[r]], float(scores[r]))
+            for r in np.argsort(-scores, kind="stable")]
+
+
+def rank_outliers(data: cache.Cache) -> list[Outlier]:
+    """Every image of the cache as an Outlier (insight.outliers), most outlying first."""
+    far = insight.outliers(data.X, data.y)
+    return [Outlier(int(r), data.keys[r], data.classes[data.y[r]], float(far[r]))
+            for r in np.argsort(-far, kind="stable")]
+
+
 def audit(cache_path, *, against=None, top: int = TOP, threshold: float = THRESHOLD, out=None,
           reporter: Reporter = SILENT) -> AuditResult:
     """Audit the cache at `cache_path` (vectors (N, D) float32 read into memory once). against: a second
@@ -122,15 +136,11 @@ def audit(cache_path, *, against=None, top: int = TOP, threshold: float = THRESH
     data = cache.open_cache(cache_path)
     check_labelled(data)
     if against is not None:
-        comparable_cache(cache_path, columns, against)  # refuse before the minutes of work, not after
-    labels = [data.classes[i] for i in data.y]
+        comparable_cache(cache_path, columns, against)  # refuse before the work, not after
     reporter.info(f"label issues: 5-fold logistic regression and 10-NN vote on {len(data)} vectors")
-    scores, suggested = insight.label_issues(data.X, data.y)
-    order = np.argsort(-scores, kind="stable")
-    issues = [LabelIssue(int(r), data.keys[r], labels[r], data.classes[suggested[r]], float(scores[r])) for r in order]
+    issues = rank_label_issues(data)
     reporter.info("outliers: distance to the 5 nearest images of the same class")
-    far = insight.outliers(data.X, data.y)
-    outliers = [Outlier(int(r), data.keys[r], labels[r], float(far[r])) for r in np.argsort(-far, kind="stable")]
+    outliers = rank_outliers(data)
     reporter.info(f"near-duplicates: cosine >= {threshold}")
     duplicates = search.find_duplicates(cache_path, columns, threshold, "auto", reporter)
     result = AuditResult(Path(cache_path), list(data.classes), threshold, issues, outliers, duplicates, top=top)
