@@ -26,6 +26,7 @@ from .progress import SILENT, Reporter, as_reporter
 
 if TYPE_CHECKING:
     from . import search
+    from .audit import AuditResult
 
 DEFAULT_CACHE = Path("cache/embeddings.h5")
 DEFAULT_MODELS = Path("models")
@@ -262,3 +263,25 @@ def list_backbones() -> list[dict]:
     """The backbone registry: name, family, dims, input size, preprocessing, weights and whether they
     are on this machine (never downloads). See embedflow.backbones."""
     return backbones.listing()
+
+
+def audit(cache_path: str | os.PathLike | None = None, *, against: str | os.PathLike | None = None, top: int = 10,
+          out: str | os.PathLike | None = None, reporter: Reporter | str | None = "auto") -> AuditResult:
+    """What the cached vectors say about the data, from the cache alone: label issues (every image, most
+    suspicious first: score = 1 - p(given label) from 5-fold logistic regression and a 10-NN vote),
+    outliers (far from the rest of their class), near-duplicate groups (cosine >= 0.92 or identical
+    files; cross-class ones first) and, with `against` (a cache of the same backbone, else
+    FingerprintMismatch), the images of that cache with a near-copy in this one (train/test leakage).
+    out: a folder for audit.json, audit.csv (one row per image) and label-issues.png (the `top` label
+    issues). Returns an audit.AuditResult (`.to_dict()` is {"cache", "n_images", "classes", "threshold",
+    "top", "label_issues": [{"key", "given", "suggested", "score"}], "outliers": [{"key", "label", "score"}],
+    "duplicates": [group as in duplicates()], "against", "leaks": [{"key", "label", "other_key",
+    "other_label", "score"}], "files"}). Raises CacheError (missing, damaged), DatasetError (unlabelled or
+    single-class cache), UsageError (top < 0)."""
+    from .audit import audit as _audit
+    from .progress import as_reporter
+
+    if top < 0:
+        raise UsageError(f"--top must be >= 0, got {top}")
+    reporter = as_reporter(reporter)
+    return _audit(choose_cache(cache_path, reporter), against=against, top=top, out=out, reporter=reporter)

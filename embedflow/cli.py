@@ -524,6 +524,49 @@ def backbones_(as_json: bool = JsonOpt):
     typer.echo(f"* hub:URL_OR_PATH: a TF2 SavedModel feature vector (TF Hub URL or folder); input {hub['input_size']}")
 
 
+
+@app.command()
+@handle_errors
+def audit(
+    cache: Optional[Path] = CacheOpt,
+    against: Optional[Path] = typer.Option(None, "--against", help="A second cache (same backbone), e.g. the test set: "
+                                                                 "list its images with a near-copy in this cache."),
+    top: int = typer.Option(10, "--top", "-n", help="Entries of each list printed (and label issues on the sheet)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for audit.json, audit.csv and label-issues.png."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+):
+    """Label issues, outliers, near-duplicates (and leaks into another cache), from the cache alone."""
+    from . import api
+
+    rep = CliReporter(quiet or as_json)
+    result = api.audit(cache, against=against, top=top, out=out, reporter=rep)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    doubtful = sum(i.score > 0.5 for i in result.label_issues)
+    typer.echo(f"audit of {result.cache}: {result.n_images} images, {len(result.classes)} classes")
+    typer.echo(f"label issues (1 - p(given label)): {doubtful} score > 0.5; top {min(top, result.n_images)}:")
+    for i in result.label_issues[:top]:
+        typer.echo(f"  {i.score:.3f}  {i.label} -> {i.suggested}\t{i.key}")
+    far = sum(o.score > 3 for o in result.outliers)
+    typer.echo(f"outliers (robust z within the class): {far} score > 3; top {min(top, result.n_images)}:")
+    for o in result.outliers[:top]:
+        typer.echo(f"  {o.score:6.2f}  {o.label}\t{o.key}")
+    d = result.duplicates
+    typer.echo(f"near-duplicates (cosine >= {result.threshold}): {d.n_groups} group(s), {d.n_images_in_groups} "
+               f"images, {d.n_cross_class} with mixed labels")
+    for g in d.groups[:top]:
+        flag = "CROSS-CLASS " if g.cross_class else ""
+        typer.echo(f"  {flag}{g.size} images ({', '.join(g.labels)}), min similarity {round(g.min_score, 6):.4f}: "
+                   f"{', '.join(m.key for m in g.members)}")
+    if result.against is not None:
+        typer.echo(f"leaks: {len(result.leaks)} image(s) of {result.against} with a near-copy in {result.cache}")
+        for leak in result.leaks[:top]:
+            typer.echo(f"  {leak.score:.4f}  {leak.other_key} ~ {leak.key}")
+    for path in result.files:
+        typer.echo(f"wrote {path}")
+
 def _stop_like_ctrl_c(signum, frame):
     raise KeyboardInterrupt  # `kill`, a scheduler or a container stop: progress is committed as for Ctrl-C
 
