@@ -153,7 +153,7 @@ def embedded(tmp_path_factory, weights_file):
     root = tmp_path_factory.mktemp("integrity")
     make_dataset(root / "data", per_class=6)
     api.embed_folder(root / "data", root / "cache" / "embeddings.h5", image_size=SIZE, weights=str(weights_file))
-    api.fit_head(root / "cache" / "embeddings.h5", "logreg", root / "models" / "logreg")
+    api.fit_head(root / "cache" / "embeddings.h5", "logreg").save(root / "models" / "logreg")
     return root
 
 
