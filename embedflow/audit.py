@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from . import cache, insight, search
 from .errors import DatasetError, FingerprintMismatch
 from .progress import SILENT, Reporter
+from .reports.write import write_text_atomically
 from .search.exact import QUERY_ROWS, SEARCH_ROWS
 
 THRESHOLD = 0.92  # cosine from which two images are near-duplicates (as `duplicates`)
@@ -198,15 +198,6 @@ def source_image(root: str, key: str) -> Path | None:
     return path if path.is_relative_to(base) and path != base else None
 
 
-def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # a reader never sees half a file
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def per_image_csv(result: AuditResult) -> str:
     """One row per image, in cache order: key, label, label_issue_score, suggested, outlier_score,
     duplicate_group (index into result.duplicates.groups, empty when none)."""
@@ -255,6 +246,6 @@ def write_files(result: AuditResult, data: cache.Cache, out_dir: Path) -> list[P
     result.files = [out_dir / name for name in FILES]
     json_path, csv_path, sheet_path = result.files
     issues_sheet(result, data, sheet_path)
-    _replace_text(csv_path, per_image_csv(result))
-    _replace_text(json_path, json.dumps(result.to_dict(), indent=2))
+    write_text_atomically(csv_path, per_image_csv(result))
+    write_text_atomically(json_path, json.dumps(result.to_dict(), indent=2))
     return result.files

@@ -5,7 +5,7 @@ from .metrics import classification_report, format_report
 from .model_card import deploy_files, labels_text, model_card
 from .plots import plot_confusion
 from .sheets import neighbors_sheet
-from .write import write_report
+from .write import write_atomically, write_report, write_text_atomically
 
 __all__ = ["classification_report", "deploy_files", "format_report", "labels_text", "model_card", "neighbors_sheet",
-           "plot_confusion", "write_report"]
+           "plot_confusion", "write_atomically", "write_report", "write_text_atomically"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from .write import write_atomically
 
 CELL = 160  # thumbnail side in pixels
 CAPTION = 34  # caption height under each thumbnail
@@ -63,13 +64,7 @@ def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
             draw.text((x, y + CELL + 17), _fit(cell["detail"], draw, font, CELL), fill=colour, font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)  # a reader never sees half a PNG
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_atomically(out, lambda tmp: sheet.save(tmp, format="PNG"))  # never half a PNG
 
 
 def neighbors_sheet(result, columns, out: str | Path) -> Path:

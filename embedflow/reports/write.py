@@ -1,9 +1,12 @@
-"""The report files beside a model: report.json, confusion.json and confusion.png."""
+"""The report files beside a model (report.json, confusion.json and confusion.png), each written beside
+its target and renamed into place."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -14,9 +17,28 @@ def write_report(report: dict, out_dir: Path, title: str, prefix: str = "") -> l
     """report.json, confusion.json and confusion.png in out_dir (names prefixed with prefix)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{prefix}report.json", out_dir / f"{prefix}confusion.json", out_dir / f"{prefix}confusion.png"]
-    paths[0].write_text(json.dumps(report, indent=2))
-    paths[1].write_text(json.dumps({"classes": report["classes"], "matrix": report["confusion_matrix"],
-                                    "rows": "true class", "columns": "predicted class"}, indent=2))
-    plot_confusion(np.array(report["confusion_matrix"]), report["classes"], paths[2],
-                   f"{title}  (accuracy {report['accuracy']:.1%}, n={report['n']})")
+    write_text_atomically(paths[0], json.dumps(report, indent=2))
+    write_text_atomically(paths[1], json.dumps({"classes": report["classes"], "matrix": report["confusion_matrix"],
+                                                "rows": "true class", "columns": "predicted class"}, indent=2))
+    write_atomically(paths[2], lambda tmp: plot_confusion(
+        np.array(report["confusion_matrix"]), report["classes"], tmp,
+        f"{title}  (accuracy {report['accuracy']:.1%}, n={report['n']})"))
     return paths
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp) with a temporary path beside `path`, then rename it over `path`: a reader (or a crash)
+    sees the old file or the new one, never half of one. The temporary file is removed on any error."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # the suffix stays: savers read it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """UTF-8 text written beside `path` and renamed into place (see write_atomically)."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -97,6 +97,6 @@ def test_info_and_embed_results_keep_their_json(cli, tmp_path, weights_file):
     assert held.failed_files == [{"key": "plums/bad.jpg", "reason": "empty file (0 bytes)"}]
     out = json.loads(cli("info", "--json").stdout)
     assert list(out) == ["path", "fingerprint", "root", "classes", "count", "dim", "failed", "created_utc",
-                         "updated_utc", "embedflow_version", "per_class", "failed_files", "size_bytes",
+                         "updated_utc", "embedflow_version", "schema_version", "per_class", "failed_files", "size_bytes",
                          "pending_journal_chunks"]
     assert out == json.loads(json.dumps(held.to_dict()))
