@@ -178,14 +178,16 @@ def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: flo
 
 
 def next_trigger(n: int, kills: int, remaining: float, journal_vectors: int, pending: list[str]) -> str:
-    """Mostly random moments; the first journal commit of the first run; and, while a run still has
-    something to write (work left or a journal to merge), a kill during the cache write and one right
-    after the rename. (A run with nothing new does not rewrite the cache, so these must come in time.)"""
+    """The first journal commit of the first run; then two kills while embedding, each right after one more
+    of that run's own commits (so work is left whatever the machine's speed); then, while a run still has
+    something to write (work left or a journal to merge), a kill during the cache write and one right after
+    the rename; then random moments. (A run with nothing new does not rewrite the cache, so the write
+    phases must come while there is something to write.)"""
     if n == 0:  # right after the first commit: a journal and no cache, whatever the machine's speed
         return "first-chunk"
-    must_write = remaining > 0 or journal_vectors > 0
-    late = remaining < 0.15 or (remaining < 0.5 and n >= kills // 2) or kills - n <= len(pending)
-    if pending and must_write and late:
+    if n <= 2 and remaining > 0:
+        return "progress-early"
+    if pending and (remaining > 0 or journal_vectors > 0):
         return pending.pop(0)
     return "time"
 
@@ -230,6 +232,8 @@ def kill_resume(data: Path, work: Path, *, kills: int = 8, seed: int = 0, extra:
         chunks = 1
         if trigger == "first-chunk":
             delay = 0.05 * r_delay
+        elif trigger == "progress-early":  # one more of this run's commits, then the kill: work is left
+            trigger, delay = "progress", 0.0
         elif trigger != "time":
             delay = 0.0
         elif remaining > 0 and r_kind < 0.75:  # while embedding: after some of this run's commits, never at its end

@@ -452,12 +452,16 @@ def load_columns(path: str | os.PathLike) -> CacheColumns:
         )
 
 
-def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS):
+def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS, snapshot: tuple = ()):
     """(first row, float32 block of at most `rows` vectors) over the whole cache, in row order:
     memory stays bounded by the block size however large the cache is. A damaged block raises
-    CacheError when it is reached."""
+    CacheError when it is reached. `snapshot`: the CacheColumns.snapshot the caller read names from; a
+    file replaced since (a writer renamed a new cache over it) raises CacheError before any block."""
     path = Path(path)
     with _reading(path) as f:
+        if snapshot and _identity(os.fstat(f.id.get_vfd_handle())) != snapshot:
+            raise CacheError(f"cache {path} was replaced by another run while it was being read; "
+                             "run the command again")
         emb = _vectors_dataset(f, path)
         crc = _vector_crc32(f, path, emb.shape[0])
         for start in range(0, emb.shape[0], rows):

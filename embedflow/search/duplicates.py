@@ -38,11 +38,13 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def similar_pairs_exact(cache_path, threshold: float, block_rows: int = SEARCH_ROWS) -> Iterator[tuple[int, int, float]]:
-    """Every pair (i < j) of rows with cosine >= threshold, block against block (upper triangle only)."""
-    for start_a, block_a in cache.iter_vector_blocks(cache_path, block_rows):
+def similar_pairs_exact(cache_path, threshold: float, block_rows: int = SEARCH_ROWS,
+                        snapshot: tuple = ()) -> Iterator[tuple[int, int, float]]:
+    """Every pair (i < j) of rows with cosine >= threshold, block against block (upper triangle only).
+    `snapshot`: the file the row names came from (see cache.iter_vector_blocks)."""
+    for start_a, block_a in cache.iter_vector_blocks(cache_path, block_rows, snapshot):
         a = normalise(block_a)
-        for start_b, block_b in cache.iter_vector_blocks(cache_path, block_rows):
+        for start_b, block_b in cache.iter_vector_blocks(cache_path, block_rows, snapshot):
             if start_b < start_a:
                 continue
             sims = cosine_to(a, block_b)
@@ -184,7 +186,7 @@ def find_duplicates(cache_path, columns: cache.CacheColumns, threshold: float, m
     if method == "index":
         pairs = similar_pairs_index(load_index(cache_path, columns, reporter), cache_path, threshold)
     else:
-        pairs = similar_pairs_exact(cache_path, threshold)
+        pairs = similar_pairs_exact(cache_path, threshold, snapshot=columns.snapshot)
     label_of = [columns.classes[i] for i in columns.labels]
     groups = []
     for edges in group_duplicates(len(columns), columns.hashes, pairs).values():

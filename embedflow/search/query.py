@@ -38,6 +38,6 @@ def search(cache_path, columns: cache.CacheColumns, queries: np.ndarray, query_h
     if method == "index":
         index = load_index(cache_path, columns, reporter)
         return index_search(index, unit, k, row_codes, query_codes, include_self), method
-    hits = exact.search_exact_chunked(unit, lambda: cache.iter_vector_blocks(cache_path, exact.SEARCH_ROWS), k,
+    hits = exact.search_exact_chunked(unit, lambda: cache.iter_vector_blocks(cache_path, exact.SEARCH_ROWS, columns.snapshot), k,
                                 row_codes, query_codes, include_self)
     return hits, method
