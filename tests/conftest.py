@@ -149,3 +149,14 @@ def tiny_spec(weights_file):
 def seeded(seed=0):
     random.seed(seed)
     np.random.seed(seed)
+
+
+def embed_and_fit(root: Path, weights_file: Path) -> Path:
+    """root/data (3 classes x 6 images), its cache root/cache/embeddings.h5 and a logreg head in
+    root/models/logreg, made through the API with the tiny backbone; returns root."""
+    from embedflow import api
+
+    make_dataset(root / "data", per_class=6)
+    api.embed_folder(root / "data", root / "cache" / "embeddings.h5", image_size=SIZE, weights=str(weights_file))
+    api.fit_head(root / "cache" / "embeddings.h5", "logreg").save(root / "models" / "logreg")
+    return root

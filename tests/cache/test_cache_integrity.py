@@ -18,7 +18,7 @@ import pytest
 from embedflow import api, cache
 from embedflow.errors import CacheError
 
-from ..conftest import ROOT, SIZE, make_dataset
+from ..conftest import ROOT, embed_and_fit
 
 FP = {"backbone": "synthetic", "image_size": 32, "weights_sha256": "0" * 64, "id": "0123456789abcdef", "output_dim": 16}
 
@@ -150,11 +150,7 @@ def test_flipped_bytes_anywhere_are_refused_or_harmless(tmp_path):
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory, weights_file):
-    root = tmp_path_factory.mktemp("integrity")
-    make_dataset(root / "data", per_class=6)
-    api.embed_folder(root / "data", root / "cache" / "embeddings.h5", image_size=SIZE, weights=str(weights_file))
-    api.fit_head(root / "cache" / "embeddings.h5", "logreg").save(root / "models" / "logreg")
-    return root
+    return embed_and_fit(tmp_path_factory.mktemp("integrity"), weights_file)
 
 
 READERS = {

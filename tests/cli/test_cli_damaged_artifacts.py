@@ -9,18 +9,12 @@ import shutil
 import h5py
 import pytest
 
-from ..conftest import SIZE, make_dataset
+from ..conftest import embed_and_fit, make_dataset
 
 
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory, weights_file):
-    from embedflow import api
-
-    root = tmp_path_factory.mktemp("trained")
-    make_dataset(root / "data", per_class=6)
-    api.embed_folder(root / "data", root / "cache" / "embeddings.h5", image_size=SIZE, weights=str(weights_file))
-    api.fit_head(root / "cache" / "embeddings.h5", "logreg").save(root / "models" / "logreg")
-    return root
+    return embed_and_fit(tmp_path_factory.mktemp("trained"), weights_file)
 
 
 @pytest.fixture
