@@ -18,13 +18,40 @@ from .progress import SILENT, Reporter
 
 class FittedHead(HeadClassifier):
     """A head fitted by fit_head: a HeadClassifier whose folder also gets its validation report
-    (report.json, confusion.json, confusion.png) when saved."""
+    (report.json, confusion.json, confusion.png and the HTML page report.html) when saved."""
+
+    report_: dict | None = None
+    val_proba_: np.ndarray | None = None  # (n_val, C) probabilities of the validation vectors (training-split head)
+    cache_: Cache | None = None
+    val_rows_: np.ndarray | None = None
 
     def _write_extras(self, staged: Path) -> None:
         from .reports import write_report
 
         if self.report_:
             write_report(self.report_, staged, f"{self.head} head, validation split")
+            if self.val_proba_ is not None and self.cache_ is not None:
+                from .reports.page import write_html
+
+                write_html(staged / "report.html", self.html_page())
+
+    def html_page(self) -> dict:
+        """The data of report.html (reports.page.report_page): the validation split scored by the head
+        trained on the training split, the audit and the embedding map of every cached vector."""
+        from .reports.page import manifest_summary, report_page
+
+        cache = self.cache_
+        val = self.val_rows_  # sorted, the rows of val_proba_
+        m = self.manifest
+        return report_page(
+            title=f"{self.head} head — validation report", report=self.report_,
+            subtitle=f"{len(self.classes)} classes, {len(cache)} images, backbone {m['fingerprint'].get('backbone', '?')}",
+            summary=manifest_summary(m, kind=f"{self.head} head on cached vectors",
+                                     scored=f"the validation split ({len(val)} images), by the head trained on "
+                                            "the training split only"),
+            keys=[cache.keys[i] for i in val], proba=self.val_proba_, y_true=cache.y[val], root=cache.root,
+            class_counts=m["data"]["class_counts"], skipped=m["data"]["skipped"],
+            vectors=(cache.X, cache.y, cache.keys), scored_rows=val, seed=int(m["split"].get("seed", 0)))
 
     def _card_members(self, manifest: dict, target: Path) -> dict[str, str]:
         """labels.txt and the README.md model card, with the validation report."""
@@ -68,10 +95,11 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(X[train], y[train])
-    report = None
+    report = val_proba = None
     if len(val):
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
-        report = classification_report(y[val], scored._proba_vectors(X[val]).argmax(axis=1), cache.classes)
+        val_proba = scored._proba_vectors(X[val])
+        report = classification_report(y[val], val_proba.argmax(axis=1), cache.classes)
         if refit:
             reporter.info(f"refitting {head} on all {len(cache)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
@@ -92,4 +120,5 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     }
     fitted = FittedHead(estimator, manifest, runtime=runtime)
     fitted.report_ = report
+    fitted.val_proba_, fitted.val_rows_, fitted.cache_ = val_proba, val, cache
     return fitted
