@@ -114,10 +114,14 @@ def embedding_map(X, labels: list[str], keys: list[str], *, marked=(), preds: di
             coords, method = P[:, :2] if P.shape[1] >= 2 else np.c_[P[:, 0], np.zeros(len(P))], "PCA"
         else:
             from sklearn.manifold import TSNE
+            from threadpoolctl import threadpool_limits
 
             perplexity = float(min(30.0, (len(rows) - 1) / 3))
-            coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                          learning_rate="auto", max_iter=TSNE_ITERATIONS).fit_transform(P)
+            # one OpenMP thread: Barnes-Hut t-SNE's threads spin on a busy machine (90 points: 17 s with
+            # two threads under load, 1 s with one; 1,449 points: 12.7 s)
+            with threadpool_limits(1):
+                coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                              learning_rate="auto", max_iter=TSNE_ITERATIONS).fit_transform(P)
             method = "PCA (50 dimensions) then t-SNE"
     marked, issues = set(int(i) for i in marked), set(int(i) for i in issues)
     points = [{"x": round(float(x), 3), "y": round(float(y), 3), "label": labels[r], "key": keys[r],
