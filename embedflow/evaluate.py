@@ -20,7 +20,8 @@ from .progress import SILENT, Reporter
 @dataclass
 class EvalResult:
     """The evaluation report: n, accuracy, macro precision/recall/F1, per_class, confusion_matrix, classes,
-    model, data, skipped ([{key, reason}]) and, when vectors came from a cache, cache."""
+    model, data, root (where the images are), skipped ([{key, reason}]), predictions (one per image, see
+    reports.ImagePrediction.to_dict), confused_pairs and, when vectors came from a cache, cache."""
 
     report: dict
 
@@ -36,6 +37,27 @@ class EvalResult:
         return np.asarray(self.report["confusion_matrix"])
 
     @property
+    def predictions(self) -> list:
+        """Per evaluated image, in the data's order: reports.ImagePrediction (key, true, predicted, p_true,
+        loss in nats, top-3 [{label, probability}])."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report)
+
+    @property
+    def confused_pairs(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share), most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in self.report.get("confused_pairs") or []]
+
+    def top_losses(self, n: int | None = None) -> list:
+        """The n evaluated images with the highest loss (reports.ImagePrediction), worst first."""
+        from .reports.predictions import top_losses
+
+        return top_losses(self.predictions, n)
+
+    @property
     def skipped(self) -> list[dict]:
         return self.report.get("skipped") or []
 
@@ -46,10 +68,11 @@ class EvalResult:
         return self.report.get(key, default)
 
     def write(self, out_dir: str | os.PathLike, title: str) -> list[Path]:
-        """eval-report.json, eval-confusion.json and eval-confusion.png in out_dir."""
+        """eval-report.json, eval-confusion.json, eval-confusion.png, eval-predictions.csv and
+        eval-top-losses.png (images found under the report's "root") in out_dir."""
         from .reports import write_report
 
-        return write_report(self.report, Path(out_dir), title, prefix="eval-")
+        return write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
 
 
 def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
@@ -66,16 +89,17 @@ def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os
     name = name or str(model.path or model.kind)
     vectors = hasattr(model, "predict_proba_vectors")
     if vectors and (data.is_dir() and cache_path is not None or not data.is_dir()):
-        y_true, proba, extra = _on_vectors(model, data, cache_path, weights, name, reporter)
+        y_true, proba, keys, extra = _on_vectors(model, data, cache_path, weights, name, reporter)
     elif data.is_dir():
-        y_true, proba, extra = _on_pixels(model, data, name, reporter)
+        y_true, proba, keys, extra = _on_pixels(model, data, name, reporter)
     else:
         raise UsageError(f"{name} is a {model.kind} model: evaluate it on a labelled folder of images, not {data}")
-    from .reports import classification_report
+    from .reports import add_to_report, classification_report
 
     report = classification_report(y_true, proba.argmax(axis=1), model.classes)
     report["model"], report["data"] = name, str(data)
     report.update(extra)
+    add_to_report(report, keys, y_true, proba, model.classes)
     result = EvalResult(report)
     if out is not None:
         result.write(out, f"{Path(name).name} on {data.name}")
@@ -106,8 +130,8 @@ def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
     if len(held) == 0:
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model._proba_vectors(held.embeddings)
-    return to_model[held.labels], proba, {"skipped": [{"key": k, "reason": r} for k, r, _ in held.failed],
-                                          "cache": str(cache_path)}
+    return to_model[held.labels], proba, list(held.keys), {
+        "skipped": [{"key": k, "reason": r} for k, r, _ in held.failed], "cache": str(cache_path), "root": held.root}
 
 
 def _on_pixels(model, data: Path, name, reporter):
@@ -118,7 +142,8 @@ def _on_pixels(model, data: Path, name, reporter):
     if not len(decoded):
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model.predict_pixels(decoded.pixels)
-    return to_model[decoded.labels], proba, {"skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed]}
+    return to_model[decoded.labels], proba, [r.key for r in decoded.refs], {
+        "skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed], "root": str(data.resolve())}
 
 
 def _class_map(data_classes: list[str], model_classes: list[str], name: str) -> np.ndarray:

@@ -24,13 +24,29 @@ class FittedHead(HeadClassifier):
         from .reports import write_report
 
         if self.report_:
-            write_report(self.report_, staged, f"{self.head} head, validation split")
+            write_report(self.report_, staged, f"{self.head} head, validation split",
+                         root=(self.manifest.get("data") or {}).get("root"))
 
     def _card_members(self, manifest: dict, target: Path) -> dict[str, str]:
         """labels.txt and the README.md model card, with the validation report."""
         from .reports import deploy_files
 
         return deploy_files(manifest, self.report_, str(target))
+
+    @property
+    def predictions_(self) -> list:
+        """Per validation image, in split order: reports.ImagePrediction (key, true, predicted, p_true,
+        loss, top) of the head trained on the training split; [] without a validation split or when loaded."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report_ or {})
+
+    @property
+    def confused_pairs_(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share) on the validation split, most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in (self.report_ or {}).get("confused_pairs") or []]
 
     @property
     def n_train(self) -> int:
@@ -51,9 +67,11 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     batch_size, patience; knn: k, space); one it does not take raises UsageError. The validation report
     (`report_`, a dict, None with val_split=0) scores a head trained on the training split only; with
     refit (the default, as in GridSearchCV) the returned head is then trained again on all vectors.
+    The report also holds per-image "predictions" and "confused_pairs" (embedflow.reports.predictions),
+    also available as `predictions_` / `confused_pairs_`; saving writes predictions.csv and top-losses.png.
     Raises DatasetError (empty cache, a class too small for the split) and CacheError (non-finite vectors)."""
     from .heads import head_params, make_head
-    from .reports import classification_report
+    from .reports import add_to_report, classification_report
 
     t0 = time.perf_counter()
     estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
@@ -71,7 +89,9 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     report = None
     if len(val):
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
-        report = classification_report(y[val], scored._proba_vectors(X[val]).argmax(axis=1), cache.classes)
+        proba = scored._proba_vectors(X[val])
+        report = classification_report(y[val], proba.argmax(axis=1), cache.classes)
+        add_to_report(report, [cache.keys[i] for i in val], y[val], proba, cache.classes)
         if refit:
             reporter.info(f"refitting {head} on all {len(cache)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
