@@ -20,7 +20,8 @@ from .progress import SILENT, Reporter
 @dataclass
 class EvalResult:
     """The evaluation report: n, accuracy, macro precision/recall/F1, per_class, confusion_matrix, classes,
-    model, data, skipped ([{key, reason}]) and, when vectors came from a cache, cache."""
+    model, data, root (where the images are), skipped ([{key, reason}]), predictions (one per image, see
+    reports.ImagePrediction.to_dict), confused_pairs and, when vectors came from a cache, cache."""
 
     report: dict
     # per image, in memory only (the HTML page): keys, y_true (N,) and proba (N, C) in the model's classes,
@@ -39,6 +40,27 @@ class EvalResult:
         return np.asarray(self.report["confusion_matrix"])
 
     @property
+    def predictions(self) -> list:
+        """Per evaluated image, in the data's order: reports.ImagePrediction (key, true, predicted, p_true,
+        loss in nats, top-3 [{label, probability}])."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report)
+
+    @property
+    def confused_pairs(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share), most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in self.report.get("confused_pairs") or []]
+
+    def top_losses(self, n: int | None = None) -> list:
+        """The n evaluated images with the highest loss (reports.ImagePrediction), worst first."""
+        from .reports.predictions import top_losses
+
+        return top_losses(self.predictions, n)
+
+    @property
     def skipped(self) -> list[dict]:
         return self.report.get("skipped") or []
 
@@ -49,11 +71,12 @@ class EvalResult:
         return self.report.get(key, default)
 
     def write(self, out_dir: str | os.PathLike, title: str) -> list[Path]:
-        """eval-report.json, eval-confusion.json, eval-confusion.png and the page eval-report.html in out_dir."""
+        """eval-report.json, eval-confusion.json, eval-confusion.png, eval-predictions.csv,
+        eval-top-losses.png (images found under the report's "root") and the page eval-report.html in out_dir."""
         from .reports import write_report
         from .reports.page import write_html
 
-        paths = write_report(self.report, Path(out_dir), title, prefix="eval-")
+        paths = write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
         if self.images:
             paths.append(write_html(Path(out_dir) / "eval-report.html", self.html_page(title)))
         return paths
@@ -70,7 +93,7 @@ class EvalResult:
         classes = list(r["classes"])
         counts = np.bincount(np.asarray(im["y_true"], dtype=np.int64), minlength=len(classes)) if r["n"] else []
         return report_page(title=title, subtitle=f"evaluation of {r.get('model')} on {r.get('data')}", report=r,
-                           summary=summary, keys=im["keys"], proba=im["proba"], y_true=im["y_true"], root=im.get("root"),
+                           summary=summary, keys=im["keys"], proba=im["proba"], y_true=im["y_true"], root=r.get("root"),
                            class_counts={c: int(n) for c, n in zip(classes, counts) if n},
                            skipped=[(s["key"], s["reason"]) for s in r.get("skipped") or []],
                            vectors=im.get("vectors"), scored_rows=im.get("scored_rows"))
@@ -90,17 +113,20 @@ def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os
     name = name or str(model.path or model.kind)
     vectors = hasattr(model, "predict_proba_vectors")
     if vectors and (data.is_dir() and cache_path is not None or not data.is_dir()):
-        y_true, proba, extra, images = _on_vectors(model, data, cache_path, weights, name, reporter)
+        y_true, proba, keys, extra = _on_vectors(model, data, cache_path, weights, name, reporter)
     elif data.is_dir():
-        y_true, proba, extra, images = _on_pixels(model, data, name, reporter)
+        y_true, proba, keys, extra = _on_pixels(model, data, name, reporter)
     else:
         raise UsageError(f"{name} is a {model.kind} model: evaluate it on a labelled folder of images, not {data}")
-    from .reports import classification_report
+    from .reports import add_to_report, classification_report
 
     report = classification_report(y_true, proba.argmax(axis=1), model.classes)
     report["model"], report["data"] = name, str(data)
+    vectors = extra.pop("vectors", None)
     report.update(extra)
-    images.update(y_true=y_true, proba=proba, kind=model.kind, manifest=getattr(model, "manifest", {}))
+    add_to_report(report, keys, y_true, proba, model.classes)
+    images = {"keys": keys, "y_true": y_true, "proba": proba, "kind": model.kind,
+              "manifest": getattr(model, "manifest", {}), "vectors": vectors}
     result = EvalResult(report, images)
     if out is not None:
         result.write(out, f"{Path(name).name} on {data.name}")
@@ -132,9 +158,9 @@ def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model._proba_vectors(held.embeddings)
     y_true = to_model[held.labels]
-    images = {"keys": list(held.keys), "root": held.root, "vectors": (held.embeddings, y_true, list(held.keys))}
-    return y_true, proba, {"skipped": [{"key": k, "reason": r} for k, r, _ in held.failed],
-                           "cache": str(cache_path)}, images
+    return y_true, proba, list(held.keys), {
+        "skipped": [{"key": k, "reason": r} for k, r, _ in held.failed], "cache": str(cache_path), "root": held.root,
+        "vectors": (held.embeddings, y_true, list(held.keys))}
 
 
 def _on_pixels(model, data: Path, name, reporter):
@@ -145,8 +171,8 @@ def _on_pixels(model, data: Path, name, reporter):
     if not len(decoded):
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model.predict_pixels(decoded.pixels)
-    images = {"keys": [r.key for r in decoded.refs], "root": str(data)}
-    return to_model[decoded.labels], proba, {"skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed]}, images
+    return to_model[decoded.labels], proba, [r.key for r in decoded.refs], {
+        "skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed], "root": str(data.resolve())}
 
 
 def _class_map(data_classes: list[str], model_classes: list[str], name: str) -> np.ndarray:
@@ -218,11 +244,11 @@ def _validation_page(model: Classifier, model_cache, name: str, reporter: Report
     y_all = to_model[held.labels]
     proba = model._proba_vectors(held.embeddings[rows])
     report = classification_report(y_all[rows], proba.argmax(axis=1), model.classes)
-    report["model"], report["data"] = name, str(model_cache)
+    report["model"], report["data"], report["root"] = name, str(model_cache), held.root
     note = (" (the saved model was refit on all images, these included: optimistic; the report.html that fit "
             "wrote scores the head trained on the training split only)") if split.get("refit_on_all") else ""
     result = EvalResult(report, {"keys": [held.keys[i] for i in rows], "y_true": y_all[rows], "proba": proba,
-                                 "root": held.root, "kind": model.kind, "manifest": model.manifest,
+                                 "kind": model.kind, "manifest": model.manifest,
                                  "vectors": (held.embeddings, y_all, list(held.keys)), "scored_rows": rows})
     page = result.html_page(f"{Path(name).name}: validation images")
     page["summary"] = [(k, v + note if k == "scored on" else v) for k, v in page["summary"]]

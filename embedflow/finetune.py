@@ -34,7 +34,7 @@ from .embedding import Decoded, decode_folder
 from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
-from .reports import classification_report, deploy_files, write_report
+from .reports import add_to_report, classification_report, deploy_files, write_report
 from .reports.page import write_html
 
 MODEL_FILE = "model.keras"
@@ -69,6 +69,21 @@ class FinetuneResult:
     seconds: float
     epoch_seconds: dict = field(default_factory=dict)
     interrupted: bool = False
+
+    @property
+    def predictions(self) -> list:
+        """Per validation image: reports.ImagePrediction (key, true, predicted, p_true, loss, top) of the
+        model trained on the training split; [] without a validation split."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report or {})
+
+    @property
+    def confused_pairs(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share) on the validation split, most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in (self.report or {}).get("confused_pairs") or []]
 
     def load(self):
         """The fine-tuned model as a Classifier (models.load_model)."""
@@ -265,6 +280,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     if len(val):
         proba = predict_pixels(final, val.pixels)
         report = classification_report(val.labels, proba.argmax(axis=1), data.classes)
+        add_to_report(report, [r.key for r in val.refs], val.labels, proba, data.classes)
     refit = None
     if p["refit"] and len(val) and not interrupted:
         stage2_epochs = p["fine_tune_epochs"] if average_start(p) else _best_epochs(history["stage2"])
@@ -372,7 +388,8 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
         final = report["accuracy"] if report else None
         plot_history(history, staged / "learning_curve.png", average_start(p), final, _final_label(p))
         if report:
-            write_report(report, staged, "fine-tuned on the training split, validation split")
+            write_report(report, staged, "fine-tuned on the training split, validation split",
+                         root=str(Path(root).resolve()))
         split = models.split_record([r.key for r in val.refs], val.hashes, range(len(train)), range(len(val)),
                                     val_split=val_split, seed=seed, refit_on_all=bool(refit))
         manifest = {

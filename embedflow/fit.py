@@ -29,7 +29,8 @@ class FittedHead(HeadClassifier):
         from .reports import write_report
 
         if self.report_:
-            write_report(self.report_, staged, f"{self.head} head, validation split")
+            write_report(self.report_, staged, f"{self.head} head, validation split",
+                         root=(self.manifest.get("data") or {}).get("root"))
             if self.val_proba_ is not None and self.cache_ is not None:
                 from .reports.page import write_html
 
@@ -60,6 +61,21 @@ class FittedHead(HeadClassifier):
         return deploy_files(manifest, self.report_, str(target))
 
     @property
+    def predictions_(self) -> list:
+        """Per validation image, in split order: reports.ImagePrediction (key, true, predicted, p_true,
+        loss, top) of the head trained on the training split; [] without a validation split or when loaded."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report_ or {})
+
+    @property
+    def confused_pairs_(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share) on the validation split, most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in (self.report_ or {}).get("confused_pairs") or []]
+
+    @property
     def n_train(self) -> int:
         return int(self.split_.get("n_train", 0))
 
@@ -78,9 +94,11 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     batch_size, patience; knn: k, space); one it does not take raises UsageError. The validation report
     (`report_`, a dict, None with val_split=0) scores a head trained on the training split only; with
     refit (the default, as in GridSearchCV) the returned head is then trained again on all vectors.
+    The report also holds per-image "predictions" and "confused_pairs" (embedflow.reports.predictions),
+    also available as `predictions_` / `confused_pairs_`; saving writes predictions.csv and top-losses.png.
     Raises DatasetError (empty cache, a class too small for the split) and CacheError (non-finite vectors)."""
     from .heads import head_params, make_head
-    from .reports import classification_report
+    from .reports import add_to_report, classification_report
 
     t0 = time.perf_counter()
     estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
@@ -100,6 +118,7 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
         val_proba = scored._proba_vectors(X[val])
         report = classification_report(y[val], val_proba.argmax(axis=1), cache.classes)
+        add_to_report(report, [cache.keys[i] for i in val], y[val], val_proba, cache.classes)
         if refit:
             reporter.info(f"refitting {head} on all {len(cache)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)

@@ -41,4 +41,8 @@ def format_report(report: dict) -> str:
     for row in report["per_class"]:
         lines.append(f"{row['class'][:20]:<20} {row['precision']:>9.3f} {row['recall']:>7.3f} "
                      f"{row['f1']:>6.3f} {row['support']:>8d}")
+    pairs = report.get("confused_pairs") or []
+    if pairs:
+        lines.append("most confused (true -> predicted): " + ", ".join(
+            f"{c['true']} -> {c['predicted']} {c['count']}" for c in pairs[:3]))
     return "\n".join(lines)

@@ -201,7 +201,9 @@ def report_page(*, title: str, subtitle: str, report: dict, summary: list[tuple[
         "metrics": {k: report.get(k) for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1")},
         "coverage": coverage, "class_counts": class_counts, "skipped": skipped or [],
         "per_class": report.get("per_class"), "confusion": report.get("confusion_matrix"),
-        "confused_pairs": confused_pairs(report["confusion_matrix"], classes),
+        "confused_pairs": ([{"true": c["true"], "pred": c["predicted"], "count": c["count"], "share": c["share"]}
+                            for c in report["confused_pairs"][:TOP_PAIRS]] if "confused_pairs" in report
+                           else confused_pairs(report["confusion_matrix"], classes)),
         "misclassified": misclassified, "n_misclassified": int(len(wrong)), "samples": samples,
         "learning_curves": history, "parity": parity,
     }
