@@ -131,17 +131,20 @@ PAGE_FACTS = """JSON.stringify({
   images: Array.from(document.images).map(i => ({src: i.src.slice(0, 40), complete: i.complete,
                                                  naturalWidth: i.naturalWidth})),
   sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+  tops: Array.from(document.querySelectorAll('section')).map(s => Math.round(s.getBoundingClientRect().top + scrollY)),
   svgs: document.querySelectorAll('svg').length,
   title: document.title,
   height: document.documentElement.scrollHeight,
-  text: document.body.innerText.length
+  text: document.body.innerText.length,
+  background: getComputedStyle(document.body).backgroundColor
 })"""
 
 
 def check_page(html_file: str | os.PathLike, screenshot: str | os.PathLike | None = None, *,
-               executable: str | None = None, width: int = 1280) -> dict:
-    """Open `html_file` (a file URL) offline in headless Chromium; returns {console_errors, exceptions,
-    failed_requests, requests (every URL asked for), images, sections, svgs, title, height}."""
+               executable: str | None = None, width: int = 1280, color_scheme: str = "light") -> dict:
+    """Open `html_file` (a file URL) offline in headless Chromium, the page told the system prefers
+    `color_scheme` (light or dark); returns {console_errors, exceptions, failed_requests, requests (every
+    URL asked for), images, sections, svgs, title, height, background (the body's computed colour)}."""
     executable = executable or find_chromium()
     if executable is None:
         raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
@@ -156,6 +159,8 @@ def check_page(html_file: str | os.PathLike, screenshot: str | os.PathLike | Non
                                                           "uploadThroughput": -1}, session)
         browser.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
                                                             "mobile": False}, session)
+        browser.send("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme",
+                                                                  "value": color_scheme}]}, session)
         browser.send("Page.navigate", {"url": url}, session)
         browser.wait_for("Page.loadEventFired", session)
         facts = json.loads(browser.send("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True},
@@ -183,5 +188,6 @@ def check_page(html_file: str | os.PathLike, screenshot: str | os.PathLike | Non
 
 if __name__ == "__main__":
     result = check_page(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    result["requests"] = [url[:60] for url in result["requests"][:5]] + [f"... {len(result['requests'])} in all"]
     print(json.dumps({k: v for k, v in result.items() if k != "images"}, indent=2)[:4000])
     print(f"{len(result['images'])} images, {sum(i['naturalWidth'] > 0 for i in result['images'])} decoded")

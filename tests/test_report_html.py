@@ -88,8 +88,9 @@ def test_fit_report_opens_offline_in_chromium(tmp_path):
 def test_every_section_renders_in_chromium_with_curves_and_parity(tmp_path):
     """Learning curves (finetune) and export parity come from the model folder: all ten sections at once."""
     exe = browser_or_skip()
-    path, keys = planted_cache(tmp_path)
-    X, y = np.asarray(api.open_cache(path, vectors=True).X), np.asarray(api.open_cache(path).y)
+    path, _ = planted_cache(tmp_path)
+    held = api.open_cache(path, vectors=True)
+    X, y, keys = np.asarray(held.X), np.asarray(held.y), list(held.keys)
     rng = np.random.default_rng(0)
     proba = rng.dirichlet(np.ones(3), size=len(y))
     from embedflow.reports import classification_report
@@ -105,8 +106,13 @@ def test_every_section_renders_in_chromium_with_curves_and_parity(tmp_path):
     out = pagemod.write_html(tmp_path / "all.html", page)
     result = check_page(out, tmp_path / "all.png", executable=exe)
     assert_offline_page_is_whole(result, set(pagemod_sections()))
+    assert result["background"] == "rgb(251, 251, 252)"
+    dark = check_page(out, tmp_path / "all-dark.png", executable=exe, color_scheme="dark")
+    assert_offline_page_is_whole(dark, set(pagemod_sections()))
+    assert dark["background"] == "rgb(18, 21, 27)"  # the dark palette follows prefers-color-scheme
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(tmp_path / "all.png", ARTIFACTS / "all-sections.png")
+    shutil.copy(tmp_path / "all-dark.png", ARTIFACTS / "all-sections-dark.png")
 
 
 def pagemod_sections():
@@ -168,8 +174,9 @@ def test_confused_pairs_are_the_largest_off_diagonal_cells():
 def test_thumbnails_and_map_points_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(pagemod, "MAP_POINTS", 40)
     monkeypatch.setattr(pagemod, "MAX_MISCLASSIFIED", 5)
-    path, keys = planted_cache(tmp_path)
-    X, y = api.open_cache(path, vectors=True).X, api.open_cache(path).y
+    path, _ = planted_cache(tmp_path)
+    held = api.open_cache(path, vectors=True)
+    X, y, keys = held.X, held.y, list(held.keys)
     proba = np.full((len(y), 3), 0.1)
     proba[np.arange(len(y)), (y + 1) % 3] = 0.8  # every image wrong
     from embedflow.reports import classification_report

@@ -414,9 +414,9 @@ def line_chart_svg(series: dict[str, list[float]], title: str, boundary: int | N
         for i, (x, y) in enumerate(pts):
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" style="fill:{colour}"><title>{esc(name)} epoch {i + 1}: '
                        f'{vs[i]:.4f}</title></circle>')
-    legend_x = left + 6
+    legend_x = left + 16 + 8 * len(title)
     for (name, _), colour in zip(series.items(), colours):
-        out.append(f'<text x="{legend_x}" y="{top + 12}" font-size="11" style="fill:{colour}">{esc(name)}</text>')
+        out.append(f'<text x="{legend_x}" y="14" font-size="11" style="fill:{colour}">{esc(name)}</text>')
         legend_x += 8 + 7 * len(name)
     out.append("</svg>")
     return "".join(out)

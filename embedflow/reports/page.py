@@ -211,7 +211,12 @@ def report_page(*, title: str, subtitle: str, report: dict, summary: list[tuple[
         X, y_all, keys_all = vectors
         y_all = np.asarray(y_all)
         rows = np.arange(n) if scored_rows is None else np.asarray(scored_rows)
-        audit = audit_findings(X, y_all, list(keys_all), classes, root)
+        from threadpoolctl import threadpool_limits
+
+        # one BLAS/OpenMP thread: on a shared or busy machine their threads spin (flowers-dev's audit:
+        # 22 s with two threads under load, 9 s with one)
+        with threadpool_limits(1):
+            audit = audit_findings(X, y_all, list(keys_all), classes, root)
         page["audit"] = audit
         preds = {int(rows[i]): classes[pred[i]] for i in range(n)}
         page["embedding_map"] = embedding_map(X, [classes[c] for c in y_all], list(keys_all), marked=rows[wrong],
