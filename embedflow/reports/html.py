@@ -198,8 +198,8 @@ def _mix(share: float) -> str:
 def heatmap_svg(matrix: list[list[int]], classes: list[str], *, normalise: bool, order: list[int] | None = None) -> str:
     """An SVG heatmap of a confusion matrix (rows true, columns predicted). normalise: colour and text are
     row shares, else counts (colour by share of the largest cell). Every cell has a <title> (true, predicted,
-    count, row share); with more than LABELLED_HEATMAP classes axis labels and cell texts are left to the
-    hover titles and the SVG scales with the page (zoom with the browser)."""
+    count, row share) and empty cells are left to one background rectangle; with more than
+    LABELLED_HEATMAP classes axis labels and cell texts are left to the hover titles and the SVG scales with the page (zoom with the browser)."""
     n = len(classes)
     order = list(range(n)) if order is None else order
     row_sums = [sum(r) for r in matrix]
@@ -209,10 +209,14 @@ def heatmap_svg(matrix: list[list[int]], classes: list[str], *, normalise: bool,
     margin = (min(170, 8 + 7 * max((len(c) for c in classes), default=1)) if labelled else 16)
     size = margin + n * cell
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size + 10} {size + 10}" '
-           f'width="{min(size + 10, 980)}" role="img" aria-label="confusion matrix">']
+           f'width="{min(size + 10, 980)}" role="img" aria-label="confusion matrix">',
+           # empty cells are this one background (a 102-class matrix is mostly zeros: the page stays small)
+           f'<rect x="{margin}" y="{margin}" width="{n * cell - 1}" height="{n * cell - 1}" style="{_mix(0)}"/>']
     for a, i in enumerate(order):
         for b, j in enumerate(order):
             count = matrix[i][j]
+            if not count:
+                continue
             share = count / row_sums[i] if row_sums[i] else 0.0
             level = share if normalise else count / largest
             x, y = margin + b * cell, margin + a * cell
