@@ -39,6 +39,7 @@ program holding the file open would turn into errors).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -52,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, EmbedflowError
+from ..fsio import staging_stem
 
 FORMAT = "embedflow.cache"
 SCHEMA_VERSION = 2
@@ -575,10 +577,10 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r.key)
     failed = sorted(failed)
-    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed writer (we hold the lock)
+    for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer (we hold the lock)
         stale.unlink(missing_ok=True)
     _check_space(path, estimated_bytes([r.key for r in rows], failed, classes, dim))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{staging_stem(path.name)}.tmp{os.getpid()}")  # within NAME_MAX
     sink = None
     try:
         with open(tmp, "wb+") as fh:
