@@ -180,8 +180,10 @@ def staged_folder(target: str | Path, reporter=None):
     with output_lock(target, reporter):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            staged = target.parent / f".{staging_stem(target.name)}.tmp-{os.getpid()}"
-            shutil.rmtree(staged, ignore_errors=True)
+            stem = staging_stem(target.name)
+            for stale in target.parent.glob(f".{_glob_escape(stem)}.tmp-*"):  # a killed writer's (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            staged = target.parent / f".{stem}.tmp-{os.getpid()}"
             staged.mkdir()
         except OSError as e:
             raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
