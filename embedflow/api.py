@@ -116,10 +116,11 @@ def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head:
                      runtime=runtime, reporter=reporter, **params)
 
 
-def load_model(path: str | os.PathLike, *, runtime: str = "auto") -> models.Classifier:
+def load_model(path: str | os.PathLike, *, runtime: str = "auto", trust: bool = False) -> models.Classifier:
     """The classifier at `path` (a model folder from fit_head(...).save, finetune or export, or a .tflite
-    file); see embedflow.models.load_model."""
-    return models.load_model(path, runtime=runtime)
+    file); see embedflow.models.load_model. A folder this installation did not write (its manifest is not
+    signed with this user's key) is refused (UntrustedModel, exit 5) unless `trust=True`, except TFLite."""
+    return models.load_model(path, runtime=runtime, trust=trust)
 
 
 def _eval_cache_path(folder: Path) -> Path:
@@ -127,15 +128,15 @@ def _eval_cache_path(folder: Path) -> Path:
     return DEFAULT_CACHE.parent / f"{folder.resolve().name}-{digest}.h5"
 
 
-def _model_and_name(model, runtime: str) -> tuple[models.Classifier, str]:
+def _model_and_name(model, runtime: str, trust: bool) -> tuple[models.Classifier, str]:
     if isinstance(model, models.Classifier):
         return model, str(model.path or model.kind)
-    return models.load_model(model, runtime=runtime), str(model)
+    return models.load_model(model, runtime=runtime, trust=trust), str(model)
 
 
 def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, runtime: str = "auto", weights: str | None = None,
-             reporter: Reporter | str | None = "auto"):
+             trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
     EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
     (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
@@ -143,7 +144,7 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
     reporter = as_reporter(reporter)
     from .evaluate import evaluate as _evaluate
 
-    clf, name = _model_and_name(model, runtime)
+    clf, name = _model_and_name(model, runtime, trust)
     data = Path(data)
     if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
         cache_path = _eval_cache_path(data)
@@ -151,7 +152,7 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
 
 
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
-            reporter: Reporter | str | None = "auto"):
+            trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier
     or a model path); returns a PredictResult (`.to_dict()`: {"model", "predictions": [{"path", "top":
     [{"label", "probability"}]}], "failed"}). A head reuses the vectors of files already in a cache of its
@@ -161,7 +162,7 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
 
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
-    clf, name = _model_and_name(model, runtime)
+    clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
     return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reporter=reporter)
@@ -187,25 +188,25 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
-           reporter: Reporter | str | None = "auto"):
+           trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
     TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
     changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
     reporter = as_reporter(reporter)
     from .export import export as _export
 
-    return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
+    return _export(model, fmt, quantize, out, trust=trust, data_root=str(data) if data else None,
                           cache_path=str(cache_path) if cache_path else None, reporter=reporter)
 
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,
-            reporter: Reporter | str | None = "auto") -> dict:
+            trust: bool = False, reporter: Reporter | str | None = "auto") -> dict:
     """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model (a
     Classifier or a model path)."""
     reporter = as_reporter(reporter)
     from .explain import explain as _explain
 
-    return _explain(model, [str(i) for i in images], out, reporter=reporter)
+    return _explain(model, [str(i) for i in images], out, trust=trust, reporter=reporter)
 
 
 def info(cache_path: str | os.PathLike | None = None) -> cache.CacheInfo:

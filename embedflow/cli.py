@@ -26,6 +26,8 @@ CacheOpt = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (defau
                                                    "only cache/embeddings-*.h5).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info lines (warnings still go to stderr).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+TrustOpt = typer.Option(False, "--trust", help="Load a model folder this installation did not write (its manifest "
+                        "is not signed with your key): its files can run code; only for sources you trust.")
 RuntimeOpt = typer.Option("auto", "--runtime", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
 
 
@@ -215,6 +217,7 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -224,7 +227,7 @@ def evaluate(
 
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
-    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, reporter=rep).to_dict()
+    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, trust=trust, reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
@@ -248,6 +251,7 @@ def predict(
     fmt: str = typer.Option("text", "--format", "-f", help="Output: text (path, then label probability pairs), "
                             "tsv or csv (a header row, then one row per image: path,label_1,probability_1,...), "
                             "jsonl (one JSON object per image)."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -261,7 +265,7 @@ def predict(
         raise UsageError("--json and --format both choose the output: give one of them")
     rep = CliReporter(quiet or as_json or fmt != "text")
     result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
-                         reporter=rep).to_dict()
+                         trust=trust, reporter=rep).to_dict()
     if as_json:
         emit_json(result)
     else:
@@ -449,6 +453,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -457,7 +462,7 @@ def export(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, reporter=rep)
+    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, trust=trust, reporter=rep)
     if as_json:
         emit_json({"out_dir": str(r.out_dir), "model_file": str(r.model_file), "format": r.fmt,
                    "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
@@ -477,6 +482,7 @@ def explain(
     model: Path = typer.Argument(..., help="A fine-tuned or fused model folder."),
     images: List[Path] = typer.Argument(..., help="Image files and/or folders."),
     out: Path = typer.Option(Path("gradcam"), "--out", "-o", help="Folder for the overlays and grid.png."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -484,7 +490,7 @@ def explain(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.explain(model, [str(p) for p in images], out, reporter=rep)
+    r = api.explain(model, [str(p) for p in images], out, trust=trust, reporter=rep)
     if as_json:
         emit_json(r)
     else:

@@ -39,6 +39,11 @@ class ModelError(EmbedflowError):
     exit_code = 5
 
 
+class UntrustedModel(ModelError):
+    """A model folder this installation did not write (no valid signature of this user's key) would be
+    unpickled or loaded as Keras code: refused unless the caller passes trust=True (--trust)."""
+
+
 class WeightsError(EmbedflowError):
     """Backbone weights cannot be found or loaded."""
 

@@ -5,10 +5,11 @@ classifiers (image_models: fine-tuned, fused, TFLite), all loaded by load_model 
 from .classifier import Classifier
 from .loading import load_model
 from .head_model import HeadClassifier, LoadedModel, load
-from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, checked_member, read_manifest, recorded_caches,
-                       recover_aside, sha256_file, staged_folder, write_manifest, write_members)
+from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, read_manifest, read_member, read_regular, recorded_caches,
+                       recover_aside, sha256_file, staged_folder, validate_manifest, write_manifest, write_members)
+from .trust import signed_here, signing_key
 from .split import SplitCheck, check_split, split_indices, split_record
 
 __all__ = ["Classifier", "FORMAT", "HeadClassifier", "LoadedModel", "MANIFEST", "ManifestView", "SCHEMA_VERSION",
-           "SplitCheck", "check_split", "checked_member", "load", "load_model", "read_manifest", "recorded_caches",
-           "recover_aside", "sha256_file", "split_indices", "split_record", "staged_folder", "write_manifest", "write_members"]
+           "SplitCheck", "check_split", "load", "load_model", "read_manifest", "recorded_caches",
+           "read_member", "read_regular", "recover_aside", "sha256_file", "signed_here", "signing_key", "validate_manifest", "split_indices", "split_record", "staged_folder", "write_manifest", "write_members"]
