@@ -4,6 +4,7 @@ exit code (never a traceback, never unpickled); --strict on evaluate; exit codes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import h5py
@@ -180,3 +181,21 @@ def test_evaluate_reports_skipped_files_and_strict_fails(trained, cli):
     r = cli("evaluate", "models/logreg", test, "--strict", "--out", "ev", expect=7)
     assert "1 file(s) were skipped and --strict is set" in r.stderr
     cli("evaluate", "models/logreg", "cache/embeddings.h5", "--strict", "--quiet")  # nothing skipped: exit 0
+
+
+def test_every_command_that_loads_a_model_refuses_a_foreign_folder(trained, cli, tmp_path, monkeypatch):
+    """A model folder written with another installation's key (here: another key file) is never unpickled
+    without --trust, by any command that loads a model; with --trust it loads."""
+    mine = os.environ["EMBEDFLOW_SIGNING_KEY"]
+    monkeypatch.setenv("EMBEDFLOW_SIGNING_KEY", str(tmp_path / "someone-else.key"))
+    cli("fit", "--out", "models/foreign", "--quiet")
+    monkeypatch.setenv("EMBEDFLOW_SIGNING_KEY", mine)
+    image = next((trained / "data" / "apples").iterdir())
+    for args in (["evaluate", "models/foreign", "cache/embeddings.h5"], ["predict", "models/foreign", image],
+                 ["export", "models/foreign", "--out", "models/exported"],
+                 ["explain", "models/foreign", image, "--out", "cam"]):
+        r = cli(*args, expect=5)
+        assert r.stderr == ("error: model folder models/foreign was not written by this installation; pass --trust "
+                            "(trust=True in Python) if you trust its source\n"), r.stderr
+    assert not (trained / "models" / "exported").exists() and not (trained / "cam").exists()
+    cli("predict", "models/foreign", image, "--trust")
