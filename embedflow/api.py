@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones, cache, models
+from . import backbones, cache, models, options
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, UsageError
@@ -85,6 +85,7 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     local one) with `workers` actors; the cache is the same as a local run's.
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
     without cache_path the cache is default_cache_for(the backbone)."""
+    options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
@@ -108,6 +109,7 @@ def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head:
     (nothing is written: `.save(path)` writes the model folder). `params` are the head's own
     hyper-parameters (logreg/svm: C; dense: epochs, ...; knn: k); one it does not take is a UsageError.
     The classifier's `report_` is the validation report, `split_` the split record. See embedflow.fit."""
+    options.check(val_split=val_split, seed=seed, **params)
     reporter = as_reporter(reporter)
     from .fit import fit_head as _fit_head
 
@@ -160,8 +162,7 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
     reporter = as_reporter(reporter)
     from .predict import predict as _predict
 
-    if top_k < 1:
-        raise UsageError("--top-k must be at least 1")
+    options.check(top_k=top_k)
     clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
@@ -177,6 +178,9 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
              params: dict | None = None, reporter: Reporter | str | None = "auto"):
     """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
     Returns embedflow.finetune.FinetuneResult (`.load()`: the Classifier); see that module for the recipe."""
+    p = params or {}
+    options.check(val_split=val_split, seed=seed, stage1_epochs=p.get("epochs"),
+                  **{k: v for k, v in p.items() if k != "epochs"})
     reporter = as_reporter(reporter)
     from .finetune import finetune as _finetune
 
@@ -232,6 +236,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
     [{"query", "hash", "neighbors": [{"key", "label", "score"}]}], "failed": [{"path", "reason"}], "sheet"})."""
     from . import search
 
+    options.check(neighbors_k=k)
     search.check_query(k, images, keys, vectors)
     reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
@@ -254,6 +259,7 @@ def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float 
     "score"}]}], "n_groups", "n_cross_class", "n_images_in_groups"})."""
     from . import search
 
+    options.check(threshold=threshold)
     search.check_threshold(threshold)
     reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
@@ -282,7 +288,6 @@ def audit(cache_path: str | os.PathLike | None = None, *, against: str | os.Path
     from .audit import audit as _audit
     from .progress import as_reporter
 
-    if top < 0:
-        raise UsageError(f"--top must be >= 0, got {top}")
+    options.check(top=top)
     reporter = as_reporter(reporter)
     return _audit(choose_cache(cache_path, reporter), against=against, top=top, out=out, reporter=reporter)

@@ -146,9 +146,9 @@ def embed(
     rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, even those whose size, mtime, "
                                 "ctime and inode are unchanged since they were hashed."),
     runtime: str = RuntimeOpt,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference call "
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference call "
                                              "(default: 4 on LiteRT, 64 on Keras, 16 per Ray task)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
@@ -411,9 +411,9 @@ def finetune(
     fine_tune_learning_rate: Optional[float] = typer.Option(None, "--fine-tune-learning-rate", help="Stage 2 Adam learning rate (default 1e-4)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (default 0.1)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the softmax layer (default 0.5)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 32)."),
-    average_from: Optional[int] = typer.Option(None, "--average-from", min=0, help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default 32)."),
+    average_from: Optional[int] = typer.Option(None, "--average-from", help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation and zoom in stage 2."),
     rotation: Optional[float] = typer.Option(None, "--rotation", help="Random rotation, fraction of a full turn (default 0.2)."),
     zoom: Optional[float] = typer.Option(None, "--zoom", help="Random zoom fraction (default 0.2)."),

@@ -105,17 +105,6 @@ class HeadClassifier(Classifier):
 LoadedModel = HeadClassifier  # the name before the Classifier interface
 
 
-def load(model_dir: str | Path, *, runtime: str = "auto", trust: bool = False) -> HeadClassifier:
-    """Load a head's model folder (see models.load_model: validated manifest, signature or `trust`, the
-    head file's sha256 checked on the bytes that are loaded)."""
-    from .loading import load_model
-
-    model = load_model(model_dir, runtime=runtime, trust=trust)
-    if not isinstance(model, HeadClassifier):
-        raise ModelError(f"{model_dir} is a {model.kind} model, which runs on images, not on cached vectors")
-    return model
-
-
 def from_manifest(model_dir: Path, manifest: dict, *, runtime: str = "auto") -> HeadClassifier:
     """The head of a model folder whose manifest was read, validated and trusted (load_model decides)."""
     if manifest.get("kind", "cached-head") != "cached-head":

@@ -94,16 +94,6 @@ def load_keras_model(model_dir: Path, manifest: dict, name: str, *, trusted: boo
     return load_keras_bytes(data, str(Path(model_dir) / name), len(manifest["classes"]))
 
 
-def load(path: str | Path, threads: int | None = None, *, trust: bool = False) -> ImageClassifier:
-    """The image classifier at `path` (a model folder of an image kind, or a .tflite file)."""
-    from .loading import load_model
-
-    model = load_model(path, threads=threads, trust=trust)
-    if not isinstance(model, ImageClassifier):
-        raise ModelError(f"{path} is a {model.kind} model, which runs on cached vectors, not on images")
-    return model
-
-
 def from_manifest(path: Path, manifest: dict, threads: int | None = None, *, trusted: bool = False) -> ImageClassifier:
     """The image classifier of a model folder whose manifest was read and validated (load_model decides)."""
     kind = manifest.get("kind")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ModelError
 from . import head_model, image_models
 from .classifier import Classifier
 from .manifest import read_manifest, validate_manifest
@@ -42,3 +43,19 @@ def load_model(path, *, runtime: str = "auto", threads: int | None = None, trust
         clf = image_models.from_manifest(path, manifest, threads=threads, trusted=trusted)
     clf.trusted = trusted
     return clf
+
+
+def load(model_dir, *, runtime: str = "auto", trust: bool = False) -> head_model.HeadClassifier:
+    """A head's model folder (kind cached-head), loaded as load_model does."""
+    model = load_model(model_dir, runtime=runtime, trust=trust)
+    if not isinstance(model, head_model.HeadClassifier):
+        raise ModelError(f"{model_dir} is a {model.kind} model, which runs on images, not on cached vectors")
+    return model
+
+
+def load_image_model(path, threads: int | None = None, *, trust: bool = False) -> image_models.ImageClassifier:
+    """An image classifier (a fine-tuned, fused or TFLite model folder, or a .tflite file), as load_model."""
+    model = load_model(path, threads=threads, trust=trust)
+    if not isinstance(model, image_models.ImageClassifier):
+        raise ModelError(f"{path} is a {model.kind} model, which runs on cached vectors, not on images")
+    return model
