@@ -1,6 +1,7 @@
-"""Model folders' manifest.json: the one reader, the one atomic writer, the member check (sha256 before
-anything is loaded), and the fields every loaded model exposes. A joblib or Keras file can run code when
-loaded: only load model folders from sources you trust.
+"""Model folders' manifest.json: the one reader, the one atomic (and signing, see models.trust) writer, the
+validation of every field, and the member read (one read: the sha256 is checked on the bytes that are then
+loaded; links and non-regular files are refused). A joblib or Keras file can run code when loaded:
+load_model refuses a folder this user's key did not sign unless trust=True.
 
 Writing (`staged_folder`): the complete folder is built beside its target (`.NAME.tmp-PID`, same parent),
 its files and the folder are fsynced, then it is swapped into place, so that at every instant the target
