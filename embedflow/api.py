@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones, cache, models
+from . import backbones, cache, models, options
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, UsageError
@@ -86,6 +86,7 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     local one) with `workers` actors; the cache is the same as a local run's.
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
     without cache_path the cache is default_cache_for(the backbone)."""
+    options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
@@ -114,6 +115,7 @@ def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head:
     out: also save the model folder there (what `embedflow fit` does). Its writer lock is held from before
     training to the end, so a second writer of the same folder gets OutputLocked (exit 5) at once, and a
     folder that cannot be written is OutputError before the training."""
+    options.check(val_split=val_split, seed=seed, **params)
     reporter = as_reporter(reporter)
     from .fit import fit_head as _fit_head
 
@@ -128,10 +130,11 @@ def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head:
     return clf
 
 
-def load_model(path: str | os.PathLike, *, runtime: str = "auto") -> models.Classifier:
+def load_model(path: str | os.PathLike, *, runtime: str = "auto", trust: bool = False) -> models.Classifier:
     """The classifier at `path` (a model folder from fit_head(...).save, finetune or export, or a .tflite
-    file); see embedflow.models.load_model."""
-    return models.load_model(path, runtime=runtime)
+    file); see embedflow.models.load_model. A folder this installation did not write (its manifest is not
+    signed with this user's key) is refused (UntrustedModel, exit 5) unless `trust=True`, except TFLite."""
+    return models.load_model(path, runtime=runtime, trust=trust)
 
 
 def _eval_cache_path(folder: Path) -> Path:
@@ -139,15 +142,15 @@ def _eval_cache_path(folder: Path) -> Path:
     return DEFAULT_CACHE.parent / fit_name(folder.resolve().name, f"-{digest}.h5")  # within NAME_MAX
 
 
-def _model_and_name(model, runtime: str) -> tuple[models.Classifier, str]:
+def _model_and_name(model, runtime: str, trust: bool) -> tuple[models.Classifier, str]:
     if isinstance(model, models.Classifier):
         return model, str(model.path or model.kind)
-    return models.load_model(model, runtime=runtime), str(model)
+    return models.load_model(model, runtime=runtime, trust=trust), str(model)
 
 
 def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, runtime: str = "auto", weights: str | None = None,
-             reporter: Reporter | str | None = "auto"):
+             trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
     EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
     (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
@@ -155,7 +158,7 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
     reporter = as_reporter(reporter)
     from .evaluate import evaluate as _evaluate
 
-    clf, name = _model_and_name(model, runtime)
+    clf, name = _model_and_name(model, runtime, trust)
     data = Path(data)
     if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
         cache_path = _eval_cache_path(data)
@@ -163,7 +166,7 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
 
 
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
-            reporter: Reporter | str | None = "auto"):
+            trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier
     or a model path); returns a PredictResult (`.to_dict()`: {"model", "predictions": [{"path", "top":
     [{"label", "probability"}]}], "failed"}). A head reuses the vectors of files already in a cache of its
@@ -171,9 +174,8 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
     reporter = as_reporter(reporter)
     from .predict import predict as _predict
 
-    if top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    clf, name = _model_and_name(model, runtime)
+    options.check(top_k=top_k)
+    clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
     return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reporter=reporter)
@@ -188,6 +190,9 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
              params: dict | None = None, reporter: Reporter | str | None = "auto"):
     """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
     Returns embedflow.finetune.FinetuneResult (`.load()`: the Classifier); see that module for the recipe."""
+    p = params or {}
+    options.check(val_split=val_split, seed=seed, stage1_epochs=p.get("epochs"),
+                  **{k: v for k, v in p.items() if k != "epochs"})
     reporter = as_reporter(reporter)
     from .finetune import finetune as _finetune
 
@@ -199,25 +204,25 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
-           reporter: Reporter | str | None = "auto"):
+           trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
     TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
     changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
     reporter = as_reporter(reporter)
     from .export import export as _export
 
-    return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
+    return _export(model, fmt, quantize, out, trust=trust, data_root=str(data) if data else None,
                           cache_path=str(cache_path) if cache_path else None, reporter=reporter)
 
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,
-            reporter: Reporter | str | None = "auto") -> dict:
+            trust: bool = False, reporter: Reporter | str | None = "auto") -> dict:
     """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model (a
     Classifier or a model path)."""
     reporter = as_reporter(reporter)
     from .explain import explain as _explain
 
-    return _explain(model, [str(i) for i in images], out, reporter=reporter)
+    return _explain(model, [str(i) for i in images], out, trust=trust, reporter=reporter)
 
 
 def info(cache_path: str | os.PathLike | None = None) -> cache.CacheInfo:
@@ -243,6 +248,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
     [{"query", "hash", "neighbors": [{"key", "label", "score"}]}], "failed": [{"path", "reason"}], "sheet"})."""
     from . import search
 
+    options.check(neighbors_k=k)
     search.check_query(k, images, keys, vectors)
     reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
@@ -265,6 +271,7 @@ def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float 
     "score"}]}], "n_groups", "n_cross_class", "n_images_in_groups"})."""
     from . import search
 
+    options.check(threshold=threshold)
     search.check_threshold(threshold)
     reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
@@ -293,7 +300,6 @@ def audit(cache_path: str | os.PathLike | None = None, *, against: str | os.Path
     from .audit import audit as _audit
     from .progress import as_reporter
 
-    if top < 0:
-        raise UsageError(f"--top must be >= 0, got {top}")
+    options.check(top=top)
     reporter = as_reporter(reporter)
     return _audit(choose_cache(cache_path, reporter), against=against, top=top, out=out, reporter=reporter)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache, insight, search
-from .errors import DatasetError, FingerprintMismatch
+from .errors import BadImage, DatasetError, FingerprintMismatch
 from .progress import SILENT, Reporter
 from .reports.write import write_text_atomically
 from .search.exact import QUERY_ROWS, SEARCH_ROWS
@@ -189,13 +189,17 @@ def find_leaks(cache_path, columns: cache.CacheColumns, other_path, threshold: f
     return leaks
 
 
-def source_image(root: str, key: str) -> Path | None:
-    """The image of `key` under the cache's root; None when there is no root or the key would leave it."""
+def source_image(root: str, key: str) -> Path | BadImage | None:
+    """The image of `key` under the cache's root; None when there is no root, the BadImage saying why when
+    the key would leave it (the sheet shows the reason instead of reading the file)."""
+    from .data import key_path
+
     if not root:
         return None
-    base = Path(root).resolve()
-    path = (base / key).resolve()
-    return path if path.is_relative_to(base) and path != base else None
+    try:
+        return key_path(root, key)
+    except BadImage as e:
+        return e
 
 
 def per_image_csv(result: AuditResult) -> str:

@@ -27,6 +27,8 @@ CacheOpt = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (defau
                                                    "only cache/embeddings-*.h5).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info lines (warnings still go to stderr).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+TrustOpt = typer.Option(False, "--trust", help="Load a model folder this installation did not write (its manifest "
+                        "is not signed with your key): its files can run code; only for sources you trust.")
 RuntimeOpt = typer.Option("auto", "--runtime", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
 
 
@@ -146,9 +148,9 @@ def embed(
     rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, even those whose size, mtime, "
                                 "ctime and inode are unchanged since they were hashed."),
     runtime: str = RuntimeOpt,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference call "
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference call "
                                              "(default: 4 on LiteRT, 64 on Keras, 16 per Ray task)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
@@ -217,6 +219,7 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -226,7 +229,7 @@ def evaluate(
 
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
-    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, reporter=rep).to_dict()
+    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, trust=trust, reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
@@ -250,6 +253,7 @@ def predict(
     fmt: str = typer.Option("text", "--format", "-f", help="Output: text (path, then label probability pairs), "
                             "tsv or csv (a header row, then one row per image: path,label_1,probability_1,...), "
                             "jsonl (one JSON object per image)."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -263,7 +267,7 @@ def predict(
         raise UsageError("--json and --format both choose the output: give one of them")
     rep = CliReporter(quiet or as_json or fmt != "text")
     result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
-                         reporter=rep).to_dict()
+                         trust=trust, reporter=rep).to_dict()
     if as_json:
         emit_json(result)
     else:
@@ -409,9 +413,9 @@ def finetune(
     fine_tune_learning_rate: Optional[float] = typer.Option(None, "--fine-tune-learning-rate", help="Stage 2 Adam learning rate (default 1e-4)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (default 0.1)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the softmax layer (default 0.5)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 32)."),
-    average_from: Optional[int] = typer.Option(None, "--average-from", min=0, help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default 32)."),
+    average_from: Optional[int] = typer.Option(None, "--average-from", help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation and zoom in stage 2."),
     rotation: Optional[float] = typer.Option(None, "--rotation", help="Random rotation, fraction of a full turn (default 0.2)."),
     zoom: Optional[float] = typer.Option(None, "--zoom", help="Random zoom fraction (default 0.2)."),
@@ -451,6 +455,7 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -459,7 +464,7 @@ def export(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, reporter=rep)
+    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, trust=trust, reporter=rep)
     if as_json:
         emit_json({"out_dir": str(r.out_dir), "model_file": str(r.model_file), "format": r.fmt,
                    "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
@@ -479,6 +484,7 @@ def explain(
     model: Path = typer.Argument(..., help="A fine-tuned or fused model folder."),
     images: List[Path] = typer.Argument(..., help="Image files and/or folders."),
     out: Path = typer.Option(Path("gradcam"), "--out", "-o", help="Folder for the overlays and grid.png."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -486,7 +492,7 @@ def explain(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.explain(model, [str(p) for p in images], out, reporter=rep)
+    r = api.explain(model, [str(p) for p in images], out, trust=trust, reporter=rep)
     if as_json:
         emit_json(r)
     else:

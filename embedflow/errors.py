@@ -48,6 +48,11 @@ class OutputLocked(OutputError):
     """Another process is writing the same model folder (or its reports)."""
 
 
+class UntrustedModel(ModelError):
+    """A model folder this installation did not write (no valid signature of this user's key) would be
+    unpickled or loaded as Keras code: refused unless the caller passes trust=True (--trust)."""
+
+
 class WeightsError(EmbedflowError):
     """Backbone weights cannot be found or loaded."""
 

@@ -88,7 +88,7 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
     return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
 
-def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -> dict:
+def explain(model_path, images: list, out_dir, *, trust: bool = False, reporter: Reporter = SILENT) -> dict:
     """Write IMAGE-gradcam.png overlays (and grid.png for several images) into out_dir."""
     from .data import BadImage, discover_inputs, load_image
     from .models import Classifier, load_model
@@ -101,12 +101,12 @@ def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -
         if model_path.suffix == ".tflite":
             raise ModelError("Grad-CAM needs gradients, which a .tflite file does not have: explain the Keras model "
                              "it was exported from")
-        clf = load_model(model_path)
+        clf = load_model(model_path, trust=trust)
     manifest = clf.manifest
     if hasattr(clf, "keras_model"):
         model = clf.keras_model
     elif manifest.get("keras_file"):  # a TFLite export of a fused head keeps the Keras model beside it
-        model = load_keras_model(clf.path, manifest, manifest["keras_file"])
+        model = load_keras_model(clf.path, manifest, manifest["keras_file"], trusted=getattr(clf, "trusted", True))
     else:
         raise ModelError(f"{model_path} holds no Keras model (kind {clf.kind}); Grad-CAM works on "
                          "fine-tuned and fused models: export a cached head with --format keras, or explain "

@@ -244,7 +244,8 @@ def parity(proba: np.ndarray, source_proba: np.ndarray, labels: np.ndarray) -> d
 # --- the export ----------------------------------------------------------------------------------
 
 
-def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data_root: str | None = None,
+def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, trust: bool = False,
+           data_root: str | None = None,
            cache_path: str | None = None, reporter: Reporter = SILENT) -> ExportResult:
     """Export `model` (a Classifier, or the path of a fine-tuned model folder or of a logreg/dense head's
     folder) to `out` (default: beside the source, see default_name), with the parity check. Raises
@@ -257,7 +258,7 @@ def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data
         raise UsageError(f"unknown quantization '{quantize}': use {', '.join(QUANTIZE)}")
     if fmt == "keras" and quantize != "none":
         raise UsageError("--quantize applies to --format tflite only")
-    clf = model if isinstance(model, models.Classifier) else models.load_model(model)
+    clf = model if isinstance(model, models.Classifier) else models.load_model(model, trust=trust)
     if clf.path is None and out is None:
         raise UsageError("this model was never saved: give the export an out folder")
     model_dir = Path(clf.path) if clf.path is not None else Path(clf.kind)
@@ -360,8 +361,8 @@ def _source_data(manifest: dict) -> dict:
 def _source_report(model_dir: Path) -> dict | None:
     """The source model's validation report (report.json), or None when it has none or it is unreadable."""
     try:
-        report = json.loads((Path(model_dir) / "report.json").read_text())
-    except (OSError, ValueError):
+        report = json.loads(models.read_regular(Path(model_dir) / "report.json", "report"))
+    except (ModelError, OSError, ValueError):
         return None
     return report if isinstance(report, dict) and {"n", "accuracy", "per_class"} <= set(report) else None
 

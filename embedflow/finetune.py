@@ -297,14 +297,10 @@ def _final(model, p: dict):
 
 
 def _check_params(p: dict) -> None:
-    if p["epochs"] < 0 or p["fine_tune_epochs"] < 0:
-        raise UsageError("--epochs and --fine-tune-epochs must be >= 0")
-    if p["average_from"] < 0:
-        raise UsageError("--average-from must be >= 0 (0: no weight averaging)")
-    if p["unfreeze_top"] < 0:
-        raise UsageError("--unfreeze-top must be >= 0")
-    if not 0 <= p["dropout"] < 1 or not 0 <= p["label_smoothing"] < 1:
-        raise UsageError("--dropout and --label-smoothing must be in [0, 1)")
+    """The ranges of options.RANGES (the API checks them first; this covers direct callers)."""
+    from . import options
+
+    options.check(stage1_epochs=p["epochs"], **{k: v for k, v in p.items() if k != "epochs"})
 
 
 def _onehot(labels: np.ndarray, n: int) -> np.ndarray:

@@ -232,7 +232,7 @@ def test_mediapipe_names_the_classes_of_every_export(exports, source, quantize):
     from mediapipe.tasks.python.core.base_options import BaseOptions
     from mediapipe.tasks.python.vision import ImageClassifier, ImageClassifierOptions
 
-    from embedflow.models.image_models import load
+    from embedflow.models import load_image_model as load
     from embedflow.models.tflite_metadata import read_metadata
 
     folder = exports[source, quantize]
@@ -273,7 +273,7 @@ def test_a_bare_tflite_file_names_its_classes_from_its_metadata(exports, tmp_pat
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(exports["logreg", "none"] / "model.tflite", alone / "classifier.tflite")
-    from embedflow.models.image_models import load
+    from embedflow.models import load_image_model as load
 
     assert load(alone / "classifier.tflite").classes == CLASSES
     data = exports["data"]

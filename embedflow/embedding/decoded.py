@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, discover_labelled, read_image
+from ..data import BadImage, ImageRef, discover_labelled, key_path, read_image
 from ..progress import SILENT, Reporter
 
 
@@ -43,6 +43,8 @@ def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = Non
     index = {c: i for i, c in enumerate(classes)}
 
     def one(ref: ImageRef):
+        if ref.refused:
+            return ref, None, None, ref.refused
         try:
             digest, arr = read_image(ref.path, size)
         except BadImage as e:
@@ -80,4 +82,12 @@ def decode_folder(root: str | os.PathLike, size: int, *, reporter: Reporter = SI
 
 
 def refs_for_keys(root: Path, keys: list[str], labels: list[str]) -> list[ImageRef]:
-    return [ImageRef(k, root / k, lab) for k, lab in zip(keys, labels)]
+    """Refs of cached keys under `root`; a key that would leave the root (`../x`, an absolute path) gets a
+    ref that decode_refs skips with the reason, never reads."""
+    refs = []
+    for k, lab in zip(keys, labels):
+        try:
+            refs.append(ImageRef(k, key_path(root, k), lab))
+        except BadImage as e:
+            refs.append(ImageRef(k, Path(root), lab, refused=str(e)))
+    return refs
