@@ -132,7 +132,12 @@ def main(version: bool = typer.Option(False, "--version", help="Show the version
 @app.command()
 @handle_errors
 def embed(
-    folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
+                                  "unlabelled images)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of path,label rows (paths relative to FOLDER): "
+                                          "the labels of the images below FOLDER."),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="The images carry no labels (every image below FOLDER): "
+                                    "for neighbors, duplicates and predict; fit refuses such a cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5 "
                                          "for the default backbone, cache/embeddings-BACKBONE.h5 for others)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="mobilenet_v2 (default), mobilenet_v2:ALPHA:SIZE, "
@@ -149,22 +154,28 @@ def embed(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped, or an image-like "
+                                "file, a class or a folder was left out (then before embedding anything)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
     """Embed every image of FOLDER into the cache (only new or changed files are computed)."""
     from . import api
+    from .errors import UsageError
 
+    if labels is not None and unlabelled:
+        raise UsageError("--labels and --unlabelled contradict each other: give one of them")
     rep = CliReporter(quiet or as_json)
     s = api.embed_folder(folder, cache, backbone=backbone, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
-                         reporter=rep)
+                         labels=labels, unlabelled=True if unlabelled else None, strict=strict, reporter=rep)
     if as_json:
         emit_json(s.to_dict())
     elif not quiet:
         rate = f" ({s.embedded / s.seconds:.0f} img/s overall)" if s.embedded else ""
-        typer.echo(f"{s.cache_path}: {s.total} images in {len(s.classes)} classes; embedded {s.embedded}, "
+        what = (f"{s.total} unlabelled images" if s.layout == "unlabelled" else f"{s.total} images in {len(s.classes)} classes"
+                + ("".join(f", {n} {split}" for split, n in s.split_counts.items()) if s.split_counts else ""))
+        typer.echo(f"{s.cache_path}: {what}; embedded {s.embedded}, "
                    f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.failed)} "
                    f"in {s.seconds:.1f}s{rate}")
     if s.failed:
@@ -214,6 +225,8 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
+    split: Optional[str] = typer.Option(None, "--split", help="Data of train/ val/ test/ folders: score train, val, "
+                                        "test or all (default: test when there is a test/ folder, else all)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -224,7 +237,8 @@ def evaluate(
 
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
-    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, reporter=rep).to_dict()
+    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, split=split,
+                          reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
@@ -335,7 +349,7 @@ def neighbors(
         for r in result.results:
             typer.echo(r.query)
             for n in r.neighbors:
-                typer.echo(f"  {round(n.score, 6):.4f}  {n.label}\t{n.key}")
+                typer.echo(f"  {round(n.score, 6):.4f}  {n.label or '-'}\t{n.key}")
         if result.sheet:
             typer.echo(f"wrote {result.sheet}")
     for f in result.failed:
@@ -366,7 +380,7 @@ def duplicates(
         flag = "CROSS-CLASS " if g.cross_class else ""
         typer.echo(f"{flag}group of {g.size} (min similarity {round(g.min_score, 6):.4f}): {', '.join(g.labels)}")
         for m in g.members:
-            typer.echo(f"  {m.label}\t{m.key}")
+            typer.echo(f"  {m.label or '-'}\t{m.key}")
     typer.echo(f"{result.n_groups} group(s) of near-duplicates ({result.n_images_in_groups} images) at "
                f"threshold {threshold}, {result.n_cross_class} with mixed labels")
 
