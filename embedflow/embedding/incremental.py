@@ -230,9 +230,10 @@ def embed_folder(
 
     summary.total = len(rows)
     summary.unlabelled = sum(1 for r in rows if r.label < 0)
-    for r in rows:
-        if r.split:
-            summary.split_counts[r.split] = summary.split_counts.get(r.split, 0) + 1
+    for split in ("train", "val", "test"):
+        n = sum(1 for r in rows if r.split == split)
+        if n:
+            summary.split_counts[split] = n
     summary.seconds = time.perf_counter() - t0
     return summary
 
