@@ -196,7 +196,7 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
-           reporter: Reporter | str | None = "auto"):
+           strict: bool = False, reporter: Reporter | str | None = "auto"):
     """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
     TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
     changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
@@ -204,7 +204,7 @@ def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none"
     from .export import export as _export
 
     return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
-                          cache_path=str(cache_path) if cache_path else None, reporter=reporter)
+                          cache_path=str(cache_path) if cache_path else None, strict=strict, reporter=reporter)
 
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,

@@ -463,6 +463,8 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when the export's top-1 agreement with its "
+                                "source is below the parity threshold (it is still written, with \"ok\": false)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -471,7 +473,7 @@ def export(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, reporter=rep)
+    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, strict=strict, reporter=rep)
     if as_json:
         emit_json({"out_dir": str(r.out_dir), "model_file": str(r.model_file), "format": r.fmt,
                    "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
@@ -479,6 +481,8 @@ def export(
     for what, p in r.parity.items():
         if what == "note":
             typer.echo(f"note: {p}")
+        elif what == "calibration_images":
+            typer.echo(f"int8 calibration: {p} training images")
         elif isinstance(p, dict):
             typer.echo(f"parity ({what}): top-1 agreement {p['top1_agreement']:.2%} with the source on {p['n']} "
                        f"validation images; accuracy {p['accuracy']:.2%} (source {p['source_accuracy']:.2%})")
