@@ -67,7 +67,7 @@ def _cache_for_model(loaded: models.Classifier) -> Path | None:
     one of cache/embeddings*.h5."""
     for path in models.recorded_caches(loaded.manifest) + embedding_caches():
         try:
-            if path.exists() and cache.read_meta(path)["fingerprint"].get("id") == loaded.fingerprint.get("id"):
+            if path.exists() and backbones.same_backbone(cache.read_meta(path)["fingerprint"], loaded.fingerprint):
                 return path
         except (CacheError, KeyError, OSError):
             continue

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import backbones
 from ..errors import CacheError, EmbedflowError
 
 FORMAT = "embedflow.cache"
@@ -413,16 +414,17 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
         )
 
 
-def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id: str) -> dict[str, np.ndarray]:
-    """hash -> vector for the wanted hashes a cache of that fingerprint holds; {} for no such cache (or a
-    damaged one: the caller then embeds the images itself)."""
+def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint: dict | str) -> dict[str, np.ndarray]:
+    """hash -> (D,) float32 vector for the wanted hashes a cache of that backbone holds (`fingerprint`: a
+    dict or an id, of any id scheme: backbones.same_backbone decides); {} for no such cache (or a damaged
+    one: the caller then embeds the images itself)."""
     path = Path(path)
     if not wanted or not path.exists():
         return {}
     try:
         with _reading(path) as f:
             v = _validated(f, path)
-            if v.fingerprint["id"] != fingerprint_id:
+            if not backbones.same_backbone(fingerprint, v.fingerprint):
                 return {}
             rows = {h: i for i, h in enumerate(v.hashes) if h in wanted}
             if not rows:
