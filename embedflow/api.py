@@ -79,8 +79,15 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int | None = None, workers: int | None = None,
                  engine: str = "local", address: str | None = None, rehash: bool = False,
+                 labels: str | os.PathLike | None = None, unlabelled: bool | None = None, strict: bool = False,
                  reporter: Reporter | str | None = "auto") -> EmbedSummary:
-    """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.
+    """Embed a dataset folder into an HDF5 cache (incrementally). See embedflow.embedding.embed_folder.
+
+    Layouts: one subfolder per class; train/ val/ test/ parents of the same class folders (each image's
+    split is recorded); `labels`: a CSV of path,label rows (paths relative to root); `unlabelled=True`
+    (or a folder whose images are not in class folders): images without labels (label -1), for
+    neighbors, duplicates and predict. strict=True: StrictModeError (exit 7) before any work when an
+    image-like file, a class or a folder is left out.
 
     engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
     local one) with `workers` actors; the cache is the same as a local run's.
@@ -91,7 +98,7 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
-                         reporter=reporter)
+                         labels=labels, unlabelled=unlabelled, strict=strict, reporter=reporter)
 
 
 def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
@@ -150,11 +157,12 @@ def _model_and_name(model, runtime: str, trust: bool) -> tuple[models.Classifier
 
 def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, runtime: str = "auto", weights: str | None = None,
-             trust: bool = False, reporter: Reporter | str | None = "auto"):
+             split: str | None = None, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
     EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
     (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
-    Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given."""
+    Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given.
+    Data from train/ val/ test/ folders: `split` ("train", "val", "test", "all"; default test/ if any)."""
     reporter = as_reporter(reporter)
     from .evaluate import evaluate as _evaluate
 
@@ -162,7 +170,8 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
     data = Path(data)
     if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
         cache_path = _eval_cache_path(data)
-    return _evaluate(clf, data, cache_path=cache_path, weights=weights, name=name, out=out, reporter=reporter)
+    return _evaluate(clf, data, cache_path=cache_path, weights=weights, name=name, out=out, split=split,
+                     reporter=reporter)
 
 
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
@@ -204,7 +213,7 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
-           trust: bool = False, reporter: Reporter | str | None = "auto"):
+           strict: bool = False, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
     TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
     changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
@@ -212,7 +221,7 @@ def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none"
     from .export import export as _export
 
     return _export(model, fmt, quantize, out, trust=trust, data_root=str(data) if data else None,
-                          cache_path=str(cache_path) if cache_path else None, reporter=reporter)
+                          cache_path=str(cache_path) if cache_path else None, strict=strict, reporter=reporter)
 
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,

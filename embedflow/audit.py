@@ -60,7 +60,7 @@ class Leak:
     key: str
     label: str
     other_key: str
-    other_label: str
+    other_label: str | None  # None when the other cache is unlabelled
     score: float
 
     def to_dict(self) -> dict:
@@ -174,7 +174,8 @@ def find_leaks(cache_path, columns: cache.CacheColumns, other_path, threshold: f
     QUERY_ROWS vectors at a time. FingerprintMismatch if the two caches were made by different backbones."""
     other = comparable_cache(cache_path, columns, other_path)
     reporter.info(f"leaks: {len(other)} images of {other_path} against {len(columns)} of {cache_path}")
-    label_of = [columns.classes[i] for i in columns.labels]
+    label_of = columns.label_names()
+    other_label = other.label_names()  # None for an unlabelled image
     leaks = []
     for start, block in cache.iter_vector_blocks(other_path, QUERY_ROWS):
         row_codes, query_codes = search.hash_codes(columns.hashes, other.hashes[start:start + len(block)])
@@ -182,7 +183,7 @@ def find_leaks(cache_path, columns: cache.CacheColumns, other_path, threshold: f
                                    1, row_codes, query_codes, include_self=True)
         for q in np.flatnonzero((hits.rows[:, 0] >= 0) & (hits.scores[:, 0] >= threshold)):
             r, o = int(hits.rows[q, 0]), start + int(q)
-            leaks.append(Leak(columns.keys[r], label_of[r], other.keys[o], other.classes[other.labels[o]],
+            leaks.append(Leak(columns.keys[r], label_of[r], other.keys[o], other_label[o],
                               min(float(hits.scores[q, 0]), 1.0)))
     other.check_unchanged()
     leaks.sort(key=lambda leak: (-leak.score, leak.other_key))

@@ -136,7 +136,12 @@ def main(version: bool = typer.Option(False, "--version", help="Show the version
 @app.command()
 @handle_errors
 def embed(
-    folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
+                                  "unlabelled images)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of path,label rows (paths relative to FOLDER): "
+                                          "the labels of the images below FOLDER."),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="The images carry no labels (every image below FOLDER): "
+                                    "for neighbors, duplicates and predict; fit refuses such a cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5 "
                                          "for the default backbone, cache/embeddings-BACKBONE.h5 for others)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="mobilenet_v2 (default), mobilenet_v2:ALPHA:SIZE, "
@@ -153,22 +158,28 @@ def embed(
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped, or an image-like "
+                                "file, a class or a folder was left out (then before embedding anything)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
     """Embed every image of FOLDER into the cache (only new or changed files are computed)."""
     from . import api
+    from .errors import UsageError
 
+    if labels is not None and unlabelled:
+        raise UsageError("--labels and --unlabelled contradict each other: give one of them")
     rep = CliReporter(quiet or as_json)
     s = api.embed_folder(folder, cache, backbone=backbone, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
-                         reporter=rep)
+                         labels=labels, unlabelled=True if unlabelled else None, strict=strict, reporter=rep)
     if as_json:
         emit_json(s.to_dict())
     elif not quiet:
         rate = f" ({s.embedded / s.seconds:.0f} img/s overall)" if s.embedded else ""
-        typer.echo(f"{s.cache_path}: {s.total} images in {len(s.classes)} classes; embedded {s.embedded}, "
+        what = (f"{s.total} unlabelled images" if s.layout == "unlabelled" else f"{s.total} images in {len(s.classes)} classes"
+                + ("".join(f", {n} {split}" for split, n in s.split_counts.items()) if s.split_counts else ""))
+        typer.echo(f"{s.cache_path}: {what}; embedded {s.embedded}, "
                    f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.failed)} "
                    f"in {s.seconds:.1f}s{rate}")
     if s.failed:
@@ -218,6 +229,8 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
+    split: Optional[str] = typer.Option(None, "--split", help="Data of train/ val/ test/ folders: score train, val, "
+                                        "test or all (default: test when there is a test/ folder, else all)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
     trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
@@ -229,7 +242,8 @@ def evaluate(
 
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
-    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, trust=trust, reporter=rep).to_dict()
+    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, split=split, trust=trust,
+                          reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
@@ -341,7 +355,7 @@ def neighbors(
         for r in result.results:
             typer.echo(r.query)
             for n in r.neighbors:
-                typer.echo(f"  {round(n.score, 6):.4f}  {n.label}\t{n.key}")
+                typer.echo(f"  {round(n.score, 6):.4f}  {n.label or '-'}\t{n.key}")
         if result.sheet:
             typer.echo(f"wrote {result.sheet}")
     for f in result.failed:
@@ -372,7 +386,7 @@ def duplicates(
         flag = "CROSS-CLASS " if g.cross_class else ""
         typer.echo(f"{flag}group of {g.size} (min similarity {round(g.min_score, 6):.4f}): {', '.join(g.labels)}")
         for m in g.members:
-            typer.echo(f"  {m.label}\t{m.key}")
+            typer.echo(f"  {m.label or '-'}\t{m.key}")
     typer.echo(f"{result.n_groups} group(s) of near-duplicates ({result.n_images_in_groups} images) at "
                f"threshold {threshold}, {result.n_cross_class} with mixed labels")
 
@@ -455,6 +469,8 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when the export's top-1 agreement with its "
+                                "source is below the parity threshold (it is still written, with \"ok\": false)."),
     trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
@@ -464,7 +480,7 @@ def export(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, trust=trust, reporter=rep)
+    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, strict=strict, trust=trust, reporter=rep)
     if as_json:
         emit_json({"out_dir": str(r.out_dir), "model_file": str(r.model_file), "format": r.fmt,
                    "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
@@ -472,6 +488,8 @@ def export(
     for what, p in r.parity.items():
         if what == "note":
             typer.echo(f"note: {p}")
+        elif what == "calibration_images":
+            typer.echo(f"int8 calibration: {p} training images")
         elif isinstance(p, dict):
             typer.echo(f"parity ({what}): top-1 agreement {p['top1_agreement']:.2%} with the source on {p['n']} "
                        f"validation images; accuracy {p['accuracy']:.2%} (source {p['source_accuracy']:.2%})")

@@ -6,6 +6,7 @@ on the decoded images of a folder."""
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,18 @@ class EvalResult:
         return write_report(self.report, Path(out_dir), title, prefix="eval-")
 
 
+SPLIT_CHOICES = ("train", "val", "test", "all")
+
+
 def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              weights: str | None = None, name: str | None = None, out: str | os.PathLike | None = None,
-             reporter: Reporter = SILENT) -> EvalResult:
+             split: str | None = None, reporter: Reporter = SILENT) -> EvalResult:
     """Score `model` on a labelled class-per-subfolder folder or on a cache file.
+
+    Data from train/ val/ test/ folders is scored on one split: `split` ("train", "val", "test" or "all");
+    by default test/ when there is one, else all images. A split asked of data without those folders is a
+    UsageError. Class names are compared after Unicode NFC normalisation (a folder named on macOS matches
+    a model trained on Linux). Unlabelled data (no classes) is a DatasetError.
 
     A head reads vectors from a cache: `data` itself, or for a folder `cache_path` (embedded into it
     first, incrementally; `weights` names a copy of the backbone's weights file); with a folder and no
@@ -70,11 +79,13 @@ def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os
 
 def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, reporter) -> EvalResult:
     name = name or str(model.path or model.kind)
+    if split is not None and split not in SPLIT_CHOICES:
+        raise UsageError(f"unknown --split '{split}': use {', '.join(SPLIT_CHOICES)}")
     vectors = hasattr(model, "predict_proba_vectors")
     if vectors and (data.is_dir() and cache_path is not None or not data.is_dir()):
-        y_true, proba, extra = _on_vectors(model, data, cache_path, weights, name, reporter)
+        y_true, proba, extra = _on_vectors(model, data, cache_path, weights, name, split, reporter)
     elif data.is_dir():
-        y_true, proba, extra = _on_pixels(model, data, name, reporter)
+        y_true, proba, extra = _on_pixels(model, data, name, split, reporter)
     else:
         raise UsageError(f"{name} is a {model.kind} model: evaluate it on a labelled folder of images, not {data}")
     from .reports import classification_report
@@ -88,7 +99,26 @@ def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, rep
     return result
 
 
-def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
+def _split_rows(splits: list[str] | None, split: str | None, data: Path, reporter: Reporter) -> np.ndarray | None:
+    """The rows of one split (None: every row) of data whose images carry a recorded split (or None)."""
+    if splits is None:
+        if split not in (None, "all"):
+            raise UsageError(f"--split {split}: {data} has no train/ val/ test/ folders")
+        return None
+    splits = np.asarray(splits)
+    if split is None:
+        split = "test" if (splits == "test").any() else "all"
+        reporter.info(f"{data}: train/val/test folders; scoring {'test/' if split == 'test' else 'every image'} "
+                      "(--split chooses)")
+    if split == "all":
+        return None
+    rows = np.flatnonzero(splits == split)
+    if not len(rows):
+        raise DatasetError(f"{data} has no image in a {split}/ folder")
+    return rows
+
+
+def _on_vectors(model, data: Path, cache_path, weights, name, split, reporter):
     if data.is_dir():
         from .embedding import embed_folder
 
@@ -96,7 +126,7 @@ def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
         if weights:
             spec = backbones.get_spec(spec.arg, spec.image_size, weights)
         summary = embed_folder(data, cache_path, spec=spec, runtime=getattr(model, "runtime", "auto"),
-                               reporter=reporter)
+                               require_labels=True, reporter=reporter)
         reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")
     elif data.suffix in (".h5", ".hdf5") or data.is_file():
         cache_path = data
@@ -105,21 +135,26 @@ def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
     held = cache.load(cache_path)
     backbones.check_compatible(held.fingerprint, model.fingerprint, f"the evaluation cache {cache_path}",
                                f"model {name} was trained on another backbone's vectors")
+    if not held.labelled:
+        raise DatasetError(f"{data} holds unlabelled images: evaluate needs labels (one subfolder per class, or "
+                           "embed --labels file.csv)")
+    rows = _split_rows(held.splits, split, data, reporter)
+    X, labels = (held.embeddings, held.labels) if rows is None else (held.embeddings[rows], held.labels[rows])
     to_model = _class_map(held.classes, model.classes, name)
-    missing = sorted(set(model.classes) - set(held.classes))
+    missing = sorted(set(map(_nfc, model.classes)) - {_nfc(held.classes[i]) for i in np.unique(labels)})
     if missing:
         reporter.warn(f"no evaluation images for class(es): {', '.join(missing)}")
-    if len(held) == 0:
+    if len(labels) == 0:
         raise DatasetError(f"no images to evaluate in {data}")
-    proba = model._proba_vectors(held.embeddings)
-    return to_model[held.labels], proba, {"skipped": [{"key": k, "reason": r} for k, r, _ in held.failed],
+    proba = model._proba_vectors(X)
+    return to_model[labels], proba, {"skipped": [{"key": k, "reason": r} for k, r, _ in held.failed],
                                           "cache": str(cache_path)}
 
 
-def _on_pixels(model, data: Path, name, reporter):
+def _on_pixels(model, data: Path, name, split, reporter):
     from .embedding import decode_folder
 
-    decoded = decode_folder(data, model.image_size, reporter=reporter)
+    decoded = decode_folder(data, model.image_size, split=split, reporter=reporter)
     to_model = _class_map(decoded.classes, model.classes, name)
     if not len(decoded):
         raise DatasetError(f"no images to evaluate in {data}")
@@ -127,10 +162,16 @@ def _on_pixels(model, data: Path, name, reporter):
     return to_model[decoded.labels], proba, {"skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed]}
 
 
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
 def _class_map(data_classes: list[str], model_classes: list[str], name: str) -> np.ndarray:
-    """Index in the model's classes of each of the data's classes; DatasetError for unknown ones."""
-    unknown = sorted(set(data_classes) - set(model_classes))
+    """Index in the model's classes of each of the data's classes, names compared in Unicode NFC (macOS
+    writes NFD folder names); DatasetError for unknown ones."""
+    index = {_nfc(c): i for i, c in enumerate(model_classes)}
+    unknown = sorted(c for c in data_classes if _nfc(c) not in index)
     if unknown:
         raise DatasetError(f"classes not known to model {name}: {', '.join(unknown)} "
                            f"(the model knows: {', '.join(model_classes)})")
-    return np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)
+    return np.array([index[_nfc(c)] for c in data_classes], dtype=np.int64)

@@ -51,8 +51,12 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     batch_size, patience; knn: k, space); one it does not take raises UsageError. The validation report
     (`report_`, a dict, None with val_split=0) scores a head trained on the training split only; with
     refit (the default, as in GridSearchCV) the returned head is then trained again on all vectors.
-    Raises DatasetError (empty cache, a class too small for the split) and CacheError (non-finite vectors)."""
-    from .heads import head_params, make_head
+    A cache of train/ val/ test/ folders (cache.splits) is split by its folders: the head trains on train/
+    and is validated on val/ (without val/, on a val_split of train/); test/ is never used (the manifest's
+    split records `from` and `n_test`); refit trains on train/ + val/.
+    Raises DatasetError (empty or unlabelled cache, a class too small for the split or below the head's
+    minimum of training images, before any training) and CacheError (non-finite vectors)."""
+    from .heads import check_trainable, head_params, make_head
     from .reports import classification_report
 
     t0 = time.perf_counter()
@@ -65,7 +69,19 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     if bad.any():
         raise CacheError(f"cache {cache.path} holds {int(bad.sum())} non-finite vector(s) (e.g. "
                          f"{cache.keys[int(np.argmax(bad))]}); embed again with --rebuild")
-    train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+    if not cache.labelled:
+        raise DatasetError(f"cache {cache.path} holds unlabelled images: a head needs labels (embed one subfolder per "
+                           "class, or --labels file.csv); neighbors, duplicates and predict use it as it is")
+    test = np.arange(0)
+    if cache.splits is not None:  # train/ val/ test/ folders: they are the split
+        train, val, test = models.recorded_split_indices(cache.splits, y, cache.hashes, cache.classes, val_split, seed)
+        reporter.info(f"train/val/test folders: training on train/ ({len(train)}), validating on "
+                      f"{'val/' if (np.asarray(cache.splits)[val] == 'val').all() and len(val) else 'a split of train/'}"
+                      f" ({len(val)}); the {len(test)} test/ image(s) are left for `evaluate --split test`")
+    else:
+        train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+    pool = np.sort(np.concatenate([train, val]))  # every row fit may learn from (never test/)
+    check_trainable(head, estimator, y[train], cache.classes)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(X[train], y[train])
     report = None
@@ -73,11 +89,14 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
         report = classification_report(y[val], scored._proba_vectors(X[val]).argmax(axis=1), cache.classes)
         if refit:
-            reporter.info(f"refitting {head} on all {len(cache)} vectors")
+            reporter.info(f"refitting {head} on all {len(pool)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
-            estimator.fit(X, y)
+            check_trainable(head, estimator, y[pool], cache.classes)
+            estimator.fit(X[pool], y[pool])
     split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
                                 refit_on_all=bool(refit and len(val)))
+    if cache.splits is not None:
+        split = {**split, "from": "train/val/test folders", "n_test": int(len(test))}
     counts = np.bincount(y, minlength=len(cache.classes)) if len(y) else np.zeros(len(cache.classes), int)
     manifest = {
         "head": head, "classes": list(cache.classes), "fingerprint": cache.fingerprint,

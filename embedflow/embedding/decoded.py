@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, discover_labelled, key_path, read_image
+from ..data import BadImage, ImageRef, key_path, read_image
+from ..errors import DatasetError, UsageError
 from ..progress import SILENT, Reporter
 
 
@@ -70,11 +71,27 @@ def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = Non
     return Decoded(ok, pixels[:len(ok)], labels, hashes, classes, failed)
 
 
-def decode_folder(root: str | os.PathLike, size: int, *, reporter: Reporter = SILENT) -> Decoded:
-    """Every image of a class-per-subfolder tree, decoded; notes and skipped files go to the reporter."""
-    refs, classes, notes = discover_labelled(root)
-    for note in notes:
+def decode_folder(root: str | os.PathLike, size: int, *, split: str | None = None,
+                  reporter: Reporter = SILENT) -> Decoded:
+    """Every image of a class-per-subfolder tree, decoded; notes and skipped files go to the reporter.
+    In a train/ val/ test/ layout, `split` ("train" | "val" | "test" | "all"; default test/ when there is
+    one, else all) chooses the images; a split asked of another layout is a UsageError."""
+    from ..data import discover
+
+    found = discover(root, unlabelled=False)
+    for note in found.notes:
         reporter.warn(note)
+    refs, classes = found.refs, found.classes
+    if found.split_of:
+        chosen = split or ("test" if "test" in found.split_of.values() else "all")
+        if split is None:
+            reporter.info(f"{root}: train/val/test folders; using {chosen} (--split chooses)")
+        if chosen != "all":
+            refs = [r for r in refs if found.split_of.get(r.key) == chosen]
+            if not refs:
+                raise DatasetError(f"{root} has no image in a {chosen}/ folder")
+    elif split not in (None, "all"):
+        raise UsageError(f"--split {split}: {root} has no train/ val/ test/ folders")
     decoded = decode_refs(refs, size, classes, reporter=reporter)
     for ref, reason in decoded.failed:
         reporter.warn(f"skipped {ref.key}: {reason}")

@@ -103,3 +103,26 @@ def check_split(record: dict, keys: list[str], hashes: list[str] | None = None) 
             changed.append(key)
         rows.append(row)
     return SplitCheck(np.array(rows, dtype=np.int64), len(val_keys), missing, changed)
+
+
+def recorded_split_indices(splits: list[str], labels: np.ndarray, hashes: list[str], classes: list[str],
+                           val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training rows, validation rows, test rows) of a cache whose images came from train/ val|validation/
+    test/ folders (`splits`: each row's "train" | "val" | "test"). The folders are the split: training
+    on train, validation on val; test rows are never used by fit (evaluate --split test scores them).
+    Without a val folder the train rows are split with split_indices(val_split, seed).
+    Raises DatasetError when a class has no training image (it would be a class the head never saw)."""
+    splits = np.asarray(splits)
+    labels = np.asarray(labels)
+    train, val, test = (np.flatnonzero(splits == s) for s in ("train", "val", "test"))
+    if not len(train):
+        raise DatasetError("the train/ folder holds no image: fit trains on train/ (and reports on val/)")
+    missing = sorted(set(range(len(classes))) - set(labels[train].tolist()))
+    if missing:
+        raise DatasetError(f"class '{classes[missing[0]]}' has no image in train/ (it is in "
+                           f"{', '.join(sorted(set(splits[labels == missing[0]].tolist())))}/ only): fit trains on "
+                           "train/; add images to train/ or remove the class")
+    if not len(val) and val_split > 0:
+        inner_train, inner_val = split_indices(labels[train], [hashes[i] for i in train], classes, val_split, seed)
+        train, val = train[inner_train], train[inner_val]
+    return train, val, test

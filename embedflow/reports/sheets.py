@@ -89,7 +89,7 @@ def neighbors_sheet(result, columns, out: str | Path) -> Path:
     score and label, those of another label than the query's outlined in red. Source images are found
     under the cache's root (columns: the cache.CacheColumns the search used). Returns the PNG's path."""
     root = Path(columns.root) if columns.root else None
-    label_of = dict(zip(columns.keys, (columns.classes[i] for i in columns.labels)))
+    label_of = dict(zip(columns.keys, columns.label_names()))
     rows = []
     for r in result.results:
         if r.kind == "key":
@@ -99,7 +99,7 @@ def neighbors_sheet(result, columns, out: str | Path) -> Path:
         own_label = label_of.get(r.own_key) if r.own_key else None
         rows.append({"image": image, "title": "query" + (f": {own_label}" if own_label else ""),
                      "detail": Path(r.query).name, "neighbors": [
-            {"image": source(root, n.key), "title": f"{round(n.score, 6):.3f}  {n.label}",
+            {"image": source(root, n.key), "title": f"{round(n.score, 6):.3f}  {n.label or ''}",
              "detail": Path(n.key).name, "mismatch": bool(own_label) and n.label != own_label}
             for n in r.neighbors]})
     return render(rows, out, f"{result.cache}: {len(columns)} vectors, {result.method} search, k={result.k}")

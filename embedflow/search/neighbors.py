@@ -180,8 +180,9 @@ def find_neighbors(cache_path: Path, columns: cache.CacheColumns, images=None, k
     columns.check_unchanged()  # vectors were read in later opens: they must come from the same file
     key_of_content = dict(zip(columns.hashes, columns.keys))
     results = []
+    label_of = columns.label_names()  # None for an unlabelled image
     for name, h, kind, hit_rows, hit_scores in zip(q.names, q.hashes, q.kinds, rows, scores):
-        hits = [Neighbor(int(r), columns.keys[r], columns.classes[columns.labels[r]], float(s))
+        hits = [Neighbor(int(r), columns.keys[r], label_of[r], float(s))
                 for r, s in zip(hit_rows, hit_scores) if r >= 0]
         own = name if kind == "key" else key_of_content.get(h) if h else None
         results.append(QueryResult(name, h, kind, hits, own))
