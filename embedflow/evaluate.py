@@ -98,8 +98,15 @@ def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os
 
     report = classification_report(y_true, proba.argmax(axis=1), model.classes)
     report["model"], report["data"] = name, str(data)
+    vectors = extra.pop("_vectors", None)
     report.update(extra)
     add_to_report(report, keys, y_true, proba, model.classes)
+    if vectors is not None:
+        from .insight import model_rejector
+
+        rejector = model_rejector(model)
+        if rejector is not None:
+            report["rejection"] = rejection_report(rejector, vectors, y_true, proba.argmax(axis=1), keys)
     result = EvalResult(report)
     if out is not None:
         result.write(out, f"{Path(name).name} on {data.name}")
@@ -131,7 +138,23 @@ def _on_vectors(model, data: Path, cache_path, weights, name, reporter):
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model._proba_vectors(held.embeddings)
     return to_model[held.labels], proba, list(held.keys), {
-        "skipped": [{"key": k, "reason": r} for k, r, _ in held.failed], "cache": str(cache_path), "root": held.root}
+        "skipped": [{"key": k, "reason": r} for k, r, _ in held.failed], "cache": str(cache_path), "root": held.root,
+        "_vectors": held.embeddings}
+
+
+def rejection_report(rejector, vectors: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, keys: list[str]) -> dict:
+    """Accuracy and coverage with and without the model's unknown-input rule on labelled vectors (N, D):
+    coverage = share of images accepted (not unknown); accuracy_accepted = accuracy on those; rejected:
+    the keys called unknown (all of them belong to a known class here: each is a false rejection)."""
+    unknown = rejector.reject(vectors)
+    accepted = ~unknown
+    correct = np.asarray(y_true) == np.asarray(y_pred)
+    return {**{k: v for k, v in rejector.to_dict().items() if k != "arrays"},
+            "n": int(len(keys)), "n_rejected": int(unknown.sum()),
+            "coverage": float(accepted.mean()) if len(keys) else float("nan"),
+            "accuracy_all": float(correct.mean()) if len(keys) else float("nan"),
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan"),
+            "rejected": [keys[i] for i in np.flatnonzero(unknown)]}
 
 
 def _on_pixels(model, data: Path, name, reporter):

@@ -250,16 +250,22 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     _check_params(p)
     fp = backbones.fingerprint(spec)
     data = decode_folder(root, spec.image_size, reporter=reporter)
-    train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
-    train, val = data.subset(train_rows), data.subset(val_rows)
-    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
-                  f"{len(data.failed)} skipped)")
     keras.utils.set_random_seed(seed)
     model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"])
-    features = None
+    features, grouping = None, None
     if p["epochs"]:
         reporter.info("stage 1: computing the frozen base's features once")
         features = predict_pixels(backbone, data.pixels)
+        from .models.split import split_indices_near_duplicates
+
+        # the frozen base's pooled features are the cache's vectors: near-duplicates share a side, as in fit
+        train_rows, val_rows, grouping = split_indices_near_duplicates(features, data.labels, data.hashes,
+                                                                       data.classes, val_split, seed)
+    else:  # no frozen features computed: identical files only
+        train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
+    train, val = data.subset(train_rows), data.subset(val_rows)
+    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
+                  f"{len(data.failed)} skipped)")
     out_dir = Path(out)
     history, times = {"stage1": {}, "stage2": {}}, {"stage1": [], "stage2": []}
     interrupted = False
@@ -291,7 +297,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
             interrupted = True
             reporter.warn("interrupted during the refit: saving the model trained on the training split")
     _save(out_dir, final, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
-          time.perf_counter() - t0, refit)
+          time.perf_counter() - t0, refit, grouping)
     result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
                             {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
     if interrupted:
@@ -378,7 +384,7 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
 
 
 def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
-          root, seconds, refit) -> None:
+          root, seconds, refit, grouping: dict | None = None) -> None:
     """The model folder, built beside out_dir and swapped into place (models.staged_folder)."""
     with models.staged_folder(out_dir) as staged:
         model.save(staged / MODEL_FILE)
@@ -390,6 +396,7 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
                          root=str(Path(root).resolve()))
         split = models.split_record([r.key for r in val.refs], val.hashes, range(len(train)), range(len(val)),
                                     val_split=val_split, seed=seed, refit_on_all=bool(refit))
+        split.update(grouping or {})  # near-duplicate groups kept on one side (none without stage 1 features)
         manifest = {
             "kind": "finetuned",
             "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,

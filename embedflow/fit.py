@@ -20,6 +20,18 @@ class FittedHead(HeadClassifier):
     """A head fitted by fit_head: a HeadClassifier whose folder also gets its validation report
     (report.json, confusion.json, confusion.png) when saved."""
 
+    rejector_ = None  # insight.Rejector learned on the validation split (None: no rule)
+
+    def _write_members(self, staged: Path) -> dict:
+        """The head file and, with an unknown-input rule, rejector.npz (both checksummed in the manifest)."""
+        files = super()._write_members(staged)
+        if self.rejector_ is not None:
+            from . import insight
+
+            insight.save_rejector(self.rejector_, staged / insight.REJECTOR_FILE)
+            files[insight.REJECTOR_FILE] = models.sha256_file(staged / insight.REJECTOR_FILE)
+        return files
+
     def _write_extras(self, staged: Path) -> None:
         from .reports import write_report
 
@@ -59,9 +71,11 @@ class FittedHead(HeadClassifier):
 
 def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split: float = 0.2, seed: int = 0,
              class_weight: str | None = None, refit: bool = True, runtime: str = "auto",
-             reporter: Reporter = SILENT, **params) -> FittedHead:
+             reject_rate: float | None = 0.05, reporter: Reporter = SILENT, **params) -> FittedHead:
     """Train a head (logreg, svm, dense, knn) on a cache's vectors with a deterministic stratified split
-    that keeps identical files on one side; nothing is written (call .save(path)).
+    that keeps identical files and groups of near-duplicates (cosine >= 0.92, connected components) on one
+    side (models.split.split_indices_near_duplicates; the split record counts the groups kept together);
+    nothing is written (call .save(path)).
 
     `params` are the head's own hyper-parameters (logreg/svm: C; dense: epochs, dropout, learning_rate,
     batch_size, patience; knn: k, space); one it does not take raises UsageError. The validation report
@@ -69,11 +83,20 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     refit (the default, as in GridSearchCV) the returned head is then trained again on all vectors.
     The report also holds per-image "predictions" and "confused_pairs" (embedflow.reports.predictions),
     also available as `predictions_` / `confused_pairs_`; saving writes predictions.csv and top-losses.png.
-    Raises DatasetError (empty cache, a class too small for the split) and CacheError (non-finite vectors)."""
+    With a validation split and `reject_rate` (default 0.05; None: none), an unknown-input rule is learned
+    (`rejector_`, insight.fit_rejector: 1 - mean cosine to the 5 most similar training-split vectors, the
+    threshold rejecting `reject_rate` of the validation vectors) and recorded in the manifest ("rejector";
+    saving writes the L2-normalised training-split vectors, float32 (n_train, D), to rejector.npz).
+    Raises DatasetError (empty cache, a class too small for the split), CacheError (non-finite vectors)
+    and UsageError (reject_rate outside [0, 1))."""
     from .heads import head_params, make_head
     from .reports import add_to_report, classification_report
 
     t0 = time.perf_counter()
+    if reject_rate is not None and not 0.0 <= reject_rate < 1.0:
+        from .errors import UsageError
+
+        raise UsageError(f"--reject-rate must be in [0, 1), got {reject_rate}")
     estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
     cache = data if isinstance(data, Cache) else open_cache(data, vectors=True)
     if len(cache) == 0:
@@ -83,10 +106,19 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     if bad.any():
         raise CacheError(f"cache {cache.path} holds {int(bad.sum())} non-finite vector(s) (e.g. "
                          f"{cache.keys[int(np.argmax(bad))]}); embed again with --rebuild")
-    train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+    from .models.split import split_indices_near_duplicates
+
+    train, val, grouping = split_indices_near_duplicates(X, y, cache.hashes, cache.classes, val_split, seed)
+    if grouping["near_duplicate_groups"]:
+        reporter.info(f"split: {grouping['near_duplicate_groups']} group(s) of near-duplicate images "
+                      f"({grouping['images_in_groups']} images, cosine >= {grouping['threshold']}) kept on one side")
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(X[train], y[train])
-    report = None
+    report, rejector = None, None
+    if len(val) and reject_rate is not None:
+        from . import insight
+
+        rejector = insight.fit_rejector(X[train], y[train], X[val], rate=reject_rate)
     if len(val):
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
         proba = scored._proba_vectors(X[val])
@@ -98,6 +130,7 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
             estimator.fit(X, y)
     split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
                                 refit_on_all=bool(refit and len(val)))
+    split.update(grouping)  # grouped_by, threshold, near_duplicate_groups, images_in_groups
     counts = np.bincount(y, minlength=len(cache.classes)) if len(y) else np.zeros(len(cache.classes), int)
     manifest = {
         "head": head, "classes": list(cache.classes), "fingerprint": cache.fingerprint,
@@ -110,6 +143,15 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
         "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
         "fit_seconds": round(time.perf_counter() - t0, 3),
     }
+    if rejector is not None:
+        from . import insight
+
+        measured = float(np.mean(rejector.reject(X[val])))
+        manifest["rejector"] = {**rejector.to_dict(), "file": insight.REJECTOR_FILE,
+                                "reference": f"the {len(train)} training-split vectors, L2-normalised",
+                                "calibrated_on": {"n_val": int(len(val)), "seed": seed,
+                                                  "val_rejected": round(measured, 6)}}
     fitted = FittedHead(estimator, manifest, runtime=runtime)
     fitted.report_ = report
+    fitted.rejector_ = rejector
     return fitted
