@@ -22,6 +22,7 @@ from . import backbones, cache, models
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, UsageError
+from .fsio import fit_name
 from .progress import SILENT, Reporter, as_reporter
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _cache_for_model(loaded: models.Classifier) -> Path | None:
     one of cache/embeddings*.h5."""
     for path in models.recorded_caches(loaded.manifest) + embedding_caches():
         try:
-            if path.exists() and cache.read_meta(path)["fingerprint"].get("id") == loaded.fingerprint.get("id"):
+            if path.exists() and backbones.same_backbone(cache.read_meta(path)["fingerprint"], loaded.fingerprint):
                 return path
         except (CacheError, KeyError, OSError):
             continue
@@ -103,19 +104,30 @@ def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
 
 def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head: str = "logreg", *,
              val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, refit: bool = True,
-             runtime: str = "auto", reject_rate: float | None = 0.05, reporter: Reporter | str | None = "auto",
+             runtime: str = "auto", reject_rate: float | None = 0.05, out: str | os.PathLike | None = None,
+             reporter: Reporter | str | None = "auto",
              **params):
     """Train a head (logreg, svm, dense, knn) on a cache's vectors; returns the fitted classifier in memory
     (nothing is written: `.save(path)` writes the model folder). `params` are the head's own
     hyper-parameters (logreg/svm: C; dense: epochs, ...; knn: k); one it does not take is a UsageError.
     The classifier's `report_` is the validation report, `split_` the split record, `rejector_` the
-    unknown-input rule (reject_rate of the validation vectors rejected; None: no rule). See embedflow.fit."""
+    unknown-input rule (reject_rate of the validation vectors rejected; None: no rule). See embedflow.fit.
+
+    out: also save the model folder there (what `embedflow fit` does). Its writer lock is held from before
+    training to the end, so a second writer of the same folder gets OutputLocked (exit 5) at once, and a
+    folder that cannot be written is OutputError before the training."""
     reporter = as_reporter(reporter)
     from .fit import fit_head as _fit_head
 
     data = cache_or_path if isinstance(cache_or_path, cache.Cache) else choose_cache(cache_or_path, reporter)
-    return _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
-                     runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
+    if out is None:
+        return _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                         runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
+    with models.writing(out, reporter):
+        clf = _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                        runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
+        clf.save(out)
+    return clf
 
 
 def load_model(path: str | os.PathLike, *, runtime: str = "auto") -> models.Classifier:
@@ -126,7 +138,7 @@ def load_model(path: str | os.PathLike, *, runtime: str = "auto") -> models.Clas
 
 def _eval_cache_path(folder: Path) -> Path:
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
-    return DEFAULT_CACHE.parent / f"{folder.resolve().name}-{digest}.h5"
+    return DEFAULT_CACHE.parent / fit_name(folder.resolve().name, f"-{digest}.h5")  # within NAME_MAX
 
 
 def _model_and_name(model, runtime: str) -> tuple[models.Classifier, str]:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (skipped files are summarised as warnings), 1 unexpected error, 2 usage or
 dataset error, 3 fingerprint mismatch, 4 cache error (missing, unreadable, locked), 5 model error
-(missing, incomplete, tampered), 6 backbone weights unavailable, 7 files skipped under --strict,
+(missing, incomplete, tampered) or an output that cannot be written (another process writes the same model
+folder, a read-only folder, a full or failing disk), 6 backbone weights unavailable, 7 files skipped under --strict,
 130 interrupted (progress kept; rerun to resume).
 """
 
@@ -89,7 +90,8 @@ def handle_errors(fn):
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was half-written; run the same command again to resume", err=True)
+            typer.echo("interrupted: every file and folder it writes is replaced whole, so each is the previous "
+                       "one or the complete new one; run the same command again", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -203,8 +205,9 @@ def fit(
     rep = CliReporter(quiet or as_json)
     t0 = time.perf_counter()
     clf = api.fit_head(cache, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
-                       reject_rate=reject_rate if reject else None, reporter=rep, **params)
-    model_dir = clf.save(out or api.DEFAULT_MODELS / head)
+                       reject_rate=reject_rate if reject else None, out=out or api.DEFAULT_MODELS / head,
+                       reporter=rep, **params)
+    model_dir = clf.path
     print_training(model_dir, clf.n_train, clf.n_val, time.perf_counter() - t0, clf.report_, head, {"head": head},
                    quiet, as_json)
 

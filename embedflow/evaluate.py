@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones, cache
+from . import backbones, cache, models
 from .errors import DatasetError, UsageError
 from .models import Classifier
 from .progress import SILENT, Reporter
@@ -85,7 +85,13 @@ def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os
     cache_path, and for every other kind, the folder's images are decoded and scored on their pixels.
     `name` is how the report names the model (default: its path). Writes the report files into `out`
     when given. Raises DatasetError (classes the model does not know, no images) and UsageError."""
-    data = Path(data)
+    if out is not None:  # the report's folder: locked against its writers, and checked, before the work
+        with models.writing(out, reporter, inside=True):
+            return _evaluate(model, Path(data), cache_path, weights, name, out, reporter)
+    return _evaluate(model, Path(data), cache_path, weights, name, None, reporter)
+
+
+def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, reporter) -> EvalResult:
     name = name or str(model.path or model.kind)
     vectors = hasattr(model, "predict_proba_vectors")
     if vectors and (data.is_dir() and cache_path is not None or not data.is_dir()):

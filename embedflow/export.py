@@ -22,6 +22,7 @@ import numpy as np
 from . import backbones, cache, models
 from .__about__ import __version__
 from .errors import CacheError, DatasetError, ModelError, UsageError
+from .fsio import fit_name
 from .embedding import Decoded, decode_refs, refs_for_keys
 from .progress import SILENT, Reporter
 from .reports import deploy_files
@@ -260,12 +261,18 @@ def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data
     if clf.path is None and out is None:
         raise UsageError("this model was never saved: give the export an out folder")
     model_dir = Path(clf.path) if clf.path is not None else Path(clf.kind)
-    src = load_source(clf, model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
-    if fmt == "keras" and not src.fused_from:
-        raise UsageError(f"{model_dir} is already a Keras image model ({src.manifest['kind']}): nothing to fuse")
     out_dir = Path(out) if out else model_dir.parent / default_name(model_dir, fmt, quantize)
     if clf.path is not None and out_dir.resolve() == model_dir.resolve():
         raise UsageError("--out must differ from the source model folder")
+    with models.writing(out_dir, reporter):  # another writer, a read-only folder: refused before the work
+        return _export(clf, model_dir, out_dir, fmt, quantize, data_root, cache_path, reporter, t0)
+
+
+def _export(clf, model_dir: Path, out_dir: Path, fmt: str, quantize: str, data_root, cache_path, reporter,
+            t0: float) -> ExportResult:
+    src = load_source(clf, model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
+    if fmt == "keras" and not src.fused_from:
+        raise UsageError(f"{model_dir} is already a Keras image model ({src.manifest['kind']}): nothing to fuse")
     with models.staged_folder(out_dir) as staged:
         files, result = _write_export(staged, src, fmt, quantize, reporter)
         checked = result.get("tflite", result.get("fused_keras"))
@@ -317,8 +324,8 @@ def _write_export(out_dir: Path, src: Source, fmt: str, quantize: str, reporter:
 
 def default_name(model_dir: Path, fmt: str, quantize: str) -> str:
     if fmt == "keras":
-        return f"{model_dir.name}-fused"
-    return f"{model_dir.name}-tflite" + ("" if quantize == "none" else f"-{quantize}")
+        return fit_name(model_dir.name, "-fused")
+    return fit_name(model_dir.name, "-tflite" + ("" if quantize == "none" else f"-{quantize}"))  # within NAME_MAX
 
 
 def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, files, parity_result, seconds,

@@ -241,7 +241,15 @@ def fit_stage(model, train, val, epochs, patience, stage, reporter, times, resto
 
 def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: dict | None = None,
              reporter: Reporter = SILENT) -> FinetuneResult:
-    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring)."""
+    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring). The folder's
+    writer lock is held from the start: another writer of `out` is OutputLocked (exit 5), and a folder that
+    cannot be written is OutputError before any training."""
+    with models.writing(out, reporter):
+        return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter)
+
+
+def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | None,
+              reporter: Reporter) -> FinetuneResult:
     backbones.quiet_tensorflow()
     import keras
 

@@ -111,7 +111,7 @@ def _on_files(model, inputs, cache_path, reporter):
         ok, vectors, failures = embed_files(
             refs, spec, model.fingerprint, runtime=model.runtime, reporter=reporter,
             embedder_factory=lambda *args, **kwargs: model.backbone_embedder(kwargs.get("reporter")),
-            known_from=lambda hashes: cache.vectors_for_hashes(cache_path, hashes, model.fingerprint["id"])
+            known_from=lambda hashes: cache.vectors_for_hashes(cache_path, hashes, model.fingerprint)
             if cache_path else {})
         proba = model._proba_vectors(vectors) if len(ok) else np.zeros((0, len(model.classes)))
     else:

@@ -53,7 +53,7 @@ def cache_info(cache_path: str | os.PathLike) -> CacheInfo:
     journal = Journal(cache_path, "").chunks()
     if journal and not cache_path.exists():
         raise CacheError(f"no cache at {cache_path} yet: an interrupted run left {len(journal)} committed journal "
-                         f"chunk(s) in {cache_path}.journal; run the same `embedflow embed` command again to finish")
+                         f"chunk(s) in {Journal(cache_path, '').dir}; run the same `embedflow embed` command again to finish")
     for _ in range(5):
         before = cache_path.stat() if cache_path.exists() else None
         meta = read_meta(cache_path)

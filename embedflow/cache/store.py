@@ -39,6 +39,7 @@ program holding the file open would turn into errors).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -51,7 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import backbones
 from ..errors import CacheError, EmbedflowError
+from ..fsio import staging_stem
 
 FORMAT = "embedflow.cache"
 SCHEMA_VERSION = 2
@@ -383,16 +386,17 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
         )
 
 
-def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id: str) -> dict[str, np.ndarray]:
-    """hash -> vector for the wanted hashes a cache of that fingerprint holds; {} for no such cache (or a
-    damaged one: the caller then embeds the images itself)."""
+def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint: dict | str) -> dict[str, np.ndarray]:
+    """hash -> (D,) float32 vector for the wanted hashes a cache of that backbone holds (`fingerprint`: a
+    dict or an id, of any id scheme: backbones.same_backbone decides); {} for no such cache (or a damaged
+    one: the caller then embeds the images itself)."""
     path = Path(path)
     if not wanted or not path.exists():
         return {}
     try:
         with _reading(path) as f:
             v = _validated(f, path)
-            if v.fingerprint["id"] != fingerprint_id:
+            if not backbones.same_backbone(fingerprint, v.fingerprint):
                 return {}
             rows = {h: i for i, h in enumerate(v.hashes) if h in wanted}
             if not rows:
@@ -575,10 +579,10 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r.key)
     failed = sorted(failed)
-    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed writer (we hold the lock)
+    for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer (we hold the lock)
         stale.unlink(missing_ok=True)
     _check_space(path, estimated_bytes([r.key for r in rows], failed, classes, dim))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{staging_stem(path.name)}.tmp{os.getpid()}")  # within NAME_MAX
     sink = None
     try:
         with open(tmp, "wb+") as fh:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, discover_labelled, hash_file
+from ..data import BadImage, ImageRef, discover_labelled, read_image
 from ..progress import SILENT, Reporter
-from .mapper import map_batch
 
 
 @dataclass
@@ -38,19 +37,17 @@ class Decoded:
 
 def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = None, *, workers: int | None = None,
                 reporter: Reporter = SILENT, description: str = "decoding") -> Decoded:
-    """Hash and decode every ref in threads (PIL releases the GIL); bad files are skipped with a reason."""
+    """Hash and decode every ref in threads (PIL releases the GIL), each from one read of the file (the
+    hash names the bytes decoded); bad files are skipped with a reason."""
     classes = list(classes or [])
     index = {c: i for i, c in enumerate(classes)}
 
     def one(ref: ImageRef):
         try:
-            digest = hash_file(ref.path)
+            digest, arr = read_image(ref.path, size)
         except BadImage as e:
             return ref, None, None, str(e)
-        result = map_batch([(ref, digest)], size)
-        if result.bad:
-            return ref, None, None, result.bad[0][2]
-        return ref, digest, result.vectors[0], None
+        return ref, digest, arr, None
 
     pixels = np.empty((len(refs), size, size, 3), dtype=np.uint8)
     ok, hashes, failed = [], [], []

@@ -15,7 +15,7 @@ from .. import backbones, cache
 from ..data import BadImage, ImageRef, discover_labelled, file_stat, hash_file
 from ..errors import Interrupted, UsageError
 from ..progress import SILENT, Reporter, as_reporter
-from .mapper import RAY_BATCH, embed_stream, preferred_batch
+from .mapper import CHANGED, RAY_BATCH, embed_stream, preferred_batch
 
 # Journal commits at least this often while embedding (EMBEDFLOW_COMMIT_SECONDS overrides it, e.g. in crash tests).
 COMMIT_SECONDS = float(os.environ.get("EMBEDFLOW_COMMIT_SECONDS") or 3.0)
@@ -225,6 +225,7 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
 def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed) -> list[cache.Row]:
     """Embed the todo list, committing to the journal every few seconds. Returns the rows to write."""
     done: dict[str, np.ndarray] = {}  # hash -> vector, not yet committed
+    reason_for: dict[str, str] = {}  # hash -> why the file decoded for it was skipped
     committed: dict[str, tuple[Path, int]] = {}
     keys_for: list[tuple[ImageRef, str]] = []
     last_commit = time.monotonic()
@@ -239,7 +240,8 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         last_commit = time.monotonic()
 
     def on_bad(ref, h, reason):
-        failed.append((ref.key, reason, h))
+        failed.append((ref.key, reason, "" if reason == CHANGED else h))  # "": not remembered, retried next run
+        reason_for[h] = reason
         reporter.warn(f"skipped {ref.key}: {reason}")
         reporter.advance(1)
 
@@ -269,7 +271,6 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
     finally:
         reporter.finish()
     # Files sharing content were decoded once: give each its row, or its copy of the failure.
-    reason_for = {h: reason for _, reason, h in failed}
     failed_keys = {key for key, _, _ in failed}
     rows = []
     for ref, h in keys_for:
@@ -277,5 +278,5 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
             src, i = committed[h]
             rows.append(cache.Row(ref.key, h, class_index[ref.label], src, i))
         elif ref.key not in failed_keys and h in reason_for:
-            failed.append((ref.key, reason_for[h], h))
+            failed.append((ref.key, reason_for[h], "" if reason_for[h] == CHANGED else h))
     return rows

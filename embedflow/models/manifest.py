@@ -2,7 +2,9 @@
 anything is loaded), and the fields every loaded model exposes. A joblib or Keras file can run code when
 loaded: only load model folders from sources you trust.
 
-Writing (`staged_folder`): the complete folder is built beside its target (`.NAME.tmp-PID`, same parent),
+Writing (`staged_folder`): under the folder's writer lock (`.NAME.lock` beside it, see output_lock), the
+complete folder is built beside its target (`.NAME.tmp-PID`, same parent; NAME shortened with a hash near
+the filesystem's 255-byte limit),
 its files and the folder are fsynced, then it is swapped into place, so that at every instant the target
 is the complete old folder or the complete new one. On Linux the swap is one `renameat2(RENAME_EXCHANGE)`;
 elsewhere the old folder is renamed aside (`.NAME.old-PID`), the new one renamed in, the old one deleted,
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, OutputError, OutputLocked
+from ..fsio import WriterLock, check_writable_folder, disk_error, staging_stem
 
 FORMAT = "embedflow.model"
 SCHEMA_VERSION = 1
@@ -144,22 +147,57 @@ def write_manifest(folder: Path, manifest: dict) -> Path:
     return path
 
 
+def output_lock(target: str | Path, reporter=None) -> WriterLock:
+    """The writer lock of a model folder: `.NAME.lock` beside it (re-entrant within a process, so a save
+    inside a locked fit nests). Raises OutputLocked (exit 5) when another process writes the folder."""
+    target = Path(target)
+    return WriterLock(target.parent / f".{staging_stem(target.name)}.lock", f"model folder {target}", OutputLocked,
+                      OutputError, reporter, reentrant=True, hint="wait for it to finish or choose another --out")
+
+
 @contextlib.contextmanager
-def staged_folder(target: str | Path):
+def writing(target: str | Path, reporter=None, *, inside: bool = False):
+    """Hold the output lock of `target` and check, before any work, that its folder can be written (and,
+    with `inside`, the target folder itself: evaluate writes its report there). Raises OutputLocked, or
+    OutputError naming the read-only (or full) folder."""
+    target = Path(target)
+    with output_lock(target, reporter):
+        for folder in ([target] if inside else []) + [target.parent]:
+            err = check_writable_folder(folder)
+            if err is not None:
+                raise OutputError(f"cannot write {target}: {folder} is not writable ({err.strerror or err}); "
+                                  "nothing was done") from None
+        yield target
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | Path, reporter=None):
     """Yields an empty folder beside `target` to write the complete model folder into; when the block ends
     without an exception, fsyncs it and swaps it into place (see the module docstring). On an exception
-    the staged folder is removed and the target is left as it was."""
+    the staged folder is removed and the target is left as it was; a full or failing disk (or a read-only
+    folder) is OutputError (exit 5). The target's output lock is held throughout (OutputLocked)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir()
-    try:
-        yield staged
-        _fsync_tree(staged)
-        swap_into_place(staged, target)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    with output_lock(target, reporter):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stem = staging_stem(target.name)
+            for stale in target.parent.glob(f".{_glob_escape(stem)}.tmp-*"):  # a killed writer's (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            staged = target.parent / f".{stem}.tmp-{os.getpid()}"
+            staged.mkdir()
+        except OSError as e:
+            raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+        try:
+            yield staged
+            _fsync_tree(staged)
+            swap_into_place(staged, target)
+        except OSError as e:
+            if not disk_error(e):
+                raise
+            raise OutputError(f"cannot write {target}: {e.strerror or e}"
+                              f"{f' ({e.filename})' if e.filename else ''}; it was left as it was") from None
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def swap_into_place(staged: Path, target: Path) -> None:
@@ -167,7 +205,7 @@ def swap_into_place(staged: Path, target: Path) -> None:
     if not os.path.lexists(target):
         _rename(staged, target)
     elif not _exchange(staged, target):
-        aside = target.parent / f".{target.name}.old-{os.getpid()}"
+        aside = target.parent / f".{staging_stem(target.name)}.old-{os.getpid()}"
         shutil.rmtree(aside, ignore_errors=True)
         _rename(target, aside)
         _rename(staged, target)  # a crash before this line leaves the old folder aside: recover_aside
@@ -180,7 +218,7 @@ def recover_aside(target: Path) -> bool:
     target = Path(target)
     if not target.parent.is_dir():
         return False
-    aside = sorted((p for p in target.parent.glob(f".{target.name}.old-*") if (p / MANIFEST).is_file()),
+    aside = sorted((p for p in target.parent.glob(f".{_glob_escape(staging_stem(target.name))}.old-*") if (p / MANIFEST).is_file()),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     for p in aside:
         try:
@@ -189,6 +227,12 @@ def recover_aside(target: Path) -> bool:
         except OSError:  # another reader put it back first
             return target.exists()
     return False
+
+
+def _glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 _rename = os.rename  # one seam, so the tests can crash a writer between its two renames

@@ -113,7 +113,7 @@ def image_queries(images, columns: cache.CacheColumns, cache_path, runtime: str,
         except BadImage as e:
             failures.append({"path": str(ref.path), "reason": str(e)})
     fp = columns.fingerprint
-    known = cache.vectors_for_hashes(cache_path, set(hashes), fp["id"])
+    known = cache.vectors_for_hashes(cache_path, set(hashes), fp)
     if all(h in known for h in hashes):
         vectors = np.stack([known[h] for h in hashes]) if hashes else np.zeros((0, columns.dim), np.float32)
         return [str(r.path) for r in refs], hashes, vectors, failures
