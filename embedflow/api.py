@@ -112,12 +112,14 @@ def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
 
 def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head: str = "logreg", *,
              val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, refit: bool = True,
-             runtime: str = "auto", out: str | os.PathLike | None = None, reporter: Reporter | str | None = "auto",
+             runtime: str = "auto", reject_rate: float | None = 0.05, out: str | os.PathLike | None = None,
+             reporter: Reporter | str | None = "auto",
              **params):
     """Train a head (logreg, svm, dense, knn) on a cache's vectors; returns the fitted classifier in memory
     (nothing is written: `.save(path)` writes the model folder). `params` are the head's own
     hyper-parameters (logreg/svm: C; dense: epochs, ...; knn: k); one it does not take is a UsageError.
-    The classifier's `report_` is the validation report, `split_` the split record. See embedflow.fit.
+    The classifier's `report_` is the validation report, `split_` the split record, `rejector_` the
+    unknown-input rule (reject_rate of the validation vectors rejected; None: no rule). See embedflow.fit.
 
     out: also save the model folder there (what `embedflow fit` does). Its writer lock is held from before
     training to the end, so a second writer of the same folder gets OutputLocked (exit 5) at once, and a
@@ -129,10 +131,10 @@ def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head:
     data = cache_or_path if isinstance(cache_or_path, cache.Cache) else choose_cache(cache_or_path, reporter)
     if out is None:
         return _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
-                         runtime=runtime, reporter=reporter, **params)
+                         runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
     with models.writing(out, reporter):
         clf = _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
-                        runtime=runtime, reporter=reporter, **params)
+                        runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
         clf.save(out)
     return clf
 
@@ -175,11 +177,13 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
 
 
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
-            trust: bool = False, reporter: Reporter | str | None = "auto"):
+            reject: bool = True, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier
     or a model path); returns a PredictResult (`.to_dict()`: {"model", "predictions": [{"path", "top":
     [{"label", "probability"}]}], "failed"}). A head reuses the vectors of files already in a cache of its
-    backbone (same sha256): cache_path "auto" looks for one, None uses none."""
+    backbone (same sha256): cache_path "auto" looks for one, None uses none. A head fitted with a validation
+    split carries an unknown-input rule: each prediction then has "unknown" (bool) and "unknown_score";
+    reject=False turns it off."""
     reporter = as_reporter(reporter)
     from .predict import predict as _predict
 
@@ -187,7 +191,7 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
     clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
-    return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reporter=reporter)
+    return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reject=reject, reporter=reporter)
 
 
 # --- image models: fine-tuned, fused, TFLite (embedflow.finetune, embedflow.export, embedflow.explain) ---

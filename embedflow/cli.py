@@ -203,6 +203,9 @@ def fit(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
     k: Optional[int] = typer.Option(None, "--k", help="Neighbours that vote (knn; default 7)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
+    reject_rate: float = typer.Option(0.05, "--reject-rate", help="Share of validation images the unknown-input "
+                                      "rule may reject (it is calibrated to that false-rejection rate)."),
+    reject: bool = typer.Option(True, "--reject/--no-reject", help="Learn the unknown-input rule (needs a validation split)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -215,7 +218,8 @@ def fit(
     rep = CliReporter(quiet or as_json)
     t0 = time.perf_counter()
     clf = api.fit_head(cache, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
-                       out=out or api.DEFAULT_MODELS / head, reporter=rep, **params)
+                       reject_rate=reject_rate if reject else None, out=out or api.DEFAULT_MODELS / head,
+                       reporter=rep, **params)
     model_dir = clf.path
     print_training(model_dir, clf.n_train, clf.n_val, time.perf_counter() - t0, clf.report_, head, {"head": head},
                    quiet, as_json)
@@ -267,11 +271,13 @@ def predict(
     fmt: str = typer.Option("text", "--format", "-f", help="Output: text (path, then label probability pairs), "
                             "tsv or csv (a header row, then one row per image: path,label_1,probability_1,...), "
                             "jsonl (one JSON object per image)."),
+    reject: bool = typer.Option(True, "--reject/--no-reject", help="Report images unlike the training data as "
+                                "unknown (heads fitted with a validation split; --no-reject: always a label)."),
     trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
-    """Label images with a trained model (top-k labels with probabilities)."""
+    """Label images with a trained model (top-k labels with probabilities; `unknown` for images unlike its training data)."""
     from . import api
     from .errors import UsageError
 
@@ -281,7 +287,7 @@ def predict(
         raise UsageError("--json and --format both choose the output: give one of them")
     rep = CliReporter(quiet or as_json or fmt != "text")
     result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
-                         trust=trust, reporter=rep).to_dict()
+                         reject=reject, trust=trust, reporter=rep).to_dict()
     if as_json:
         emit_json(result)
     else:
@@ -304,23 +310,31 @@ def format_predictions(result: dict, fmt: str) -> str:
     (probabilities to 6 decimals), quoted by the csv module where a field holds the delimiter, a quote or a
     line break, so a spreadsheet or csv.reader reads every path back exactly. jsonl: one object per image,
     `{"path": ..., "top": [{"label": ..., "probability": ...}, ...]}`, the entries of `--json`'s predictions.
+    With an unknown-input rule (the result has "rejection"): text puts `unknown SCORE` (3 decimals) before the
+    labels of an image it rejects; tsv/csv end each row with `unknown` (1/0) and `unknown_score`; jsonl
+    objects carry "unknown" and "unknown_score".
     """
     import csv
     import io
 
     rows = result["predictions"]
+    rejecting = "rejection" in result
     if fmt == "text":
-        return "".join(p["path"] + "\t" + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n"
-                       for p in rows)
+        return "".join(p["path"] + "\t" + (f"unknown {p['unknown_score']:.3f}  " if p.get("unknown") else "")
+                       + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n" for p in rows)
     if fmt == "jsonl":
-        return "".join(json.dumps({"path": p["path"], "top": p["top"]}) + "\n" for p in rows)
+        extra = ("unknown", "unknown_score") if rejecting else ()
+        return "".join(json.dumps({"path": p["path"], "top": p["top"], **{x: p[x] for x in extra}}) + "\n"
+                       for p in rows)
     k = max((len(p["top"]) for p in rows), default=0)
     out = io.StringIO()
     writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
-    writer.writerow(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability"))])
+    writer.writerow(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")),
+                     *(["unknown", "unknown_score"] if rejecting else [])])
     for p in rows:
         cells = [value for t in p["top"] for value in (t["label"], f"{t['probability']:.6f}")]
-        writer.writerow([p["path"], *cells, *[""] * (2 * k - len(cells))])
+        tail = [int(p["unknown"]), f"{p['unknown_score']:.6f}"] if rejecting else []
+        writer.writerow([p["path"], *cells, *[""] * (2 * k - len(cells)), *tail])
     return out.getvalue()
 
 

@@ -21,7 +21,8 @@ from .progress import SILENT, Reporter
 @dataclass
 class EvalResult:
     """The evaluation report: n, accuracy, macro precision/recall/F1, per_class, confusion_matrix, classes,
-    model, data, skipped ([{key, reason}]) and, when vectors came from a cache, cache."""
+    model, data, root (where the images are), skipped ([{key, reason}]), predictions (one per image, see
+    reports.ImagePrediction.to_dict), confused_pairs and, when vectors came from a cache, cache."""
 
     report: dict
 
@@ -37,6 +38,27 @@ class EvalResult:
         return np.asarray(self.report["confusion_matrix"])
 
     @property
+    def predictions(self) -> list:
+        """Per evaluated image, in the data's order: reports.ImagePrediction (key, true, predicted, p_true,
+        loss in nats, top-3 [{label, probability}])."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report)
+
+    @property
+    def confused_pairs(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share), most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in self.report.get("confused_pairs") or []]
+
+    def top_losses(self, n: int | None = None) -> list:
+        """The n evaluated images with the highest loss (reports.ImagePrediction), worst first."""
+        from .reports.predictions import top_losses
+
+        return top_losses(self.predictions, n)
+
+    @property
     def skipped(self) -> list[dict]:
         return self.report.get("skipped") or []
 
@@ -47,10 +69,11 @@ class EvalResult:
         return self.report.get(key, default)
 
     def write(self, out_dir: str | os.PathLike, title: str) -> list[Path]:
-        """eval-report.json, eval-confusion.json and eval-confusion.png in out_dir."""
+        """eval-report.json, eval-confusion.json, eval-confusion.png, eval-predictions.csv and
+        eval-top-losses.png (images found under the report's "root") in out_dir."""
         from .reports import write_report
 
-        return write_report(self.report, Path(out_dir), title, prefix="eval-")
+        return write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
 
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -73,26 +96,34 @@ def evaluate(model: Classifier, data: str | os.PathLike, *, cache_path: str | os
     when given. Raises DatasetError (classes the model does not know, no images) and UsageError."""
     if out is not None:  # the report's folder: locked against its writers, and checked, before the work
         with models.writing(out, reporter, inside=True):
-            return _evaluate(model, Path(data), cache_path, weights, name, out, reporter)
-    return _evaluate(model, Path(data), cache_path, weights, name, None, reporter)
+            return _evaluate(model, Path(data), cache_path, weights, name, out, split, reporter)
+    return _evaluate(model, Path(data), cache_path, weights, name, None, split, reporter)
 
 
-def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, reporter) -> EvalResult:
+def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, split, reporter) -> EvalResult:
     name = name or str(model.path or model.kind)
     if split is not None and split not in SPLIT_CHOICES:
         raise UsageError(f"unknown --split '{split}': use {', '.join(SPLIT_CHOICES)}")
     vectors = hasattr(model, "predict_proba_vectors")
     if vectors and (data.is_dir() and cache_path is not None or not data.is_dir()):
-        y_true, proba, extra = _on_vectors(model, data, cache_path, weights, name, split, reporter)
+        y_true, proba, keys, extra = _on_vectors(model, data, cache_path, weights, name, split, reporter)
     elif data.is_dir():
-        y_true, proba, extra = _on_pixels(model, data, name, split, reporter)
+        y_true, proba, keys, extra = _on_pixels(model, data, name, split, reporter)
     else:
         raise UsageError(f"{name} is a {model.kind} model: evaluate it on a labelled folder of images, not {data}")
-    from .reports import classification_report
+    from .reports import add_to_report, classification_report
 
     report = classification_report(y_true, proba.argmax(axis=1), model.classes)
     report["model"], report["data"] = name, str(data)
+    vectors = extra.pop("_vectors", None)
     report.update(extra)
+    add_to_report(report, keys, y_true, proba, model.classes)
+    if vectors is not None:
+        from .insight import model_rejector
+
+        rejector = model_rejector(model)
+        if rejector is not None:
+            report["rejection"] = rejection_report(rejector, vectors, y_true, proba.argmax(axis=1), keys)
     result = EvalResult(report)
     if out is not None:
         result.write(out, f"{Path(name).name} on {data.name}")
@@ -147,8 +178,25 @@ def _on_vectors(model, data: Path, cache_path, weights, name, split, reporter):
     if len(labels) == 0:
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model._proba_vectors(X)
-    return to_model[labels], proba, {"skipped": [{"key": k, "reason": r} for k, r, _ in held.failed],
-                                          "cache": str(cache_path)}
+    keys = list(held.keys) if rows is None else [held.keys[i] for i in rows]
+    return to_model[labels], proba, keys, {
+        "skipped": [{"key": k, "reason": r} for k, r, _ in held.failed], "cache": str(cache_path), "root": held.root,
+        "_vectors": X}
+
+
+def rejection_report(rejector, vectors: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, keys: list[str]) -> dict:
+    """Accuracy and coverage with and without the model's unknown-input rule on labelled vectors (N, D):
+    coverage = share of images accepted (not unknown); accuracy_accepted = accuracy on those; rejected:
+    the keys called unknown (all of them belong to a known class here: each is a false rejection)."""
+    unknown = rejector.reject(vectors)
+    accepted = ~unknown
+    correct = np.asarray(y_true) == np.asarray(y_pred)
+    return {**{k: v for k, v in rejector.to_dict().items() if k != "arrays"},
+            "n": int(len(keys)), "n_rejected": int(unknown.sum()),
+            "coverage": float(accepted.mean()) if len(keys) else float("nan"),
+            "accuracy_all": float(correct.mean()) if len(keys) else float("nan"),
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan"),
+            "rejected": [keys[i] for i in np.flatnonzero(unknown)]}
 
 
 def _on_pixels(model, data: Path, name, split, reporter):
@@ -159,7 +207,8 @@ def _on_pixels(model, data: Path, name, split, reporter):
     if not len(decoded):
         raise DatasetError(f"no images to evaluate in {data}")
     proba = model.predict_pixels(decoded.pixels)
-    return to_model[decoded.labels], proba, {"skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed]}
+    return to_model[decoded.labels], proba, [r.key for r in decoded.refs], {
+        "skipped": [{"key": r.key, "reason": why} for r, why in decoded.failed], "root": str(data.resolve())}
 
 
 def _nfc(name: str) -> str:

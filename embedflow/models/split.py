@@ -126,3 +126,57 @@ def recorded_split_indices(splits: list[str], labels: np.ndarray, hashes: list[s
         inner_train, inner_val = split_indices(labels[train], [hashes[i] for i in train], classes, val_split, seed)
         train, val = train[inner_train], train[inner_val]
     return train, val, test
+
+
+NEAR_DUPLICATE_THRESHOLD = 0.92  # as `duplicates` and `audit`
+GROUPED_BY_NEAR = "sha256 and near-duplicates (cosine >= {threshold}): each group of connected images shares a side"
+
+
+def near_duplicate_groups(X: np.ndarray, hashes: list[str], threshold: float = NEAR_DUPLICATE_THRESHOLD,
+                          block: int = 1024) -> np.ndarray:
+    """(N,) int64 group ids 0..G-1 (in order of first appearance): rows joined by a chain of pairs with
+    cosine >= threshold, or with the same sha256, share an id (scipy connected components). X: (N, D)
+    float vectors; the similarity is computed `block` rows at a time (memory block x N float32)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    X = np.asarray(X, dtype=np.float32)
+    n = len(X)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    rows, cols = [], []
+    for start in range(0, n, block):
+        S = U[start:start + block] @ U.T
+        i, j = np.nonzero(S >= threshold)
+        keep = start + i < j
+        rows.append(start + i[keep])
+        cols.append(j[keep])
+    first_of: dict[str, int] = {}
+    for r, h in enumerate(hashes):
+        f = first_of.setdefault(h, r)
+        if f != r:
+            rows.append(np.array([f]))
+            cols.append(np.array([r]))
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    _, labels = connected_components(coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)), directed=False)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse]
+
+
+def split_indices_near_duplicates(X: np.ndarray, labels: np.ndarray, hashes: list[str], classes: list[str],
+                                  val_split: float, seed: int, threshold: float = NEAR_DUPLICATE_THRESHOLD):
+    """split_indices, but each group of near_duplicate_groups(X, hashes, threshold) keeps all its images on
+    one side (a group goes where its first image's label stratifies it). Returns (train_rows, val_rows,
+    info) with info = {"grouped_by", "threshold", "near_duplicate_groups": groups of more than one image
+    kept together, "images_in_groups"}. Raises DatasetError as split_indices does."""
+    labels = np.asarray(labels)
+    groups = near_duplicate_groups(X, hashes, threshold)
+    sizes = np.bincount(groups) if len(groups) else np.zeros(0, int)
+    info = {"grouped_by": GROUPED_BY_NEAR.format(threshold=threshold), "threshold": threshold,
+            "near_duplicate_groups": int((sizes > 1).sum()), "images_in_groups": int(sizes[sizes > 1].sum())}
+    # one representative "hash" per group: split_indices keeps rows with equal hashes together
+    train, val = split_indices(labels, [f"group{g}" for g in groups], classes, val_split, seed)
+    return train, val, info

@@ -57,7 +57,7 @@ def _fit(text: str, draw, font, width: int) -> str:
 def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
     """rows: [{"image": Path|None|Exception (the reason it is not shown), "title": str, "detail": str, "neighbors": [{"image", "title", "detail",
     "mismatch"}]}]; each cell is captioned with its title and detail line. Writes a PNG; neighbours whose
-    label differs from the query's (mismatch=True) are outlined and captioned in red."""
+    label differs from the query's (mismatch=True; on a row: the first cell) are outlined and captioned in red."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=12)
@@ -71,7 +71,7 @@ def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
         draw.text((PAD, 6), _fit(title, draw, font, width - 2 * PAD), fill="black", font=font)
     for r, row in enumerate(rows):
         y = top + PAD + r * (CELL + CAPTION + PAD)
-        cells = [(row, "black")] + [(n, "red" if n.get("mismatch") else "black") for n in row["neighbors"]]
+        cells = [(cell, "red" if cell.get("mismatch") else "black") for cell in [row, *row["neighbors"]]]
         for c, (cell, colour) in enumerate(cells):
             x = PAD + c * (CELL + PAD) + (PAD if c else 0)
             sheet.paste(_thumbnail(cell["image"]), (x, y))

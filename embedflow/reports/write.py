@@ -1,32 +1,15 @@
-"""The report files beside a model (report.json, confusion.json and confusion.png), each written beside
-its target and renamed into place."""
+"""Atomic file writing for every report file: written beside its target and renamed into place
+(write_report, the report files themselves, is in reports/files.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..errors import OutputError
 from ..fsio import disk_error, fit_name
-from .plots import plot_confusion
-
-
-def write_report(report: dict, out_dir: Path, title: str, prefix: str = "") -> list[Path]:
-    """report.json, confusion.json and confusion.png in out_dir (names prefixed with prefix)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{prefix}report.json", out_dir / f"{prefix}confusion.json", out_dir / f"{prefix}confusion.png"]
-    write_text_atomically(paths[0], json.dumps(report, indent=2))
-    write_text_atomically(paths[1], json.dumps({"classes": report["classes"], "matrix": report["confusion_matrix"],
-                                                "rows": "true class", "columns": "predicted class"}, indent=2))
-    write_atomically(paths[2], lambda tmp: plot_confusion(
-        np.array(report["confusion_matrix"]), report["classes"], tmp,
-        f"{title}  (accuracy {report['accuracy']:.1%}, n={report['n']})"))
-    return paths
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
