@@ -207,18 +207,20 @@ def model_rejector(model) -> Rejector | None:
     record = (getattr(model, "manifest", None) or {}).get("rejector")
     if not isinstance(record, dict) or getattr(model, "path", None) is None:
         return None
+    import io
     from pathlib import Path
 
     from .errors import ModelError
-    from .models import checked_member
+    from .models import read_member
 
-    member = checked_member(Path(model.path), model.manifest, record.get("file", REJECTOR_FILE))
+    name = record.get("file", REJECTOR_FILE)
+    data = read_member(Path(model.path), model.manifest, name)  # sha256 checked on the bytes that are loaded
     try:
-        with np.load(member, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
         rejector = Rejector.from_dict(record, arrays)
-    except (OSError, ValueError, UsageError) as e:
-        raise ModelError(f"cannot read the unknown-input rule {member}: {e}") from None
+    except (OSError, ValueError, KeyError, TypeError, UsageError) as e:
+        raise ModelError(f"cannot read the unknown-input rule {Path(model.path) / name}: {e}") from None
     model.rejector_ = rejector
     return rejector
 

@@ -17,7 +17,7 @@ from embedflow.audit import AuditResult, source_image
 from embedflow.cli import app
 
 CLASSES = ["apples", "limes", "plums"]
-FP = {"backbone": "synthetic", "id": "00000000000000aa"}
+FP = {"backbone": "synthetic", "id": "00000000000000aa", "image_size": 32, "weights_sha256": "0" * 64}
 DIM = 32
 PER_CLASS = 30
 
