@@ -242,7 +242,15 @@ def fit_stage(model, train, val, epochs, patience, stage, reporter, times, resto
 
 def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: dict | None = None,
              reporter: Reporter = SILENT) -> FinetuneResult:
-    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring)."""
+    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring). The folder's
+    writer lock is held from the start: another writer of `out` is OutputLocked (exit 5), and a folder that
+    cannot be written is OutputError before any training."""
+    with models.writing(out, reporter):
+        return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter)
+
+
+def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | None,
+              reporter: Reporter) -> FinetuneResult:
     backbones.quiet_tensorflow()
     import keras
 
@@ -251,16 +259,22 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     _check_params(p)
     fp = backbones.fingerprint(spec)
     data = decode_folder(root, spec.image_size, reporter=reporter)
-    train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
-    train, val = data.subset(train_rows), data.subset(val_rows)
-    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
-                  f"{len(data.failed)} skipped)")
     keras.utils.set_random_seed(seed)
     model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"])
-    features = None
+    features, grouping = None, None
     if p["epochs"]:
         reporter.info("stage 1: computing the frozen base's features once")
         features = predict_pixels(backbone, data.pixels)
+        from .models.split import split_indices_near_duplicates
+
+        # the frozen base's pooled features are the cache's vectors: near-duplicates share a side, as in fit
+        train_rows, val_rows, grouping = split_indices_near_duplicates(features, data.labels, data.hashes,
+                                                                       data.classes, val_split, seed)
+    else:  # no frozen features computed: identical files only
+        train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
+    train, val = data.subset(train_rows), data.subset(val_rows)
+    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
+                  f"{len(data.failed)} skipped)")
     out_dir = Path(out)
     history, times = {"stage1": {}, "stage2": {}}, {"stage1": [], "stage2": []}
     interrupted = False
@@ -293,7 +307,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
             reporter.warn("interrupted during the refit: saving the model trained on the training split")
     page = {"proba": proba, "val_rows": val_rows, "features": features, "data": data, "root": root}
     _save(out_dir, final, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
-          time.perf_counter() - t0, refit, page)
+          time.perf_counter() - t0, refit, grouping, page)
     result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
                             {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
     if interrupted:
@@ -307,14 +321,10 @@ def _final(model, p: dict):
 
 
 def _check_params(p: dict) -> None:
-    if p["epochs"] < 0 or p["fine_tune_epochs"] < 0:
-        raise UsageError("--epochs and --fine-tune-epochs must be >= 0")
-    if p["average_from"] < 0:
-        raise UsageError("--average-from must be >= 0 (0: no weight averaging)")
-    if p["unfreeze_top"] < 0:
-        raise UsageError("--unfreeze-top must be >= 0")
-    if not 0 <= p["dropout"] < 1 or not 0 <= p["label_smoothing"] < 1:
-        raise UsageError("--dropout and --label-smoothing must be in [0, 1)")
+    """The ranges of options.RANGES (the API checks them first; this covers direct callers)."""
+    from . import options
+
+    options.check(stage1_epochs=p["epochs"], **{k: v for k, v in p.items() if k != "epochs"})
 
 
 def _onehot(labels: np.ndarray, n: int) -> np.ndarray:
@@ -380,7 +390,7 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
 
 
 def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
-          root, seconds, refit, page: dict | None = None) -> None:
+          root, seconds, refit, grouping: dict | None = None, page: dict | None = None) -> None:
     """The model folder, built beside out_dir and swapped into place (models.staged_folder)."""
     with models.staged_folder(out_dir) as staged:
         model.save(staged / MODEL_FILE)
@@ -392,6 +402,7 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
                          root=str(Path(root).resolve()))
         split = models.split_record([r.key for r in val.refs], val.hashes, range(len(train)), range(len(val)),
                                     val_split=val_split, seed=seed, refit_on_all=bool(refit))
+        split.update(grouping or {})  # near-duplicate groups kept on one side (none without stage 1 features)
         manifest = {
             "kind": "finetuned",
             "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,
