@@ -177,17 +177,19 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
 
 
 def report(model, data: str | os.PathLike | None = None, *, cache_path: str | os.PathLike | None = None,
-           out: str | os.PathLike | None = None, runtime: str = "auto", reporter: Reporter | str | None = "auto") -> Path:
+           out: str | os.PathLike | None = None, runtime: str = "auto", trust: bool = False,
+           reporter: Reporter | str | None = "auto") -> Path:
     """Write the self-contained HTML report page of a model (a Classifier or a model path); returns its path.
 
     data: a labelled folder (a head embeds it through `cache_path`, default cache/NAME-HASH.h5) scored as
     by evaluate; with only cache_path, that cache is scored; with neither, a head's recorded validation
     images are scored from the cache it was fitted on. out: the .html file (default: in the model folder,
-    eval-report.html, or report-validation.html without data). See evaluate.html_report."""
+    eval-report.html, or report-validation.html without data); trust as for load_model. See
+    evaluate.html_report."""
     reporter = as_reporter(reporter)
     from .evaluate import html_report
 
-    clf, name = _model_and_name(model, runtime)
+    clf, name = _model_and_name(model, runtime, trust)
     if data is None and cache_path is not None:
         data, cache_path = Path(cache_path), None
     elif data is not None:

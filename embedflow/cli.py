@@ -267,13 +267,14 @@ def report(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache to score (with --data: the cache for the folder's vectors)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The .html file (default: in the model folder)."),
     runtime: str = RuntimeOpt,
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
 ):
     """Write one self-contained HTML report page (offline: images inline, no network) for a model."""
     from . import api
 
     rep = CliReporter(quiet)
-    path = api.report(model, data, cache_path=cache, out=out, runtime=runtime, reporter=rep)
+    path = api.report(model, data, cache_path=cache, out=out, runtime=runtime, trust=trust, reporter=rep)
     typer.echo(f"wrote {path}")
 
 
