@@ -69,6 +69,7 @@ def test_fit_writes_a_self_contained_report_with_every_section(tmp_path):
     assert keys[7] in html
     assert html.count("data:image/jpeg;base64,") >= 10  # thumbnails inline
     assert "report.html" not in clf.manifest.get("files", {})  # a report, not a model member
+    assert "coverage (unknown rejection)" in html and "accuracy on accepted" in html  # fit's unknown-input rule
 
 
 def test_fit_report_opens_offline_in_chromium(tmp_path):
