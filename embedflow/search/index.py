@@ -3,6 +3,7 @@ rebuilt when the cache changes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import cache
-from ..errors import CacheError, UsageError
-from ..fsio import sibling, staging_stem
+from ..errors import UsageError
+from ..fsio import check_writable_folder, sibling, staging_stem
 from ..progress import SILENT, Reporter
 from .exact import SEARCH_ROWS, Hits, _best_k, normalise
 
@@ -70,7 +71,8 @@ def index_is_current(cache_path, columns: cache.CacheColumns) -> bool:
 
 def build_index(cache_path, columns: cache.CacheColumns, reporter: Reporter = SILENT):
     """An IVF-flat inner-product index of the normalised cache vectors, written beside the cache
-    (index file first, then its sidecar, each by atomic rename)."""
+    (index file first, then its sidecar, each by atomic rename) when that folder can be written (else kept
+    in memory only, with one warning: see _save_index)."""
     faiss = faiss_module()
     n, dim = len(columns), columns.dim
     nlist = int(min(MAX_NLIST, max(1, round(np.sqrt(n)))))
@@ -86,10 +88,22 @@ def build_index(cache_path, columns: cache.CacheColumns, reporter: Reporter = SI
             reporter.advance(len(block))
     finally:
         reporter.finish()
+    _save_index(cache_path, columns, index, nlist, reporter)
+    return index
+
+
+def _save_index(cache_path, columns: cache.CacheColumns, index, nlist: int, reporter: Reporter) -> bool:
+    """Write the index file, then its sidecar, beside the cache (each by atomic rename). Searching is a
+    reader: where the folder cannot be written (read-only, full disk, no permission) the index is used in
+    memory only, with one warning, and no temporary file is left. Returns whether it was saved."""
+    faiss = faiss_module()
     index_file, sidecar_file = index_paths(cache_path)
+    problem = check_writable_folder(index_file.parent)
     tmp = index_file.with_name(f".{staging_stem(index_file.name)}.tmp{os.getpid()}")
     tmp_side = sidecar_file.with_name(f".{staging_stem(sidecar_file.name)}.tmp{os.getpid()}")
     try:
+        if problem is not None:
+            raise problem
         data = faiss.serialize_index(index).tobytes()
         with open(tmp, "wb") as f:
             f.write(data)
@@ -102,9 +116,12 @@ def build_index(cache_path, columns: cache.CacheColumns, reporter: Reporter = SI
         os.replace(tmp_side, sidecar_file)
     except OSError as e:
         for t in (tmp, tmp_side):
-            t.unlink(missing_ok=True)
-        raise CacheError(f"could not write the index {index_file}: {e.strerror or e}") from None
-    return index
+            with contextlib.suppress(OSError):  # a read-only folder refuses even removing a missing file
+                t.unlink(missing_ok=True)
+        reporter.warn(f"the index could not be saved beside the cache ({index_file.parent}: "
+                      f"{e.strerror or e}); searching with it in memory (built again next time)")
+        return False
+    return True
 
 
 def _training_sample(cache_path, n: int, nlist: int) -> np.ndarray:

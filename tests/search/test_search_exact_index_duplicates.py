@@ -188,3 +188,50 @@ def test_a_cache_replaced_during_a_search_is_refused(tmp_path, monkeypatch):
         api.neighbors(keys=["a/k0000.png"], cache_path=path)
     monkeypatch.setattr(neighbors.neighbors, "search", real_search)
     assert api.neighbors(keys=["a/k0000.png"], cache_path=path, k=3)["results"][0]["neighbors"]
+
+
+def test_index_search_on_a_read_only_cache_folder_searches_in_memory_with_one_warning(tmp_path, cli, monkeypatch):
+    """Readers never write: neighbors/duplicates --index on a cache in a read-only folder build the index in
+    memory, warn once and exit 0 (it used to be a traceback removing the index's temporary file)."""
+    pytest.importorskip("faiss")
+    from ..models.test_output_safety import read_only, small_disk
+
+    disk = tmp_path / "ro"
+    with small_disk(disk, "4m") as real:
+        path = write_cache(disk / "c.h5", clustered(120))
+        before = sorted(p.name for p in disk.iterdir())
+        with read_only(disk, monkeypatch, real):
+            exact = api.neighbors(keys=["a/k0000.png"], k=3, cache_path=path, method="exact")
+            for args in (("neighbors", "--cache", path, "--index", "--key", "a/k0000.png", "--k", "3"),
+                         ("duplicates", "--cache", path, "--index")):
+                r = cli(*args)
+                warnings = [line for line in r.stderr.splitlines() if "could not be saved" in line]
+                assert len(warnings) == 1 and "searching with it in memory" in warnings[0], r.stderr
+                assert "Traceback" not in r.stderr
+            out = api.neighbors(keys=["a/k0000.png"], k=3, cache_path=path, method="index")
+            assert out["method"] == "index"
+            assert [n["key"] for n in out["results"][0]["neighbors"]] == [n["key"] for n in exact["results"][0]["neighbors"]]
+        assert sorted(p.name for p in disk.iterdir()) == before  # no index, no temporary file
+
+
+def test_an_index_write_that_fails_even_to_remove_its_temporary_file_is_a_warning(tmp_path, monkeypatch):
+    """The exact failure seen on a read-only mount: creating the temporary index file fails with EROFS, and
+    removing it (in the cleanup) fails with EROFS too."""
+    pytest.importorskip("faiss")
+    import errno
+    import os
+
+    from embedflow.progress import ListReporter
+    from embedflow.search import index as index_module
+
+    path = write_cache(tmp_path / "c.h5", clustered(80))
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(args[0]))
+
+    monkeypatch.setattr(index_module, "open", refused, raising=False)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: refused(self))
+    reporter = ListReporter()
+    index = neighbors.load_index(path, cache.load_columns(path), reporter)
+    assert index.ntotal == 80 and len(reporter.warnings) == 1 and "Read-only file system" in reporter.warnings[0]
+    assert not neighbors.index_paths(path)[0].exists()
