@@ -139,18 +139,47 @@ def _load_head(data: bytes, name: str, manifest: dict):
 
 
 def _check_head(est, manifest: dict, where: Path) -> None:
-    """A loaded object must be a fitted head of this folder's classes: else ModelError (a pickle of
-    something else under a forged manifest)."""
+    """A loaded object must be a fitted head of exactly this folder's classes (classes_ == 0 .. n-1 for the
+    manifest's n classes) that takes vectors of the fingerprint's output_dim (its n_features_in_, where it
+    has one): else ModelError, exit 5 (a pickle of something else, or a head of other data, under a forged
+    or mismatched manifest)."""
     from sklearn.base import BaseEstimator
 
+    n_classes = len(manifest["classes"])
     classes = getattr(est, "classes_", None)
     try:
         codes = np.asarray(classes)
         ok = isinstance(est, BaseEstimator) and callable(getattr(est, "predict_proba", None)) \
-            and codes.ndim == 1 and len(codes) > 0 and codes.dtype.kind in "iu" \
-            and int(codes.min()) >= 0 and int(codes.max()) < len(manifest["classes"])
+            and codes.ndim == 1 and len(codes) > 0 and codes.dtype.kind in "iu"
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise ModelError(f"{where} holds a {type(est).__name__}, not a fitted head of this folder's "
-                         f"{len(manifest['classes'])} classes: damaged or tampered with")
+                         f"{n_classes} classes: damaged or tampered with")
+    if len(codes) != n_classes or not np.array_equal(codes, np.arange(n_classes)):
+        raise ModelError(f"{where} holds a head of {len(codes)} class(es) {_codes_text(codes)}, but the manifest "
+                         f"lists {n_classes} (0..{n_classes - 1}): not this folder's head")
+    dim = (manifest.get("fingerprint") or {}).get("output_dim")
+    n_in = _n_features(est)
+    if isinstance(dim, int) and not isinstance(dim, bool) and n_in is not None and n_in != dim:
+        raise ModelError(f"{where} holds a head trained on {n_in}-d vectors, but the model's backbone "
+                         f"(fingerprint output_dim) gives {dim}-d vectors: not this folder's head")
+
+
+def _codes_text(codes: np.ndarray) -> str:
+    shown = ", ".join(str(int(c)) for c in codes[:8])
+    return f"[{shown}{', ...' if len(codes) > 8 else ''}]"
+
+
+def _n_features(est) -> int | None:
+    """The input width a fitted head expects: sklearn's n_features_in_, or a Keras head's input shape."""
+    n = getattr(est, "n_features_in_", None)
+    if n is None and getattr(est, "model_", None) is not None:
+        try:
+            n = est.model_.input_shape[-1]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            n = None
+    try:
+        return int(n) if n is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -110,3 +110,38 @@ def test_manifest_fields_are_checked_on_load(tmp_path, key):
         with pytest.raises(ModelError, match=named):
             models.validate_manifest({**manifest, field: value}, tmp_path / "m")
     assert models.validate_manifest(manifest, tmp_path / "m") is manifest
+
+
+def _forge_head(folder, est):
+    """Replace a folder's head.joblib with `est` and record its sha256 in an unsigned manifest, as a folder
+    written elsewhere (or by hand) would be: it loads only with trust=True."""
+    import hashlib
+
+    buf = io.BytesIO()
+    joblib.dump(est, buf)
+    (folder / "head.joblib").write_bytes(buf.getvalue())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["head.joblib"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    manifest.pop("signature", None)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_trusted_head_of_other_classes_or_another_vector_length_is_refused_at_load(tmp_path, key):
+    """--trust'ed folders whose head.joblib is a fitted estimator of the wrong classes (3 for a 5-class
+    manifest: it used to predict 5 columns, two always 0) or of 10-d inputs (it used to load, then fail in
+    predict) are ModelError, exit 5, when loaded."""
+    rng = np.random.default_rng(0)
+    fp = {**FP, "output_dim": 8}
+    X = rng.normal(size=(50, 8)).astype(np.float32)
+    HeadClassifier(LogisticRegression().fit(X, np.arange(50) % 5),
+                   {"head": "logreg", "classes": list("abcde"), "fingerprint": fp}).save(tmp_path / "m")
+    assert load_model(tmp_path / "m").predict_proba_vectors(X).shape == (50, 5)
+    for est, said in ((LogisticRegression().fit(X, np.arange(50) % 3), "head of 3 class"),
+                      (LogisticRegression().fit(X, np.arange(50) % 5 + 2), "head of 5 class"),  # codes 2..6
+                      (LogisticRegression().fit(rng.normal(size=(50, 10)), np.arange(50) % 5), "10-d vectors")):
+        _forge_head(tmp_path / "m", est)
+        with pytest.raises(ModelError, match=said) as e:
+            load_model(tmp_path / "m", trust=True)
+        assert e.value.exit_code == 5 and len(str(e.value).splitlines()) == 1
+    _forge_head(tmp_path / "m", LogisticRegression(C=2.0).fit(X, np.arange(50) % 5))  # the right shape loads
+    assert load_model(tmp_path / "m", trust=True).predict_proba_vectors(X).shape == (50, 5)
