@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError, OutputError, OutputLocked
+from ..errors import ModelError, OutputError, OutputLocked, UsageError
 from ..fsio import WriterLock, check_writable_folder, disk_error, staging_stem
 from . import trust
 
@@ -292,12 +292,30 @@ def output_lock(target: str | Path, reporter=None) -> WriterLock:
                       remove=True)
 
 
+def check_output_folder(target: str | Path) -> Path:
+    """A model folder target must be a named folder that a writer can lock and swap: not '', '.', '..' or
+    '/' (no name of its own), not a symbolic link (a second name would bypass the lock on the first, and
+    the swap would replace the link, not its target), and not an existing file or other non-folder.
+    Returns the target as a Path; raises UsageError (exit 2), before any work."""
+    raw = os.fspath(target)
+    path = Path(raw)
+    if raw.strip() == "" or path.name in ("", ".", ".."):
+        raise UsageError(f"an output folder must be a named folder (e.g. models/mine), not {raw!r}")
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symbolic link: give the folder it leads to ({os.path.realpath(path)}) "
+                         "or another name as the output folder")
+    if os.path.lexists(path) and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a folder: choose another output folder")
+    return path
+
+
 @contextlib.contextmanager
 def writing(target: str | Path, reporter=None, *, inside: bool = False):
     """Hold the output lock of `target` and check, before any work, that its folder can be written (and,
     with `inside`, the target folder itself: evaluate writes its report there). Raises OutputLocked, or
-    OutputError naming the read-only (or full) folder."""
-    target = Path(target)
+    OutputError naming the read-only (or full) folder; a model folder target (not `inside`) that is no
+    named folder, a symbolic link or a file is UsageError (check_output_folder)."""
+    target = Path(target) if inside else check_output_folder(target)
     with output_lock(target, reporter):
         for folder in ([target] if inside else []) + [target.parent]:
             err = check_writable_folder(folder)
@@ -312,8 +330,9 @@ def staged_folder(target: str | Path, reporter=None):
     """Yields an empty folder beside `target` to write the complete model folder into; when the block ends
     without an exception, fsyncs it and swaps it into place (see the module docstring). On an exception
     the staged folder is removed and the target is left as it was; a full or failing disk (or a read-only
-    folder) is OutputError (exit 5). The target's output lock is held throughout (OutputLocked)."""
-    target = Path(target)
+    folder) is OutputError (exit 5). The target's output lock is held throughout (OutputLocked). A target
+    that is no named folder, a symbolic link or a file is UsageError (check_output_folder)."""
+    target = check_output_folder(target)
     with output_lock(target, reporter):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -353,3 +353,42 @@ def test_a_model_folder_lock_file_is_removed_on_release_and_a_stale_inode_is_not
     with WriterLock(tmp_path / "x.lock", "x", RuntimeError, RuntimeError, remove=True) as held:
         assert held.locked and _same_file(held._fd, tmp_path / "x.lock")
     assert not (tmp_path / "x.lock").exists()
+
+
+# --- output folders that cannot be swapped --------------------------------------------------------------
+
+
+def test_an_out_that_is_no_named_folder_or_a_file_is_refused_before_the_work(fitted, cli):
+    """`fit --out .` (and "", "/", "..", an existing file) used to train, then end in a traceback renaming
+    '.'; fit, finetune and export now refuse them with one line, exit 2, before any work."""
+    (fitted / "afile").write_text("x")
+    before = sorted(p.name for p in fitted.iterdir())
+    for out, said in ((".", "not '.'"), ("", "not '.'"), ("/", "not '/'"), ("models/..", "not 'models/..'"),
+                      ("afile", "afile exists and is not a folder")):
+        for args in (("fit", "--head", "logreg"), ("finetune", "data", "--epochs", "1"), ("export", "models/logreg")):
+            r = cli(*args, "--out", out, expect=2)
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and said in lines[0], r.stderr
+            assert "training" not in r.stderr and "fine-tuning" not in r.stderr
+    assert sorted(p.name for p in fitted.iterdir()) == before and (fitted / "afile").read_text() == "x"
+    from embedflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="must be a named folder"):
+        models.load_model(fitted / "models" / "logreg").save(".")  # Classifier.save checks the same (cwd: fitted)
+    assert sorted(p.name for p in fitted.iterdir()) == before
+
+
+def test_an_out_that_is_a_symbolic_link_is_refused_and_the_link_stays(fitted, cli):
+    """`ln -s conc models/conclink; fit --out models/conclink` used to bypass the lock of models/conc (taken
+    by a running fit) and replace the link with a folder: a link is refused, exit 2, one line."""
+    cli("fit", "--head", "logreg", "--out", "models/conc")
+    (fitted / "models" / "conclink").symlink_to("conc")
+    (fitted / "models" / "dangling").symlink_to("nowhere")
+    before = _snapshot(fitted / "models" / "conc")
+    for link in ("models/conclink", "models/conclink/", "models/dangling"):
+        for args in (("fit", "--head", "logreg"), ("export", "models/logreg")):
+            r = cli(*args, "--out", link, expect=2)
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and "is a symbolic link" in lines[0], r.stderr
+    assert (fitted / "models" / "conclink").is_symlink() and (fitted / "models" / "dangling").is_symlink()
+    assert _snapshot(fitted / "models" / "conc") == before
