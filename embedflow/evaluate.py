@@ -73,13 +73,18 @@ class EvalResult:
 
     def write(self, out_dir: str | os.PathLike, title: str) -> list[Path]:
         """eval-report.json, eval-confusion.json, eval-confusion.png, eval-predictions.csv,
-        eval-top-losses.png (images found under the report's "root") and the page eval-report.html in out_dir."""
+        eval-top-losses.png (images found under the report's "root") and the page eval-report.html in out_dir,
+        as one set: each is written to a temporary file first and all are renamed into place only when every
+        one is written (a full disk leaves every old file as it was; OutputError, exit 5)."""
         from .reports import write_report
         from .reports.page import write_html
 
-        paths = write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
-        if self.images:
-            paths.append(write_html(Path(out_dir) / "eval-report.html", self.html_page(title)))
+        from .reports.write import report_set
+
+        with report_set():  # all written to temporaries first, renamed in only when every one is written
+            paths = write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
+            if self.images:
+                paths.append(write_html(Path(out_dir) / "eval-report.html", self.html_page(title)))
         return paths
 
     def html_page(self, title: str) -> dict:

@@ -392,3 +392,26 @@ def test_an_out_that_is_a_symbolic_link_is_refused_and_the_link_stays(fitted, cl
             assert len(lines) == 1 and "is a symbolic link" in lines[0], r.stderr
     assert (fitted / "models" / "conclink").is_symlink() and (fitted / "models" / "dangling").is_symlink()
     assert _snapshot(fitted / "models" / "conc") == before
+
+
+def test_a_full_disk_while_evaluate_writes_its_last_report_file_leaves_every_old_file(fitted, cli, monkeypatch):
+    """evaluate's report files are one set: eval-report.json, eval-confusion.*, eval-predictions.csv and
+    eval-top-losses.png used to be replaced already when eval-report.html hit ENOSPC (a mixed set); now all
+    are written to temporaries first and renamed in only when all are written."""
+    import embedflow.reports.page as page
+    from embedflow.reports import write as report_writer
+
+    cli("evaluate", "models/logreg", "cache/embeddings.h5", "--out", "eval", "--quiet")
+    before = _snapshot(fitted / "eval")
+    assert {"eval-report.json", "eval-confusion.png", "eval-predictions.csv", "eval-report.html"} <= set(before)
+
+    def full(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+    cli("fit", "--head", "logreg", "--C", "0.01", "--out", "models/logreg", "--quiet")  # other numbers, other files
+    monkeypatch.setattr(page, "write_text_atomically", lambda path, text: report_writer.write_atomically(path, full))
+    r = cli("evaluate", "models/logreg", "cache/embeddings.h5", "--out", "eval", "--quiet", expect=5)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "eval-report.html" in lines[0] and "No space left" in lines[0], r.stderr
+    assert _snapshot(fitted / "eval") == before  # every old file as it was, no temporary file left
