@@ -38,9 +38,13 @@ class Range:
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
-        low = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
-        high = f"< {self.upper():g}" if self.high_open else f"<= {self.upper():g}"
+        low = f"> {self._text(self.low)}" if self.low_open else f">= {self._text(self.low)}"
+        high = f"< {self._text(self.upper())}" if self.high_open else f"<= {self._text(self.upper())}"
         return f"{kind} {low} and {high}"
+
+    def _text(self, bound: float) -> str:
+        """Integer ranges print their bounds as integers (4294967295, not 4.29497e+09)."""
+        return str(int(bound)) if self.integer and float(bound).is_integer() else f"{bound:g}"
 
     def ok(self, value) -> bool:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -75,3 +75,10 @@ def test_api_raises_the_same_error_and_accepts_the_bounds(tmp_path):
     from embedflow import options
 
     options.check(C=1e6, seed=0, val_split=0.0, epochs=1, zoom=0.0, threshold=1.0, top=0, workers=1)  # in range
+
+
+def test_integer_ranges_print_their_bounds_as_integers():
+    """`--seed 4294967296` used to say `<= 4.29497e+09`."""
+    with pytest.raises(UsageError) as e:
+        api.fit_head("no-such-cache.h5", "logreg", seed=2**32)
+    assert "an integer >= 0 and <= 4294967295, got 4294967296" in str(e.value) and "e+" not in str(e.value)
