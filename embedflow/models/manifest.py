@@ -347,11 +347,14 @@ def staged_folder(target: str | Path, reporter=None):
             yield staged
             _fsync_tree(staged)
             swap_into_place(staged, target)
+        except OutputError as e:  # a report writer inside names its file in the staged folder: name the target's
+            raise type(e)(str(e).replace(str(staged), str(target))) from None
         except OSError as e:
             if not disk_error(e):
                 raise
+            where = str(e.filename).replace(str(staged), str(target)) if e.filename else ""
             raise OutputError(f"cannot write {target}: {e.strerror or e}"
-                              f"{f' ({e.filename})' if e.filename else ''}; it was left as it was") from None
+                              f"{f' ({where})' if where else ''}; it was left as it was") from None
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 

@@ -415,3 +415,24 @@ def test_a_full_disk_while_evaluate_writes_its_last_report_file_leaves_every_old
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "eval-report.html" in lines[0] and "No space left" in lines[0], r.stderr
     assert _snapshot(fitted / "eval") == before  # every old file as it was, no temporary file left
+
+
+def test_a_full_disk_while_fit_writes_a_report_names_the_target_not_the_staged_folder(fitted, cli, monkeypatch):
+    """ENOSPC while fit writes its report used to name `.logreg.tmp-29421/top-losses.png`."""
+    from embedflow.reports import write as report_writer
+
+    real = report_writer.write_atomically
+
+    def full(path, write):
+        if Path(path).name == "top-losses.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(report_writer, "write_atomically", full)
+    import embedflow.reports.sheets as sheets
+
+    monkeypatch.setattr(sheets, "write_atomically", full)
+    r = cli("fit", "--head", "logreg", "--out", "models/new", "--quiet", expect=5)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left" in lines[0] and ".tmp-" not in lines[0], r.stderr
+    assert "models/new" in lines[0] and not (fitted / "models" / "new").exists()
