@@ -76,6 +76,9 @@ class CliReporter:
             self._progress = None
 
 
+RESUMABLE = ("embed", "evaluate")  # commands whose Ctrl-C keeps work a rerun continues from
+
+
 def handle_errors(fn):
     """Turn EmbedflowError into one line on stderr and its exit code; Ctrl-C into exit 130."""
 
@@ -89,7 +92,10 @@ def handle_errors(fn):
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was half-written; run the same command again to resume", err=True)
+            # embed and evaluate keep the vectors computed so far (the journal): only they resume
+            resumes = fn.__name__ in RESUMABLE
+            typer.echo("interrupted: nothing was half-written" + ("; run the same command again to resume"
+                                                                 if resumes else ""), err=True)
             raise typer.Exit(130) from None
 
     return wrapper
