@@ -72,7 +72,10 @@ class Run:
     def finish(self, timeout: float = 900) -> dict:
         out, err = self.proc.communicate(timeout=timeout)
         assert self.proc.returncode == 0, err[-3000:]
-        return json.loads(out)
+        try:
+            return json.loads(out)  # --json: stdout is the summary and nothing else
+        except json.JSONDecodeError:
+            raise AssertionError(f"stdout is not one JSON document:\n{out[-3000:]}\nstderr:\n{err[-3000:]}") from None
 
 
 @pytest.fixture
