@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from embedflow import models  # noqa: E402
 ft = importlib.import_module("embedflow.finetune")  # the module (`from embedflow import finetune` is the function)
-from embedflow.models import image_models as imagemodels  # noqa: E402
+from embedflow.models import load_image_model  # noqa: E402
 from embedflow.models.keras_parts import unwrap_tta  # noqa: E402
 from embedflow.embedding import decode_folder  # noqa: E402
 
@@ -43,7 +43,7 @@ def main() -> None:
         manifest = models.read_manifest(folder)
         if manifest.get("refit"):
             raise SystemExit(f"{folder} was refit on all images: its validation split is not held out")
-        core, _ = unwrap_tta(imagemodels.load(folder).model)
+        core, _ = unwrap_tta(load_image_model(folder).model)
         data = decode_folder(manifest["data"]["root"], manifest["image_size"])
         _, val_rows = models.split_indices(data.labels, data.hashes, data.classes, manifest["split"]["val_split"],
                                            manifest["split"]["seed"])

@@ -8,7 +8,7 @@ Writes benchmarks/results/readme_numbers.json (checked against README.md by benc
 * cv: 5-fold stratified cross-validated accuracy of the logreg and svm heads (embedflow.heads.make_head,
   exactly as `fit` builds them) over a grid of C, on the whole flowers-dev cache;
 * knn: the knn head's validation accuracy (k=7) in the LDA and the raw space, mean over six seeded 80/20
-  splits (the split `fit` makes, seeds 0-5);
+  splits (a stratified split keeping identical files together, seeds 0-5);
 * duplicates: near-duplicate pairs of flowers-dev at the default threshold 0.92 (and the most similar
   pairs below it), then 5 photos (the first of each class) re-saved at JPEG quality 60, resized to 80%,
   cropped by 5% per side and brightened 15%, embedded with the same backbone: their cosine to the

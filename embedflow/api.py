@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones, cache, models
+from . import backbones, cache, models, options
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
 from .errors import CacheError, UsageError
+from .fsio import fit_name
 from .progress import SILENT, Reporter, as_reporter
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def _cache_for_model(loaded: models.Classifier) -> Path | None:
     one of cache/embeddings*.h5."""
     for path in models.recorded_caches(loaded.manifest) + embedding_caches():
         try:
-            if path.exists() and cache.read_meta(path)["fingerprint"].get("id") == loaded.fingerprint.get("id"):
+            if path.exists() and backbones.same_backbone(cache.read_meta(path)["fingerprint"], loaded.fingerprint):
                 return path
         except (CacheError, KeyError, OSError):
             continue
@@ -78,18 +79,26 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int | None = None, workers: int | None = None,
                  engine: str = "local", address: str | None = None, rehash: bool = False,
+                 labels: str | os.PathLike | None = None, unlabelled: bool | None = None, strict: bool = False,
                  reporter: Reporter | str | None = "auto") -> EmbedSummary:
-    """Embed a class-per-subfolder tree into an HDF5 cache (incrementally). See embedflow.embed.
+    """Embed a dataset folder into an HDF5 cache (incrementally). See embedflow.embedding.embed_folder.
+
+    Layouts: one subfolder per class; train/ val/ test/ parents of the same class folders (each image's
+    split is recorded); `labels`: a CSV of path,label rows (paths relative to root); `unlabelled=True`
+    (or a folder whose images are not in class folders): images without labels (label -1), for
+    neighbors, duplicates and predict. strict=True: StrictModeError (exit 7) before any work when an
+    image-like file, a class or a folder is left out.
 
     engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
     local one) with `workers` actors; the cache is the same as a local run's.
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
     without cache_path the cache is default_cache_for(the backbone)."""
+    options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
-                         reporter=reporter)
+                         labels=labels, unlabelled=unlabelled, strict=strict, reporter=reporter)
 
 
 def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
@@ -103,68 +112,86 @@ def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,
 
 def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head: str = "logreg", *,
              val_split: float = 0.2, seed: int = 0, class_weight: str | None = None, refit: bool = True,
-             runtime: str = "auto", reporter: Reporter | str | None = "auto", **params):
+             runtime: str = "auto", reject_rate: float | None = 0.05, out: str | os.PathLike | None = None,
+             reporter: Reporter | str | None = "auto",
+             **params):
     """Train a head (logreg, svm, dense, knn) on a cache's vectors; returns the fitted classifier in memory
     (nothing is written: `.save(path)` writes the model folder). `params` are the head's own
     hyper-parameters (logreg/svm: C; dense: epochs, ...; knn: k); one it does not take is a UsageError.
-    The classifier's `report_` is the validation report, `split_` the split record. See embedflow.fit."""
+    The classifier's `report_` is the validation report, `split_` the split record, `rejector_` the
+    unknown-input rule (reject_rate of the validation vectors rejected; None: no rule). See embedflow.fit.
+
+    out: also save the model folder there (what `embedflow fit` does). Its writer lock is held from before
+    training to the end, so a second writer of the same folder gets OutputLocked (exit 5) at once, and a
+    folder that cannot be written is OutputError before the training."""
+    options.check(val_split=val_split, seed=seed, **params)
     reporter = as_reporter(reporter)
     from .fit import fit_head as _fit_head
 
     data = cache_or_path if isinstance(cache_or_path, cache.Cache) else choose_cache(cache_or_path, reporter)
-    return _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
-                     runtime=runtime, reporter=reporter, **params)
+    if out is None:
+        return _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                         runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
+    with models.writing(out, reporter):
+        clf = _fit_head(data, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                        runtime=runtime, reject_rate=reject_rate, reporter=reporter, **params)
+        clf.save(out)
+    return clf
 
 
-def load_model(path: str | os.PathLike, *, runtime: str = "auto") -> models.Classifier:
+def load_model(path: str | os.PathLike, *, runtime: str = "auto", trust: bool = False) -> models.Classifier:
     """The classifier at `path` (a model folder from fit_head(...).save, finetune or export, or a .tflite
-    file); see embedflow.models.load_model."""
-    return models.load_model(path, runtime=runtime)
+    file); see embedflow.models.load_model. A folder this installation did not write (its manifest is not
+    signed with this user's key) is refused (UntrustedModel, exit 5) unless `trust=True`, except TFLite."""
+    return models.load_model(path, runtime=runtime, trust=trust)
 
 
 def _eval_cache_path(folder: Path) -> Path:
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
-    return DEFAULT_CACHE.parent / f"{folder.resolve().name}-{digest}.h5"
+    return DEFAULT_CACHE.parent / fit_name(folder.resolve().name, f"-{digest}.h5")  # within NAME_MAX
 
 
-def _model_and_name(model, runtime: str) -> tuple[models.Classifier, str]:
+def _model_and_name(model, runtime: str, trust: bool) -> tuple[models.Classifier, str]:
     if isinstance(model, models.Classifier):
         return model, str(model.path or model.kind)
-    return models.load_model(model, runtime=runtime), str(model)
+    return models.load_model(model, runtime=runtime, trust=trust), str(model)
 
 
 def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | None = None,
              out: str | os.PathLike | None = None, runtime: str = "auto", weights: str | None = None,
-             reporter: Reporter | str | None = "auto"):
+             split: str | None = None, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
     EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
     (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
-    Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given."""
+    Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given.
+    Data from train/ val/ test/ folders: `split` ("train", "val", "test", "all"; default test/ if any)."""
     reporter = as_reporter(reporter)
     from .evaluate import evaluate as _evaluate
 
-    clf, name = _model_and_name(model, runtime)
+    clf, name = _model_and_name(model, runtime, trust)
     data = Path(data)
     if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
         cache_path = _eval_cache_path(data)
-    return _evaluate(clf, data, cache_path=cache_path, weights=weights, name=name, out=out, reporter=reporter)
+    return _evaluate(clf, data, cache_path=cache_path, weights=weights, name=name, out=out, split=split,
+                     reporter=reporter)
 
 
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
-            reporter: Reporter | str | None = "auto"):
+            reject: bool = True, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier
     or a model path); returns a PredictResult (`.to_dict()`: {"model", "predictions": [{"path", "top":
     [{"label", "probability"}]}], "failed"}). A head reuses the vectors of files already in a cache of its
-    backbone (same sha256): cache_path "auto" looks for one, None uses none."""
+    backbone (same sha256): cache_path "auto" looks for one, None uses none. A head fitted with a validation
+    split carries an unknown-input rule: each prediction then has "unknown" (bool) and "unknown_score";
+    reject=False turns it off."""
     reporter = as_reporter(reporter)
     from .predict import predict as _predict
 
-    if top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    clf, name = _model_and_name(model, runtime)
+    options.check(top_k=top_k)
+    clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
-    return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reporter=reporter)
+    return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reject=reject, reporter=reporter)
 
 
 # --- image models: fine-tuned, fused, TFLite (embedflow.finetune, embedflow.export, embedflow.explain) ---
@@ -176,6 +203,9 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
              params: dict | None = None, reporter: Reporter | str | None = "auto"):
     """Fine-tune the backbone and a softmax head end to end on a class-per-subfolder tree (no cache).
     Returns embedflow.finetune.FinetuneResult (`.load()`: the Classifier); see that module for the recipe."""
+    p = params or {}
+    options.check(val_split=val_split, seed=seed, stage1_epochs=p.get("epochs"),
+                  **{k: v for k, v in p.items() if k != "epochs"})
     reporter = as_reporter(reporter)
     from .finetune import finetune as _finetune
 
@@ -187,25 +217,25 @@ def finetune(data: str | os.PathLike, out: str | os.PathLike = DEFAULT_MODELS / 
 
 def export(model: str | os.PathLike, fmt: str = "tflite", quantize: str = "none", out: str | os.PathLike | None = None,
            *, data: str | os.PathLike | None = None, cache_path: str | os.PathLike | None = None,
-           reporter: Reporter | str | None = "auto"):
+           strict: bool = False, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Export a fine-tuned model or a fusable cached head (logreg, dense), a Classifier or a model path, to
     TFLite or a fused Keras model, with a parity check on the validation images (a warning when they
     changed since the model was trained). Returns embedflow.export.ExportResult (`.load()`: the Classifier)."""
     reporter = as_reporter(reporter)
     from .export import export as _export
 
-    return _export(model, fmt, quantize, out, data_root=str(data) if data else None,
-                          cache_path=str(cache_path) if cache_path else None, reporter=reporter)
+    return _export(model, fmt, quantize, out, trust=trust, data_root=str(data) if data else None,
+                          cache_path=str(cache_path) if cache_path else None, strict=strict, reporter=reporter)
 
 
 def explain(model: str | os.PathLike, images: list[str | os.PathLike], out: str | os.PathLike = "gradcam", *,
-            reporter: Reporter | str | None = "auto") -> dict:
+            trust: bool = False, reporter: Reporter | str | None = "auto") -> dict:
     """Grad-CAM overlays (PNG) for images, and a grid for several, from a fine-tuned or fused model (a
     Classifier or a model path)."""
     reporter = as_reporter(reporter)
     from .explain import explain as _explain
 
-    return _explain(model, [str(i) for i in images], out, reporter=reporter)
+    return _explain(model, [str(i) for i in images], out, trust=trust, reporter=reporter)
 
 
 def info(cache_path: str | os.PathLike | None = None) -> cache.CacheInfo:
@@ -231,6 +261,7 @@ def neighbors(images: list[str | os.PathLike] | None = None, *, keys: list[str] 
     [{"query", "hash", "neighbors": [{"key", "label", "score"}]}], "failed": [{"path", "reason"}], "sheet"})."""
     from . import search
 
+    options.check(neighbors_k=k)
     search.check_query(k, images, keys, vectors)
     reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
@@ -253,6 +284,7 @@ def duplicates(cache_path: str | os.PathLike | None = None, *, threshold: float 
     "score"}]}], "n_groups", "n_cross_class", "n_images_in_groups"})."""
     from . import search
 
+    options.check(threshold=threshold)
     search.check_threshold(threshold)
     reporter = as_reporter(reporter)
     cache_path = choose_cache(cache_path, reporter)
@@ -281,7 +313,6 @@ def audit(cache_path: str | os.PathLike | None = None, *, against: str | os.Path
     from .audit import audit as _audit
     from .progress import as_reporter
 
-    if top < 0:
-        raise UsageError(f"--top must be >= 0, got {top}")
+    options.check(top=top)
     reporter = as_reporter(reporter)
     return _audit(choose_cache(cache_path, reporter), against=against, top=top, out=out, reporter=reporter)

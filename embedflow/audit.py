@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache, insight, search
-from .errors import DatasetError, FingerprintMismatch
+from .errors import BadImage, DatasetError, FingerprintMismatch
 from .progress import SILENT, Reporter
 from .reports.write import write_text_atomically
 from .search.exact import QUERY_ROWS, SEARCH_ROWS
@@ -60,7 +60,7 @@ class Leak:
     key: str
     label: str
     other_key: str
-    other_label: str
+    other_label: str | None  # None when the other cache is unlabelled
     score: float
 
     def to_dict(self) -> dict:
@@ -174,7 +174,8 @@ def find_leaks(cache_path, columns: cache.CacheColumns, other_path, threshold: f
     QUERY_ROWS vectors at a time. FingerprintMismatch if the two caches were made by different backbones."""
     other = comparable_cache(cache_path, columns, other_path)
     reporter.info(f"leaks: {len(other)} images of {other_path} against {len(columns)} of {cache_path}")
-    label_of = [columns.classes[i] for i in columns.labels]
+    label_of = columns.label_names()
+    other_label = other.label_names()  # None for an unlabelled image
     leaks = []
     for start, block in cache.iter_vector_blocks(other_path, QUERY_ROWS):
         row_codes, query_codes = search.hash_codes(columns.hashes, other.hashes[start:start + len(block)])
@@ -182,20 +183,24 @@ def find_leaks(cache_path, columns: cache.CacheColumns, other_path, threshold: f
                                    1, row_codes, query_codes, include_self=True)
         for q in np.flatnonzero((hits.rows[:, 0] >= 0) & (hits.scores[:, 0] >= threshold)):
             r, o = int(hits.rows[q, 0]), start + int(q)
-            leaks.append(Leak(columns.keys[r], label_of[r], other.keys[o], other.classes[other.labels[o]],
+            leaks.append(Leak(columns.keys[r], label_of[r], other.keys[o], other_label[o],
                               min(float(hits.scores[q, 0]), 1.0)))
     other.check_unchanged()
     leaks.sort(key=lambda leak: (-leak.score, leak.other_key))
     return leaks
 
 
-def source_image(root: str, key: str) -> Path | None:
-    """The image of `key` under the cache's root; None when there is no root or the key would leave it."""
+def source_image(root: str, key: str) -> Path | BadImage | None:
+    """The image of `key` under the cache's root; None when there is no root, the BadImage saying why when
+    the key would leave it (the sheet shows the reason instead of reading the file)."""
+    from .data import key_path
+
     if not root:
         return None
-    base = Path(root).resolve()
-    path = (base / key).resolve()
-    return path if path.is_relative_to(base) and path != base else None
+    try:
+        return key_path(root, key)
+    except BadImage as e:
+        return e
 
 
 def per_image_csv(result: AuditResult) -> str:

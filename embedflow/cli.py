@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (skipped files are summarised as warnings), 1 unexpected error, 2 usage or
 dataset error, 3 fingerprint mismatch, 4 cache error (missing, unreadable, locked), 5 model error
-(missing, incomplete, tampered), 6 backbone weights unavailable, 7 files skipped under --strict,
+(missing, incomplete, tampered) or an output that cannot be written (another process writes the same model
+folder, a read-only folder, a full or failing disk), 6 backbone weights unavailable, 7 files skipped under --strict,
 130 interrupted (progress kept; rerun to resume).
 """
 
@@ -26,6 +27,8 @@ CacheOpt = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (defau
                                                    "only cache/embeddings-*.h5).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info lines (warnings still go to stderr).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+TrustOpt = typer.Option(False, "--trust", help="Load a model folder this installation did not write (its manifest "
+                        "is not signed with your key): its files can run code; only for sources you trust.")
 RuntimeOpt = typer.Option("auto", "--runtime", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
 
 
@@ -76,9 +79,6 @@ class CliReporter:
             self._progress = None
 
 
-RESUMABLE = ("embed", "evaluate")  # commands whose Ctrl-C keeps work a rerun continues from
-
-
 def handle_errors(fn):
     """Turn EmbedflowError into one line on stderr and its exit code; Ctrl-C into exit 130."""
 
@@ -92,10 +92,8 @@ def handle_errors(fn):
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            # embed and evaluate keep the vectors computed so far (the journal): only they resume
-            resumes = fn.__name__ in RESUMABLE
-            typer.echo("interrupted: nothing was half-written" + ("; run the same command again to resume"
-                                                                 if resumes else ""), err=True)
+            typer.echo("interrupted: every file and folder it writes is replaced whole, so each is the previous "
+                       "one or the complete new one; run the same command again", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -138,7 +136,12 @@ def main(version: bool = typer.Option(False, "--version", help="Show the version
 @app.command()
 @handle_errors
 def embed(
-    folder: Path = typer.Argument(..., help="Folder with one subfolder per class."),
+    folder: Path = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
+                                  "unlabelled images)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of path,label rows (paths relative to FOLDER): "
+                                          "the labels of the images below FOLDER."),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="The images carry no labels (every image below FOLDER): "
+                                    "for neighbors, duplicates and predict; fit refuses such a cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5 "
                                          "for the default backbone, cache/embeddings-BACKBONE.h5 for others)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="mobilenet_v2 (default), mobilenet_v2:ALPHA:SIZE, "
@@ -150,27 +153,33 @@ def embed(
     rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, even those whose size, mtime, "
                                 "ctime and inode are unchanged since they were hashed."),
     runtime: str = RuntimeOpt,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per inference call "
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference call "
                                              "(default: 4 on LiteRT, 64 on Keras, 16 per Ray task)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped, or an image-like "
+                                "file, a class or a folder was left out (then before embedding anything)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
     """Embed every image of FOLDER into the cache (only new or changed files are computed)."""
     from . import api
+    from .errors import UsageError
 
+    if labels is not None and unlabelled:
+        raise UsageError("--labels and --unlabelled contradict each other: give one of them")
     rep = CliReporter(quiet or as_json)
     s = api.embed_folder(folder, cache, backbone=backbone, image_size=image_size, weights=weights, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
-                         reporter=rep)
+                         labels=labels, unlabelled=True if unlabelled else None, strict=strict, reporter=rep)
     if as_json:
         emit_json(s.to_dict())
     elif not quiet:
         rate = f" ({s.embedded / s.seconds:.0f} img/s overall)" if s.embedded else ""
-        typer.echo(f"{s.cache_path}: {s.total} images in {len(s.classes)} classes; embedded {s.embedded}, "
+        what = (f"{s.total} unlabelled images" if s.layout == "unlabelled" else f"{s.total} images in {len(s.classes)} classes"
+                + ("".join(f", {n} {split}" for split, n in s.split_counts.items()) if s.split_counts else ""))
+        typer.echo(f"{s.cache_path}: {what}; embedded {s.embedded}, "
                    f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.failed)} "
                    f"in {s.seconds:.1f}s{rate}")
     if s.failed:
@@ -194,6 +203,9 @@ def fit(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
     k: Optional[int] = typer.Option(None, "--k", help="Neighbours that vote (knn; default 7)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
+    reject_rate: float = typer.Option(0.05, "--reject-rate", help="Share of validation images the unknown-input "
+                                      "rule may reject (it is calibrated to that false-rejection rate)."),
+    reject: bool = typer.Option(True, "--reject/--no-reject", help="Learn the unknown-input rule (needs a validation split)."),
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -206,8 +218,9 @@ def fit(
     rep = CliReporter(quiet or as_json)
     t0 = time.perf_counter()
     clf = api.fit_head(cache, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,
+                       reject_rate=reject_rate if reject else None, out=out or api.DEFAULT_MODELS / head,
                        reporter=rep, **params)
-    model_dir = clf.save(out or api.DEFAULT_MODELS / head)
+    model_dir = clf.path
     print_training(model_dir, clf.n_train, clf.n_val, time.perf_counter() - t0, clf.report_, head, {"head": head},
                    quiet, as_json)
 
@@ -220,7 +233,10 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
+    split: Optional[str] = typer.Option(None, "--split", help="Data of train/ val/ test/ folders: score train, val, "
+                                        "test or all (default: test when there is a test/ folder, else all)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -230,7 +246,8 @@ def evaluate(
 
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
-    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, reporter=rep).to_dict()
+    report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, split=split, trust=trust,
+                          reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
@@ -254,10 +271,13 @@ def predict(
     fmt: str = typer.Option("text", "--format", "-f", help="Output: text (path, then label probability pairs), "
                             "tsv or csv (a header row, then one row per image: path,label_1,probability_1,...), "
                             "jsonl (one JSON object per image)."),
+    reject: bool = typer.Option(True, "--reject/--no-reject", help="Report images unlike the training data as "
+                                "unknown (heads fitted with a validation split; --no-reject: always a label)."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
-    """Label images with a trained model (top-k labels with probabilities)."""
+    """Label images with a trained model (top-k labels with probabilities; `unknown` for images unlike its training data)."""
     from . import api
     from .errors import UsageError
 
@@ -267,7 +287,7 @@ def predict(
         raise UsageError("--json and --format both choose the output: give one of them")
     rep = CliReporter(quiet or as_json or fmt != "text")
     result = api.predict(model, [str(p) for p in inputs], top_k=top_k, cache_path=cache or "auto", runtime=runtime,
-                         reporter=rep).to_dict()
+                         reject=reject, trust=trust, reporter=rep).to_dict()
     if as_json:
         emit_json(result)
     else:
@@ -290,23 +310,31 @@ def format_predictions(result: dict, fmt: str) -> str:
     (probabilities to 6 decimals), quoted by the csv module where a field holds the delimiter, a quote or a
     line break, so a spreadsheet or csv.reader reads every path back exactly. jsonl: one object per image,
     `{"path": ..., "top": [{"label": ..., "probability": ...}, ...]}`, the entries of `--json`'s predictions.
+    With an unknown-input rule (the result has "rejection"): text puts `unknown SCORE` (3 decimals) before the
+    labels of an image it rejects; tsv/csv end each row with `unknown` (1/0) and `unknown_score`; jsonl
+    objects carry "unknown" and "unknown_score".
     """
     import csv
     import io
 
     rows = result["predictions"]
+    rejecting = "rejection" in result
     if fmt == "text":
-        return "".join(p["path"] + "\t" + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n"
-                       for p in rows)
+        return "".join(p["path"] + "\t" + (f"unknown {p['unknown_score']:.3f}  " if p.get("unknown") else "")
+                       + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n" for p in rows)
     if fmt == "jsonl":
-        return "".join(json.dumps({"path": p["path"], "top": p["top"]}) + "\n" for p in rows)
+        extra = ("unknown", "unknown_score") if rejecting else ()
+        return "".join(json.dumps({"path": p["path"], "top": p["top"], **{x: p[x] for x in extra}}) + "\n"
+                       for p in rows)
     k = max((len(p["top"]) for p in rows), default=0)
     out = io.StringIO()
     writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
-    writer.writerow(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability"))])
+    writer.writerow(["path", *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "probability")),
+                     *(["unknown", "unknown_score"] if rejecting else [])])
     for p in rows:
         cells = [value for t in p["top"] for value in (t["label"], f"{t['probability']:.6f}")]
-        writer.writerow([p["path"], *cells, *[""] * (2 * k - len(cells))])
+        tail = [int(p["unknown"]), f"{p['unknown_score']:.6f}"] if rejecting else []
+        writer.writerow([p["path"], *cells, *[""] * (2 * k - len(cells)), *tail])
     return out.getvalue()
 
 
@@ -341,7 +369,7 @@ def neighbors(
         for r in result.results:
             typer.echo(r.query)
             for n in r.neighbors:
-                typer.echo(f"  {round(n.score, 6):.4f}  {n.label}\t{n.key}")
+                typer.echo(f"  {round(n.score, 6):.4f}  {n.label or '-'}\t{n.key}")
         if result.sheet:
             typer.echo(f"wrote {result.sheet}")
     for f in result.failed:
@@ -372,7 +400,7 @@ def duplicates(
         flag = "CROSS-CLASS " if g.cross_class else ""
         typer.echo(f"{flag}group of {g.size} (min similarity {round(g.min_score, 6):.4f}): {', '.join(g.labels)}")
         for m in g.members:
-            typer.echo(f"  {m.label}\t{m.key}")
+            typer.echo(f"  {m.label or '-'}\t{m.key}")
     typer.echo(f"{result.n_groups} group(s) of near-duplicates ({result.n_images_in_groups} images) at "
                f"threshold {threshold}, {result.n_cross_class} with mixed labels")
 
@@ -413,9 +441,9 @@ def finetune(
     fine_tune_learning_rate: Optional[float] = typer.Option(None, "--fine-tune-learning-rate", help="Stage 2 Adam learning rate (default 1e-4)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (default 0.1)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the softmax layer (default 0.5)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 32)."),
-    average_from: Optional[int] = typer.Option(None, "--average-from", min=0, help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (default 32)."),
+    average_from: Optional[int] = typer.Option(None, "--average-from", help="Average the weights of stage 2 epochs from this one on (default 4; 0 = off: early stopping instead)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience on validation loss when weights are not averaged (default 3; 0 = off)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation and zoom in stage 2."),
     rotation: Optional[float] = typer.Option(None, "--rotation", help="Random rotation, fraction of a full turn (default 0.2)."),
     zoom: Optional[float] = typer.Option(None, "--zoom", help="Random zoom fraction (default 0.2)."),
@@ -455,6 +483,9 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when the export's top-1 agreement with its "
+                                "source is below the parity threshold (it is still written, with \"ok\": false)."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -463,7 +494,7 @@ def export(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, reporter=rep)
+    r = api.export(model, fmt, quantize, out, data=data, cache_path=cache, strict=strict, trust=trust, reporter=rep)
     if as_json:
         emit_json({"out_dir": str(r.out_dir), "model_file": str(r.model_file), "format": r.fmt,
                    "quantize": r.quantize, "parity": r.parity, "seconds": r.seconds})
@@ -471,6 +502,8 @@ def export(
     for what, p in r.parity.items():
         if what == "note":
             typer.echo(f"note: {p}")
+        elif what == "calibration_images":
+            typer.echo(f"int8 calibration: {p} training images")
         elif isinstance(p, dict):
             typer.echo(f"parity ({what}): top-1 agreement {p['top1_agreement']:.2%} with the source on {p['n']} "
                        f"validation images; accuracy {p['accuracy']:.2%} (source {p['source_accuracy']:.2%})")
@@ -483,6 +516,7 @@ def explain(
     model: Path = typer.Argument(..., help="A fine-tuned or fused model folder."),
     images: List[Path] = typer.Argument(..., help="Image files and/or folders."),
     out: Path = typer.Option(Path("gradcam"), "--out", "-o", help="Folder for the overlays and grid.png."),
+    trust: bool = TrustOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ):
@@ -490,7 +524,7 @@ def explain(
     from . import api
 
     rep = CliReporter(quiet or as_json)
-    r = api.explain(model, [str(p) for p in images], out, reporter=rep)
+    r = api.explain(model, [str(p) for p in images], out, trust=trust, reporter=rep)
     if as_json:
         emit_json(r)
     else:

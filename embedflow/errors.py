@@ -39,6 +39,20 @@ class ModelError(EmbedflowError):
     exit_code = 5
 
 
+class OutputError(ModelError):
+    """An output (a model folder, a report) cannot be written: its folder is read-only, the disk is full
+    or failing. What was there before is left as it was."""
+
+
+class OutputLocked(OutputError):
+    """Another process is writing the same model folder (or its reports)."""
+
+
+class UntrustedModel(ModelError):
+    """A model folder this installation did not write (no valid signature of this user's key) would be
+    unpickled or loaded as Keras code: refused unless the caller passes trust=True (--trust)."""
+
+
 class WeightsError(EmbedflowError):
     """Backbone weights cannot be found or loaded."""
 

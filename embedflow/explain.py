@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
+from .fsio import fit_name
 from .progress import SILENT, Reporter
+from .reports.write import write_atomically
 
 CONV_LAYER = "out_relu"
 
@@ -86,7 +88,7 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
     return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
 
-def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -> dict:
+def explain(model_path, images: list, out_dir, *, trust: bool = False, reporter: Reporter = SILENT) -> dict:
     """Write IMAGE-gradcam.png overlays (and grid.png for several images) into out_dir."""
     from .data import BadImage, discover_inputs, load_image
     from .models import Classifier, load_model
@@ -99,12 +101,12 @@ def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -
         if model_path.suffix == ".tflite":
             raise ModelError("Grad-CAM needs gradients, which a .tflite file does not have: explain the Keras model "
                              "it was exported from")
-        clf = load_model(model_path)
+        clf = load_model(model_path, trust=trust)
     manifest = clf.manifest
     if hasattr(clf, "keras_model"):
         model = clf.keras_model
     elif manifest.get("keras_file"):  # a TFLite export of a fused head keeps the Keras model beside it
-        model = load_keras_model(clf.path, manifest, manifest["keras_file"])
+        model = load_keras_model(clf.path, manifest, manifest["keras_file"], trusted=getattr(clf, "trusted", True))
     else:
         raise ModelError(f"{model_path} holds no Keras model (kind {clf.kind}); Grad-CAM works on "
                          "fine-tuned and fused models: export a cached head with --format keras, or explain "
@@ -123,7 +125,7 @@ def explain(model_path, images: list, out_dir, *, reporter: Reporter = SILENT) -
             continue
         cam, proba = gradcam(model, pixels[None], parts)
         top = int(proba[0].argmax())
-        overlay = out_dir / f"{_stem(ref.path, len(done))}-gradcam.png"
+        overlay = out_dir / fit_name(_stem(ref.path, len(done)), "-gradcam.png")  # within NAME_MAX
         write_overlay(ref.path, pixels, cam[0], overlay)
         done.append(Explanation(ref.path, classes[top], float(proba[0, top]), cam[0], overlay))
     grid = out_dir / "grid.png" if len(done) > 1 else None
@@ -159,7 +161,8 @@ def overlay_image(path: Path, pixels: np.ndarray, cam: np.ndarray, max_side: int
 def write_overlay(path: Path, pixels: np.ndarray, cam: np.ndarray, out: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(overlay_image(path, pixels, cam)).save(out)
+    image = Image.fromarray(overlay_image(path, pixels, cam))
+    write_atomically(out, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def write_grid(done: list[Explanation], out: Path, columns: int = 4) -> None:
@@ -178,4 +181,4 @@ def write_grid(done: list[Explanation], out: Path, columns: int = 4) -> None:
             ax.imshow(np.asarray(img))
         ax.set_title(f"{e.path.name[:24]}\n{e.label} {e.probability:.2f}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out)
+    write_atomically(out, lambda tmp: fig.savefig(tmp, format="png"))

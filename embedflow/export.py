@@ -21,15 +21,21 @@ import numpy as np
 
 from . import backbones, cache, models
 from .__about__ import __version__
-from .errors import CacheError, DatasetError, ModelError, UsageError
+from .errors import CacheError, DatasetError, ModelError, StrictModeError, UsageError
+from .fsio import fit_name
 from .embedding import Decoded, decode_refs, refs_for_keys
 from .progress import SILENT, Reporter
 from .reports import deploy_files
 
 QUANTIZE = ("none", "dynamic", "float16", "int8")
 FORMATS = ("tflite", "keras")
-FLOAT_PARITY = 0.99  # top-1 agreement a float export must reach with its source
+PARITY_THRESHOLD = 0.99  # top-1 agreement every export (float or quantized) must reach with its source
+FLOAT_PARITY = PARITY_THRESHOLD  # the name before quantized exports were gated too
 REPRESENTATIVE_IMAGES = 100
+# Fewer training images than this cannot calibrate int8 activation ranges faithfully (a 14-image set gave
+# one class for every image): the export then falls back to dynamic-range quantization (int8 weights,
+# float activations) and says so.
+MIN_CALIBRATION_IMAGES = 50
 
 
 class NotFusable(ModelError):
@@ -50,6 +56,9 @@ class Source:
     split: dict
     data_root: str
     fused_from: str | None = None
+    # the same model with a logreg head's StandardScaler kept as its own float ops instead of folded into the
+    # Dense kernel (what quantized exports convert: a folded 1/scale makes the kernel's range too wide for int8)
+    unfolded: object | None = None
 
 
 @dataclass
@@ -69,15 +78,18 @@ class ExportResult:
 # --- fusing --------------------------------------------------------------------------------------
 
 
-def fuse(loaded: models.HeadClassifier, spec, weights_path=None):
-    """keras.Model: uint8 image -> probabilities of the cached head (logreg or dense) on the backbone."""
+def fuse(loaded: models.HeadClassifier, spec, weights_path=None, fold_scaler: bool = True):
+    """keras.Model: uint8 image -> probabilities of the cached head (logreg or dense) on the backbone.
+    fold_scaler=False keeps a logreg head's standardisation as a Normalization layer before its Dense
+    layer (for quantization) instead of folding it into the Dense kernel."""
     from .models.keras_parts import assemble, split_parts
 
     head = loaded.manifest.get("head")
     backbone = backbones.build_keras_backbone(spec, weights_path)
     pre, base, _ = split_parts(backbone)
     if head == "logreg":
-        layers = [logreg_dense_layer(loaded.estimator, len(loaded.classes), spec.output_dim)]
+        layers = (logreg_layers(loaded.estimator, len(loaded.classes), spec.output_dim) if not fold_scaler
+                  else [logreg_dense_layer(loaded.estimator, len(loaded.classes), spec.output_dim)])
     elif head == "dense":
         layers = [layer for layer in loaded.estimator.model_.layers]
     else:
@@ -86,26 +98,45 @@ def fuse(loaded: models.HeadClassifier, spec, weights_path=None):
     return assemble(pre, base, layers, spec.image_size, f"embedflow_fused_{head}")
 
 
-def logreg_dense_layer(pipeline, n_classes: int, dim: int):
-    """One softmax Dense layer equal to StandardScaler + (multinomial) LogisticRegression."""
-    import keras
-
+def _logreg_parts(pipeline, dim: int):
     scaler, clf = pipeline.named_steps["scale"], pipeline.named_steps["clf"]
     mean = scaler.mean_ if scaler.with_mean else np.zeros(dim)
     scale = scaler.scale_ if scaler.with_std and scaler.scale_ is not None else np.ones(dim)
     coef, intercept = np.asarray(clf.coef_, dtype=np.float64), np.asarray(clf.intercept_, dtype=np.float64)
     if coef.shape[0] == 1:  # binary: sigmoid(z) == softmax([0, z])
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    kernel_part = (coef / scale).T  # (dim, k)
-    bias_part = intercept - (mean / scale) @ coef.T
+    return mean, scale, coef, intercept, [int(c) for c in clf.classes_]
+
+
+def _softmax_dense(kernel_part, bias_part, cols, n_classes: int, dim: int):
+    import keras
+
     kernel = np.zeros((dim, n_classes))
     bias = np.full(n_classes, -1e9)  # classes the head never saw get probability 0
-    cols = [int(c) for c in clf.classes_]
     kernel[:, cols], bias[cols] = kernel_part, bias_part
     layer = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")
     layer.build((None, dim))
     layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
     return layer
+
+
+def logreg_dense_layer(pipeline, n_classes: int, dim: int):
+    """One softmax Dense layer equal to StandardScaler + (multinomial) LogisticRegression."""
+    mean, scale, coef, intercept, cols = _logreg_parts(pipeline, dim)
+    return _softmax_dense((coef / scale).T, intercept - (mean / scale) @ coef.T, cols, n_classes, dim)
+
+
+def logreg_layers(pipeline, n_classes: int, dim: int) -> list:
+    """StandardScaler + LogisticRegression as two layers: a Normalization ((x - mean) / scale, float
+    element-wise ops) and a softmax Dense layer on standardised features, whose kernel (the logistic
+    regression's coefficients) has a range int8 weights can hold."""
+    import keras
+
+    mean, scale, coef, intercept, cols = _logreg_parts(pipeline, dim)
+    norm = keras.layers.Normalization(mean=mean.astype(np.float32), variance=(scale ** 2).astype(np.float32),
+                                      name="standardise")
+    norm.build((None, dim))
+    return [norm, _softmax_dense(coef.T, intercept, cols, n_classes, dim)]
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -170,8 +201,10 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
     source_proba = loaded._proba_vectors(held.embeddings[[row_of[r.key] for r in val.refs]])
     train_refs = refs_for_keys(root, [held.keys[i] for i in train_rows],
                                [held.classes[held.labels[i]] for i in train_rows])
+    unfolded = fuse(loaded, spec, fold_scaler=False) if manifest.get("head") == "logreg" else None
     return Source(model, manifest, loaded.classes, loaded.fingerprint, val, source_proba, train_refs,
-                  {**split, "val_keys": [r.key for r in val.refs]}, str(root.resolve()), fused_from=manifest.get("head"))
+                  {**split, "val_keys": [r.key for r in val.refs]}, str(root.resolve()), fused_from=manifest.get("head"),
+                  unfolded=unfolded)
 
 
 def _recorded_split(split: dict, held, cache_path, reporter) -> tuple[np.ndarray, np.ndarray]:
@@ -243,12 +276,20 @@ def parity(proba: np.ndarray, source_proba: np.ndarray, labels: np.ndarray) -> d
 # --- the export ----------------------------------------------------------------------------------
 
 
-def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data_root: str | None = None,
-           cache_path: str | None = None, reporter: Reporter = SILENT) -> ExportResult:
+def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, trust: bool = False,
+           data_root: str | None = None, cache_path: str | None = None, strict: bool = False,
+           reporter: Reporter = SILENT) -> ExportResult:
     """Export `model` (a Classifier, or the path of a fine-tuned model folder or of a logreg/dense head's
-    folder) to `out` (default: beside the source, see default_name), with the parity check. Raises
-    UsageError (bad format/quantization, already an export), NotFusable, DatasetError/CacheError when the
-    validation images or the cache are not there."""
+    folder) to `out` (default: beside the source, see default_name), with the parity check.
+
+    Every export (float or quantized) is gated: a top-1 agreement with the source below PARITY_THRESHOLD
+    on the validation images is a warning and `"ok": false` in the manifest's parity; with strict=True the
+    export is still written, then StrictModeError (exit 7) is raised. int8 calibrates on up to 100
+    training images (parity["calibration_images"]); with fewer than MIN_CALIBRATION_IMAGES it falls back
+    to dynamic-range quantization (parity["fallback"], manifest "quantize": "dynamic",
+    "quantize_requested": "int8"). A logreg head is quantized with its standardisation unfolded (float ops).
+    Raises UsageError (bad format/quantization, already an export), NotFusable, DatasetError/CacheError
+    when the validation images or the cache are not there."""
     t0 = time.perf_counter()
     if fmt not in FORMATS:
         raise UsageError(f"unknown format '{fmt}': use {' or '.join(FORMATS)}")
@@ -256,27 +297,40 @@ def export(model, fmt: str = "tflite", quantize: str = "none", out=None, *, data
         raise UsageError(f"unknown quantization '{quantize}': use {', '.join(QUANTIZE)}")
     if fmt == "keras" and quantize != "none":
         raise UsageError("--quantize applies to --format tflite only")
-    clf = model if isinstance(model, models.Classifier) else models.load_model(model)
+    clf = model if isinstance(model, models.Classifier) else models.load_model(model, trust=trust)
     if clf.path is None and out is None:
         raise UsageError("this model was never saved: give the export an out folder")
     model_dir = Path(clf.path) if clf.path is not None else Path(clf.kind)
-    src = load_source(clf, model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
-    if fmt == "keras" and not src.fused_from:
-        raise UsageError(f"{model_dir} is already a Keras image model ({src.manifest['kind']}): nothing to fuse")
     out_dir = Path(out) if out else model_dir.parent / default_name(model_dir, fmt, quantize)
     if clf.path is not None and out_dir.resolve() == model_dir.resolve():
         raise UsageError("--out must differ from the source model folder")
+    with models.writing(out_dir, reporter):  # another writer, a read-only folder: refused before the work
+        return _export(clf, model_dir, out_dir, fmt, quantize, data_root, cache_path, reporter, t0, strict)
+
+
+def _export(clf, model_dir: Path, out_dir: Path, fmt: str, quantize: str, data_root, cache_path, reporter,
+            t0: float, strict: bool) -> ExportResult:
+    src = load_source(clf, model_dir, data_root=data_root, cache_path=cache_path, reporter=reporter)
+    if fmt == "keras" and not src.fused_from:
+        raise UsageError(f"{model_dir} is already a Keras image model ({src.manifest['kind']}): nothing to fuse")
     with models.staged_folder(out_dir) as staged:
         files, result = _write_export(staged, src, fmt, quantize, reporter)
+        applied = result.get("quantize_applied", quantize)
         checked = result.get("tflite", result.get("fused_keras"))
-        ok = quantize not in ("none", "float16") or checked["top1_agreement"] >= FLOAT_PARITY
+        ok = checked["top1_agreement"] >= PARITY_THRESHOLD
         if not ok:
-            reporter.warn(f"parity below {FLOAT_PARITY:.0%}: the export disagrees with its source on "
-                          f"{1 - checked['top1_agreement']:.1%} of the validation images")
+            reporter.warn(f"parity below {PARITY_THRESHOLD:.0%}: the {'float32' if applied == 'none' else applied} "
+                          f"export disagrees with its source on {1 - checked['top1_agreement']:.1%} of the "
+                          f"{checked['n']} validation images (top-1 agreement {checked['top1_agreement']:.1%})")
         model_file = "model.tflite" if fmt == "tflite" else "model.keras"
-        _write_manifest(staged, src, model_dir, fmt, quantize, model_file, files, {**result, "ok": ok},
-                        time.perf_counter() - t0, target=out_dir)
-    return ExportResult(out_dir, out_dir / model_file, fmt, quantize, {**result, "ok": ok}, time.perf_counter() - t0)
+        _write_manifest(staged, src, model_dir, fmt, applied, model_file, files,
+                        {**result, "threshold": PARITY_THRESHOLD, "ok": ok}, time.perf_counter() - t0, target=out_dir,
+                        requested=quantize)
+    parity_result = {**result, "threshold": PARITY_THRESHOLD, "ok": ok}
+    if strict and not ok:
+        raise StrictModeError(f"wrote {out_dir}, but its top-1 agreement with the source is "
+                              f"{checked['top1_agreement']:.1%}, below {PARITY_THRESHOLD:.0%}, and --strict is set")
+    return ExportResult(out_dir, out_dir / model_file, fmt, applied, parity_result, time.perf_counter() - t0)
 
 
 def _write_export(out_dir: Path, src: Source, fmt: str, quantize: str, reporter: Reporter) -> tuple[dict, dict]:
@@ -300,11 +354,22 @@ def _write_export(out_dir: Path, src: Source, fmt: str, quantize: str, reporter:
             pick = rng.choice(len(src.train_refs), min(REPRESENTATIVE_IMAGES, len(src.train_refs)), replace=False)
             representative = _decode_refs([src.train_refs[i] for i in sorted(pick)],
                                           int(src.fingerprint["image_size"]), src.classes).pixels
+            result["calibration_images"] = int(len(representative))
             if not len(representative):
                 raise DatasetError("no training image could be read for the int8 representative set")
-        reporter.info(f"converting to TFLite ({quantize if quantize != 'none' else 'float32'})")
+            if len(representative) < MIN_CALIBRATION_IMAGES:
+                result["fallback"] = (f"int8 needs at least {MIN_CALIBRATION_IMAGES} calibration images, the training "
+                                      f"split has {len(representative)}: exported with dynamic-range quantization "
+                                      "(int8 weights, float activations) instead")
+                reporter.warn(result["fallback"])
+                quantize, representative = "dynamic", None
+                result["quantize_applied"] = "dynamic"
+        reporter.info(f"converting to TFLite ({quantize if quantize != 'none' else 'float32'}"
+                      + (f", calibrated on {len(representative)} training images" if representative is not None else "")
+                      + ")")
+        model = src.unfolded if quantize in ("dynamic", "int8") and src.unfolded is not None else src.model
         # the metadata goes in before the parity check, so the check runs on the file that ships
-        (out_dir / "model.tflite").write_bytes(with_metadata(to_tflite(src.model, quantize, representative), src,
+        (out_dir / "model.tflite").write_bytes(with_metadata(to_tflite(model, quantize, representative), src,
                                                              quantize))
         files["model.tflite"] = models.sha256_file(out_dir / "model.tflite")
         tfl = TFLiteImageClassifier(out_dir, {"classes": src.classes}, out_dir / "model.tflite")
@@ -317,12 +382,12 @@ def _write_export(out_dir: Path, src: Source, fmt: str, quantize: str, reporter:
 
 def default_name(model_dir: Path, fmt: str, quantize: str) -> str:
     if fmt == "keras":
-        return f"{model_dir.name}-fused"
-    return f"{model_dir.name}-tflite" + ("" if quantize == "none" else f"-{quantize}")
+        return fit_name(model_dir.name, "-fused")
+    return fit_name(model_dir.name, "-tflite" + ("" if quantize == "none" else f"-{quantize}"))  # within NAME_MAX
 
 
 def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, files, parity_result, seconds,
-                    target=None):
+                    target=None, requested=None):
     manifest = {
         "kind": "tflite" if fmt == "tflite" else "fused",
         "model_file": model_file, "keras_file": "model.keras" if "model.keras" in files else None,
@@ -332,6 +397,7 @@ def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, 
         "preprocessing": f"inside the model: {src.fingerprint['preprocessing']}",
         "output": "float32 (N, classes) softmax probabilities, columns in labels.txt order",
         "quantize": quantize if fmt == "tflite" else None,
+        **({"quantize_requested": requested} if fmt == "tflite" and requested not in (None, quantize) else {}),
         "source": {"path": str(model_dir), "kind": src.manifest.get("kind"), "head": src.fused_from,
                    "metrics": src.manifest.get("metrics", {})},
         "data": {**_source_data(src.manifest), "root": src.data_root}, "split": src.split,
@@ -353,8 +419,8 @@ def _source_data(manifest: dict) -> dict:
 def _source_report(model_dir: Path) -> dict | None:
     """The source model's validation report (report.json), or None when it has none or it is unreadable."""
     try:
-        report = json.loads((Path(model_dir) / "report.json").read_text())
-    except (OSError, ValueError):
+        report = json.loads(models.read_regular(Path(model_dir) / "report.json", "report"))
+    except (ModelError, OSError, ValueError):
         return None
     return report if isinstance(report, dict) and {"n", "accuracy", "per_class"} <= set(report) else None
 

@@ -34,7 +34,7 @@ from .embedding import Decoded, decode_folder
 from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
-from .reports import classification_report, deploy_files, write_report
+from .reports import add_to_report, classification_report, deploy_files, write_report
 
 MODEL_FILE = "model.keras"
 DEFAULTS = {
@@ -68,6 +68,21 @@ class FinetuneResult:
     seconds: float
     epoch_seconds: dict = field(default_factory=dict)
     interrupted: bool = False
+
+    @property
+    def predictions(self) -> list:
+        """Per validation image: reports.ImagePrediction (key, true, predicted, p_true, loss, top) of the
+        model trained on the training split; [] without a validation split."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report or {})
+
+    @property
+    def confused_pairs(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share) on the validation split, most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in (self.report or {}).get("confused_pairs") or []]
 
     def load(self):
         """The fine-tuned model as a Classifier (models.load_model)."""
@@ -234,7 +249,15 @@ def fit_stage(model, train, val, epochs, patience, stage, reporter, times, resto
 
 def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: dict | None = None,
              reporter: Reporter = SILENT) -> FinetuneResult:
-    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring)."""
+    """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring). The folder's
+    writer lock is held from the start: another writer of `out` is OutputLocked (exit 5), and a folder that
+    cannot be written is OutputError before any training."""
+    with models.writing(out, reporter):
+        return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter)
+
+
+def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | None,
+              reporter: Reporter) -> FinetuneResult:
     backbones.quiet_tensorflow()
     import keras
 
@@ -243,16 +266,22 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     _check_params(p)
     fp = backbones.fingerprint(spec)
     data = decode_folder(root, spec.image_size, reporter=reporter)
-    train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
-    train, val = data.subset(train_rows), data.subset(val_rows)
-    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
-                  f"{len(data.failed)} skipped)")
     keras.utils.set_random_seed(seed)
     model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"])
-    features = None
+    features, grouping = None, None
     if p["epochs"]:
         reporter.info("stage 1: computing the frozen base's features once")
         features = predict_pixels(backbone, data.pixels)
+        from .models.split import split_indices_near_duplicates
+
+        # the frozen base's pooled features are the cache's vectors: near-duplicates share a side, as in fit
+        train_rows, val_rows, grouping = split_indices_near_duplicates(features, data.labels, data.hashes,
+                                                                       data.classes, val_split, seed)
+    else:  # no frozen features computed: identical files only
+        train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
+    train, val = data.subset(train_rows), data.subset(val_rows)
+    reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
+                  f"{len(data.failed)} skipped)")
     out_dir = Path(out)
     history, times = {"stage1": {}, "stage2": {}}, {"stage1": [], "stage2": []}
     interrupted = False
@@ -275,6 +304,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     if len(val):
         proba = predict_pixels(final, val.pixels)
         report = classification_report(val.labels, proba.argmax(axis=1), data.classes)
+        add_to_report(report, [r.key for r in val.refs], val.labels, proba, data.classes)
     refit = None
     if p["refit"] and len(val) and not interrupted:
         stage2_epochs = p["fine_tune_epochs"] if average_start(p) else _best_epochs(history["stage2"])
@@ -286,7 +316,7 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
             interrupted = True
             reporter.warn("interrupted during the refit: saving the model trained on the training split")
     _save(out_dir, final, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
-          time.perf_counter() - t0, refit)
+          time.perf_counter() - t0, refit, grouping)
     result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
                             {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
     if interrupted:
@@ -300,14 +330,10 @@ def _final(model, p: dict):
 
 
 def _check_params(p: dict) -> None:
-    if p["epochs"] < 0 or p["fine_tune_epochs"] < 0:
-        raise UsageError("--epochs and --fine-tune-epochs must be >= 0")
-    if p["average_from"] < 0:
-        raise UsageError("--average-from must be >= 0 (0: no weight averaging)")
-    if p["unfreeze_top"] < 0:
-        raise UsageError("--unfreeze-top must be >= 0")
-    if not 0 <= p["dropout"] < 1 or not 0 <= p["label_smoothing"] < 1:
-        raise UsageError("--dropout and --label-smoothing must be in [0, 1)")
+    """The ranges of options.RANGES (the API checks them first; this covers direct callers)."""
+    from . import options
+
+    options.check(stage1_epochs=p["epochs"], **{k: v for k, v in p.items() if k != "epochs"})
 
 
 def _onehot(labels: np.ndarray, n: int) -> np.ndarray:
@@ -373,7 +399,7 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
 
 
 def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
-          root, seconds, refit) -> None:
+          root, seconds, refit, grouping: dict | None = None) -> None:
     """The model folder, built beside out_dir and swapped into place (models.staged_folder)."""
     with models.staged_folder(out_dir) as staged:
         model.save(staged / MODEL_FILE)
@@ -381,9 +407,11 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
         final = report["accuracy"] if report else None
         plot_history(history, staged / "learning_curve.png", average_start(p), final, _final_label(p))
         if report:
-            write_report(report, staged, "fine-tuned on the training split, validation split")
+            write_report(report, staged, "fine-tuned on the training split, validation split",
+                         root=str(Path(root).resolve()))
         split = models.split_record([r.key for r in val.refs], val.hashes, range(len(train)), range(len(val)),
                                     val_split=val_split, seed=seed, refit_on_all=bool(refit))
+        split.update(grouping or {})  # near-duplicate groups kept on one side (none without stage 1 features)
         manifest = {
             "kind": "finetuned",
             "model_file": MODEL_FILE, "head_file": MODEL_FILE, "classes": data.classes, "fingerprint": fp,

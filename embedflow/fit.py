@@ -20,17 +20,45 @@ class FittedHead(HeadClassifier):
     """A head fitted by fit_head: a HeadClassifier whose folder also gets its validation report
     (report.json, confusion.json, confusion.png) when saved."""
 
+    rejector_ = None  # insight.Rejector learned on the validation split (None: no rule)
+
+    def _write_members(self, staged: Path) -> dict:
+        """The head file and, with an unknown-input rule, rejector.npz (both checksummed in the manifest)."""
+        files = super()._write_members(staged)
+        if self.rejector_ is not None:
+            from . import insight
+
+            insight.save_rejector(self.rejector_, staged / insight.REJECTOR_FILE)
+            files[insight.REJECTOR_FILE] = models.sha256_file(staged / insight.REJECTOR_FILE)
+        return files
+
     def _write_extras(self, staged: Path) -> None:
         from .reports import write_report
 
         if self.report_:
-            write_report(self.report_, staged, f"{self.head} head, validation split")
+            write_report(self.report_, staged, f"{self.head} head, validation split",
+                         root=(self.manifest.get("data") or {}).get("root"))
 
     def _card_members(self, manifest: dict, target: Path) -> dict[str, str]:
         """labels.txt and the README.md model card, with the validation report."""
         from .reports import deploy_files
 
         return deploy_files(manifest, self.report_, str(target))
+
+    @property
+    def predictions_(self) -> list:
+        """Per validation image, in split order: reports.ImagePrediction (key, true, predicted, p_true,
+        loss, top) of the head trained on the training split; [] without a validation split or when loaded."""
+        from .reports.predictions import from_report
+
+        return from_report(self.report_ or {})
+
+    @property
+    def confused_pairs_(self) -> list:
+        """reports.ConfusedPair (true, predicted, count, share) on the validation split, most frequent first."""
+        from .reports.predictions import ConfusedPair
+
+        return [ConfusedPair(**c) for c in (self.report_ or {}).get("confused_pairs") or []]
 
     @property
     def n_train(self) -> int:
@@ -43,19 +71,37 @@ class FittedHead(HeadClassifier):
 
 def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split: float = 0.2, seed: int = 0,
              class_weight: str | None = None, refit: bool = True, runtime: str = "auto",
-             reporter: Reporter = SILENT, **params) -> FittedHead:
+             reject_rate: float | None = 0.05, reporter: Reporter = SILENT, **params) -> FittedHead:
     """Train a head (logreg, svm, dense, knn) on a cache's vectors with a deterministic stratified split
-    that keeps identical files on one side; nothing is written (call .save(path)).
+    that keeps identical files and groups of near-duplicates (cosine >= 0.92, connected components) on one
+    side (models.split.split_indices_near_duplicates; the split record counts the groups kept together);
+    nothing is written (call .save(path)).
 
     `params` are the head's own hyper-parameters (logreg/svm: C; dense: epochs, dropout, learning_rate,
     batch_size, patience; knn: k, space); one it does not take raises UsageError. The validation report
     (`report_`, a dict, None with val_split=0) scores a head trained on the training split only; with
     refit (the default, as in GridSearchCV) the returned head is then trained again on all vectors.
-    Raises DatasetError (empty cache, a class too small for the split) and CacheError (non-finite vectors)."""
-    from .heads import head_params, make_head
-    from .reports import classification_report
+    A cache of train/ val/ test/ folders (cache.splits) is split by its folders: the head trains on train/
+    and is validated on val/ (without val/, on a val_split of train/); test/ is never used (the manifest's
+    split records `from` and `n_test`); refit trains on train/ + val/. Otherwise the split keeps groups of
+    near-duplicates (models.split.split_indices_near_duplicates) on one side.
+    The report also holds per-image "predictions" and "confused_pairs" (embedflow.reports.predictions),
+    also available as `predictions_` / `confused_pairs_`; saving writes predictions.csv and top-losses.png.
+    With a validation split and `reject_rate` (default 0.05; None: none), an unknown-input rule is learned
+    (`rejector_`, insight.fit_rejector: 1 - mean cosine to the 5 most similar training-split vectors, the
+    threshold rejecting `reject_rate` of the validation vectors) and recorded in the manifest ("rejector";
+    saving writes the L2-normalised training-split vectors, float32 (n_train, D), to rejector.npz).
+    Raises DatasetError (empty or unlabelled cache, a class too small for the split or below the head's
+    minimum of training images, before any training), CacheError (non-finite vectors) and UsageError
+    (reject_rate outside [0, 1))."""
+    from .heads import check_trainable, head_params, make_head
+    from .reports import add_to_report, classification_report
 
     t0 = time.perf_counter()
+    if reject_rate is not None and not 0.0 <= reject_rate < 1.0:
+        from .errors import UsageError
+
+        raise UsageError(f"--reject-rate must be in [0, 1), got {reject_rate}")
     estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
     cache = data if isinstance(data, Cache) else open_cache(data, vectors=True)
     if len(cache) == 0:
@@ -65,19 +111,41 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     if bad.any():
         raise CacheError(f"cache {cache.path} holds {int(bad.sum())} non-finite vector(s) (e.g. "
                          f"{cache.keys[int(np.argmax(bad))]}); embed again with --rebuild")
-    train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+    if not cache.labelled:
+        raise DatasetError(f"cache {cache.path} holds unlabelled images: a head needs labels (embed one subfolder per "
+                           "class, or --labels file.csv); neighbors, duplicates and predict use it as it is")
+    test, grouping = np.arange(0), {}
+    if cache.splits is not None:  # train/ val/ test/ folders: they are the split
+        train, val, test = models.recorded_split_indices(cache.splits, y, cache.hashes, cache.classes, val_split, seed)
+        reporter.info(f"train/val/test folders: training on train/ ({len(train)}), validating on "
+                      f"{'val/' if (np.asarray(cache.splits)[val] == 'val').all() and len(val) else 'a split of train/'}"
+                      f" ({len(val)}); the {len(test)} test/ image(s) are left for `evaluate --split test`")
+    else:
+        train, val, grouping = _split(X, y, cache, val_split, seed, reporter)
+    pool = np.sort(np.concatenate([train, val]))  # every row fit may learn from (never test/)
+    check_trainable(head, estimator, y[train], cache.classes)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(X[train], y[train])
-    report = None
+    report, rejector = None, None
+    if len(val) and reject_rate is not None:
+        from . import insight
+
+        rejector = insight.fit_rejector(X[train], y[train], X[val], rate=reject_rate)
     if len(val):
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
-        report = classification_report(y[val], scored._proba_vectors(X[val]).argmax(axis=1), cache.classes)
+        proba = scored._proba_vectors(X[val])
+        report = classification_report(y[val], proba.argmax(axis=1), cache.classes)
+        add_to_report(report, [cache.keys[i] for i in val], y[val], proba, cache.classes)
         if refit:
-            reporter.info(f"refitting {head} on all {len(cache)} vectors")
+            reporter.info(f"refitting {head} on all {len(pool)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
-            estimator.fit(X, y)
+            check_trainable(head, estimator, y[pool], cache.classes)
+            estimator.fit(X[pool], y[pool])
     split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
                                 refit_on_all=bool(refit and len(val)))
+    if cache.splits is not None:
+        split = {**split, "from": "train/val/test folders", "n_test": int(len(test))}
+    split.update(grouping)  # grouped_by, threshold, near_duplicate_groups, images_in_groups
     counts = np.bincount(y, minlength=len(cache.classes)) if len(y) else np.zeros(len(cache.classes), int)
     manifest = {
         "head": head, "classes": list(cache.classes), "fingerprint": cache.fingerprint,
@@ -90,6 +158,41 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
         "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
         "fit_seconds": round(time.perf_counter() - t0, 3),
     }
+    if rejector is not None:
+        from . import insight
+
+        measured = float(np.mean(rejector.reject(X[val])))
+        manifest["rejector"] = {**rejector.to_dict(), "file": insight.REJECTOR_FILE,
+                                "reference": f"the {len(train)} training-split vectors, L2-normalised",
+                                "calibrated_on": {"n_val": int(len(val)), "seed": seed,
+                                                  "val_rejected": round(measured, 6)}}
     fitted = FittedHead(estimator, manifest, runtime=runtime)
     fitted.report_ = report
+    fitted.rejector_ = rejector
     return fitted
+
+
+def _split(X: np.ndarray, y: np.ndarray, cache: Cache, val_split: float, seed: int,
+           reporter: Reporter) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(train rows, val rows, grouping record): groups of near-duplicates kept on one side
+    (models.split.split_indices_near_duplicates) where the classes allow it. When they do not (a chain of
+    near-duplicates holding most of a small class, as on tightly clustered vectors), the split falls back to
+    identical files only, with a warning, and the record says why; a split impossible even then raises
+    DatasetError as split_indices does."""
+    from .models.split import split_indices_near_duplicates
+
+    if val_split <= 0:
+        train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+        return train, val, {}
+    try:
+        train, val, grouping = split_indices_near_duplicates(X, y, cache.hashes, cache.classes, val_split, seed)
+    except DatasetError as grouped_error:
+        train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
+        reporter.warn(f"near-duplicate images could not all be kept on one side ({grouped_error}); "
+                      "the split keeps identical files together only")
+        return train, val, {"grouped_by": "sha256 (near-duplicate groups did not fit the split)",
+                            "near_duplicate_groups": 0, "grouping_refused": str(grouped_error)}
+    if grouping["near_duplicate_groups"]:
+        reporter.info(f"split: {grouping['near_duplicate_groups']} group(s) of near-duplicate images "
+                      f"({grouping['images_in_groups']} images, cosine >= {grouping['threshold']}) kept on one side")
+    return train, val, grouping

@@ -49,15 +49,18 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session", autouse=True)
 def embedflow_home(tmp_path_factory):
-    """Converted backbones go to a per-session folder, never to the user's ~/.cache."""
+    """Converted backbones go to a per-session folder, never to the user's ~/.cache; so does the key that
+    signs the model folders the tests write (never the user's ~/.config/embedflow/signing.key)."""
     home = tmp_path_factory.mktemp("embedflow-home")
-    old = os.environ.get("EMBEDFLOW_HOME")
-    os.environ["EMBEDFLOW_HOME"] = str(home)
+    values = {"EMBEDFLOW_HOME": str(home), "EMBEDFLOW_SIGNING_KEY": str(home / "signing.key")}
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield home
-    if old is None:
-        os.environ.pop("EMBEDFLOW_HOME", None)
-    else:
-        os.environ["EMBEDFLOW_HOME"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

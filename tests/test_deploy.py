@@ -158,21 +158,24 @@ def test_predict_formats_round_trip_awkward_paths(cli, fitted):
     by_path = {p["path"]: p["top"] for p in want}
 
     text = cli("predict", model, odd, "--top-k", "2", "--runtime", "keras").stdout
-    assert text == "".join(f"{p['path']}\t" + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n"
-                           for p in want)
+    assert text == "".join(f"{p['path']}\t" + (f"unknown {p['unknown_score']:.3f}  " if p["unknown"] else "")
+                           + "  ".join(f"{t['label']} {t['probability']:.3f}" for t in p["top"]) + "\n" for p in want)
 
     for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
         out = cli("predict", model, odd, "--top-k", "2", "--runtime", "keras", "--format", fmt).stdout
         rows = list(csv.reader(io.StringIO(out, newline=""), delimiter=delimiter))
-        assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2"]
+        # the fitted head carries an unknown-input rule: two more columns
+        assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "unknown", "unknown_score"]
         assert len(rows) == 1 + len(ODD_NAMES)
-        for path, label1, p1, label2, p2 in rows[1:]:
+        for path, label1, p1, label2, p2, unknown, _ in rows[1:]:
+            assert unknown == str(int({p["path"]: p["unknown"] for p in want}[path]))
             top = by_path[path]  # the path comes back exactly: commas, quotes, tabs, line breaks, non-ASCII
             assert [label1, label2] == [t["label"] for t in top]
             assert abs(float(p1) - top[0]["probability"]) < 1e-6 and abs(float(p2) - top[1]["probability"]) < 1e-6
 
     lines = cli("predict", model, odd, "--top-k", "2", "--runtime", "keras", "--format", "jsonl").stdout.splitlines()
-    assert [json.loads(line) for line in lines] == [{"path": p["path"], "top": p["top"]} for p in want]
+    assert [json.loads(line) for line in lines] == [{"path": p["path"], "top": p["top"], "unknown": p["unknown"],
+                                                     "unknown_score": p["unknown_score"]} for p in want]
 
 
 def test_predict_format_failures_and_usage(cli, fitted, tmp_path):
@@ -181,7 +184,8 @@ def test_predict_format_failures_and_usage(cli, fitted, tmp_path):
     result = cli("predict", model, odd / "broken.jpg", odd / "comma, here.jpg", "--runtime", "keras", "--format", "csv",
                  "--top-k", "9")
     rows = list(csv.reader(io.StringIO(result.stdout, newline="")))
-    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
+    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3",
+                       "unknown", "unknown_score"]
     assert [r[0] for r in rows[1:]] == [str(odd / "comma, here.jpg")]  # the failure is not a row ...
     assert "broken.jpg" in result.stderr  # ... it goes to stderr, as with text
     assert "--format" in cli("predict", model, odd, "--format", "xml", expect=2).stderr
@@ -232,7 +236,7 @@ def test_mediapipe_names_the_classes_of_every_export(exports, source, quantize):
     from mediapipe.tasks.python.core.base_options import BaseOptions
     from mediapipe.tasks.python.vision import ImageClassifier, ImageClassifierOptions
 
-    from embedflow.models.image_models import load
+    from embedflow.models import load_image_model as load
     from embedflow.models.tflite_metadata import read_metadata
 
     folder = exports[source, quantize]
@@ -273,7 +277,7 @@ def test_a_bare_tflite_file_names_its_classes_from_its_metadata(exports, tmp_pat
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(exports["logreg", "none"] / "model.tflite", alone / "classifier.tflite")
-    from embedflow.models.image_models import load
+    from embedflow.models import load_image_model as load
 
     assert load(alone / "classifier.tflite").classes == CLASSES
     data = exports["data"]

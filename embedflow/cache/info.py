@@ -35,6 +35,8 @@ class CacheInfo:
     failed_files: list[dict] = field(default_factory=list)  # [{"key", "reason"}]
     size_bytes: int = 0
     pending_journal_chunks: int = 0
+    unlabelled: int = 0  # images without a class (label -1: embed --unlabelled, a flat folder)
+    split_counts: dict[str, int] = field(default_factory=dict)  # images per train/val/test folder, if any
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -53,7 +55,7 @@ def cache_info(cache_path: str | os.PathLike) -> CacheInfo:
     journal = Journal(cache_path, "").chunks()
     if journal and not cache_path.exists():
         raise CacheError(f"no cache at {cache_path} yet: an interrupted run left {len(journal)} committed journal "
-                         f"chunk(s) in {cache_path}.journal; run the same `embedflow embed` command again to finish")
+                         f"chunk(s) in {Journal(cache_path, '').dir}; run the same `embedflow embed` command again to finish")
     for _ in range(5):
         before = cache_path.stat() if cache_path.exists() else None
         meta = read_meta(cache_path)
@@ -61,9 +63,10 @@ def cache_info(cache_path: str | os.PathLike) -> CacheInfo:
         after = cache_path.stat()
         if before and (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns):
             break
-    counts = np.bincount(held.labels, minlength=len(held.classes)) if len(held) else np.zeros(len(held.classes), int)
+    labelled = held.labels[held.labels >= 0]
+    counts = np.bincount(labelled, minlength=len(held.classes)) if len(labelled) else np.zeros(len(held.classes), int)
     return CacheInfo(
         **{f.name: meta[f.name] for f in fields(CacheInfo) if f.name in meta},
         per_class={c: int(n) for c, n in zip(held.classes, counts)},
         failed_files=[{"key": k, "reason": r} for k, r, _ in held.failed],
-        size_bytes=after.st_size, pending_journal_chunks=len(journal))
+        size_bytes=after.st_size, pending_journal_chunks=len(journal), unlabelled=int((held.labels < 0).sum()))

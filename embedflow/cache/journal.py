@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
+from ..fsio import sibling
 
 
 class Journal:
     """Committed-but-not-yet-merged vectors of an unfinished run, one .npz per chunk."""
 
     def __init__(self, cache_path: Path, fingerprint_id: str):
-        self.dir = Path(str(cache_path) + ".journal")
+        self.dir = sibling(cache_path, ".journal")  # within NAME_MAX
         self.fingerprint_id = fingerprint_id
         self._next = 0
         self._opened = False

@@ -1,10 +1,10 @@
 """The HDF5 embedding cache: the only module that touches h5py.
 
-Schema (format "embedflow.cache", schema_version 2), readable with plain h5py (HDF5 >= 1.8):
+Schema (format "embedflow.cache", schema_version 2 or 3), readable with plain h5py (HDF5 >= 1.8):
 
     /embeddings       float32 (N, D)   one pooled feature vector per image, rows sorted by key
     /keys             utf-8 str (N,)   path relative to the dataset root, "/"-separated
-    /labels           int32 (N,)       index into /classes
+    /labels           int32 (N,)       index into /classes; -1 for an unlabelled image (schema 3)
     /hashes           ascii str (N,)   sha256 of the file's bytes (hex)
     /classes          utf-8 str (C,)   class names, sorted
     /failed/keys      utf-8 str (F,)   files that were skipped ...
@@ -14,6 +14,8 @@ Schema (format "embedflow.cache", schema_version 2), readable with plain h5py (H
                                        a row of zeros means "unknown". Optional (older caches lack it).
     /vector_crc32     uint32 (ceil(N / 1024),)  CRC-32 of each block of 1024 rows of /embeddings (float32
                                        little-endian bytes; the last block may be shorter). Schema 2.
+    /splits           utf-8 str (N,)   "train", "val" or "test": the split folder each image came from
+                                       (data/train|val|validation|test/<class>/...). Schema 3, optional.
     attrs: format, schema_version, fingerprint (JSON), fingerprint_id, root, embedflow_version,
            created_utc, updated_utc, content_sha256
 
@@ -27,6 +29,11 @@ every other dataset (see `content_digest`), so a damaged string is detected too.
 label range, class table, keys (relative, inside the root), hashes and, where
 vectors are read, that they are finite. Any failure is one CacheError naming the cache and `--rebuild`.
 
+Schema 3 is schema 2 plus unlabelled rows (label -1; /classes may then be empty: `embed --unlabelled`,
+a flat folder of photos) and /splits; a cache is written as schema 3 only when it holds either, so
+plain labelled caches stay readable by versions that know schema 2 (an older version refuses a schema 3
+cache with "upgrade embedflow" instead of misreading it).
+
 Schema 1 caches (no checksums, no content_sha256) still open, with every structural check; they become
 schema 2 the next time `embed` writes them (or at once with `--rebuild`).
 
@@ -39,6 +46,7 @@ program holding the file open would turn into errors).
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -51,10 +59,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import backbones
 from ..errors import CacheError, EmbedflowError
+from ..fsio import staging_stem
 
 FORMAT = "embedflow.cache"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # the newest schema read and written (2 is written when 3 is not needed)
 BLOCK_ROWS = 4096  # rows copied at a time when writing (a multiple of VECTOR_BLOCK): memory stays flat
 VECTOR_BLOCK = 1024  # rows per /vector_crc32 entry (and per HDF5 chunk of /embeddings)
 MAX_ABS = 1e15  # a larger vector component is damage: float32 norms and dot products would overflow
@@ -87,6 +97,12 @@ class CacheData:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (key, reason, hash)
     path: str = ""
     file_stats: np.ndarray | None = None  # (N, 4) int64, see the schema; None when the cache has none
+    splits: list[str] | None = None  # (N,) "train" | "val" | "test", see the schema; None when the cache has none
+
+    @property
+    def labelled(self) -> bool:
+        """Every image carries a class (no label -1)."""
+        return bool(len(self.labels) == 0 or self.labels.min() >= 0)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -144,10 +160,10 @@ def _reading(path: Path):
 
 def content_digest(attrs: dict, shape: tuple, keys: list[str], labels: np.ndarray, hashes: list[str],
                    classes: list[str], failed: list[tuple[str, str, str]], file_stats: np.ndarray | None,
-                   vector_crc32: np.ndarray) -> str:
+                   vector_crc32: np.ndarray, splits: list[str] | None = None) -> str:
     """sha256 (hex) of what a cache holds besides its vectors: the attributes in DIGEST_ATTRS, the shape
     of /embeddings, and every other dataset (strings NUL-joined, which HDF5 strings cannot contain;
-    integers as little-endian int64)."""
+    integers as little-endian int64; /splits only when the cache has it)."""
     h = hashlib.sha256()
 
     def put(name: str, data: bytes, count: int = 0) -> None:
@@ -171,6 +187,8 @@ def content_digest(attrs: dict, shape: tuple, keys: list[str], labels: np.ndarra
     if file_stats is not None:
         put("file_stats", np.ascontiguousarray(file_stats, "<i8").tobytes(), len(file_stats))
     put("vector_crc32", np.ascontiguousarray(vector_crc32, "<i8").tobytes(), len(vector_crc32))
+    if splits is not None:
+        strings("splits", splits)
     return h.hexdigest()
 
 
@@ -234,6 +252,10 @@ class _Validated:
     file_stats: np.ndarray | None
     fingerprint: dict
     vector_crc32: np.ndarray | None  # None in schema 1
+    splits: list[str] | None = None  # schema 3, optional
+
+
+SPLITS = ("train", "val", "test")
 
 
 def _validated(f, path) -> _Validated:
@@ -245,10 +267,14 @@ def _validated(f, path) -> _Validated:
     labels = _int_column(f, "labels", path, 1)
     failed_cols = [_string_column(f, f"failed/{n}", path) for n in ("keys", "reasons", "hashes")]
     file_stats = _int_column(f, "file_stats", path, 2) if "file_stats" in f else None
+    version = int(attrs.get("schema_version") or 0)
+    splits = _string_column(f, "splits", path) if version >= 3 and "splits" in f else None
     n = len(keys)
     counts = {"embeddings": shape[0], "keys": n, "labels": len(labels), "hashes": len(hashes)}
     if file_stats is not None:
         counts["file_stats"] = len(file_stats)
+    if splits is not None:
+        counts["splits"] = len(splits)
     if len(set(counts.values())) != 1:
         raise _damaged(path, "row counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if file_stats is not None and file_stats.shape[1] != 4:
@@ -258,7 +284,8 @@ def _validated(f, path) -> _Validated:
     crc = _vector_crc32(f, path, shape[0])
     if crc is not None:
         want = attrs.get("content_sha256")
-        got = content_digest(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, crc)
+        got = content_digest(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, crc,
+                             splits)
         if want != got:
             raise _damaged(path, "content checksum mismatch" if want else "no content checksum")
     try:
@@ -272,12 +299,15 @@ def _validated(f, path) -> _Validated:
     dim = fingerprint.get("output_dim")
     if isinstance(dim, int) and dim != shape[1]:
         raise _damaged(path, f"{shape[1]}-d vectors, but the fingerprint says {dim}")
-    if n and not classes:
+    lowest = -1 if version >= 3 else 0  # schema 3: -1 marks an unlabelled image
+    if n and not classes and (version < 3 or labels.max() >= 0):
         raise _damaged(path, f"{n} rows but an empty class table")
     if len(set(classes)) != len(classes) or not all(classes):
         raise _damaged(path, "the class table has empty or repeated names")
-    if n and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise _damaged(path, f"labels outside 0..{len(classes) - 1}")
+    if n and (labels.min() < lowest or labels.max() >= len(classes)):
+        raise _damaged(path, f"labels outside {lowest}..{len(classes) - 1}")
+    if splits is not None and not set(splits) <= set(SPLITS):
+        raise _damaged(path, f"/splits holds names other than {', '.join(SPLITS)}")
     if len(set(keys)) != n:
         raise _damaged(path, "repeated keys")
     unsafe = _unsafe_key(keys)
@@ -286,7 +316,7 @@ def _validated(f, path) -> _Validated:
     if not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes)):
         raise _damaged(path, "a content hash is not a sha256")
     return _Validated(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, fingerprint,
-                      crc)
+                      crc, splits)
 
 
 def _vector_crc32(f, path, n: int) -> np.ndarray | None:
@@ -357,6 +387,8 @@ def read_meta(path: str | os.PathLike) -> dict:
             "updated_utc": str(v.attrs.get("updated_utc") or ""),
             "embedflow_version": str(v.attrs.get("embedflow_version") or ""),
             "schema_version": int(v.attrs.get("schema_version") or 0),
+            "labelled": bool(len(v.labels) == 0 or v.labels.min() >= 0),
+            "split_counts": ({s: v.splits.count(s) for s in SPLITS if s in v.splits} if v.splits is not None else {}),
         }
 
 
@@ -380,19 +412,21 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
             failed=v.failed,
             path=str(path),
             file_stats=v.file_stats,
+            splits=v.splits,
         )
 
 
-def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint_id: str) -> dict[str, np.ndarray]:
-    """hash -> vector for the wanted hashes a cache of that fingerprint holds; {} for no such cache (or a
-    damaged one: the caller then embeds the images itself)."""
+def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint: dict | str) -> dict[str, np.ndarray]:
+    """hash -> (D,) float32 vector for the wanted hashes a cache of that backbone holds (`fingerprint`: a
+    dict or an id, of any id scheme: backbones.same_backbone decides); {} for no such cache (or a damaged
+    one: the caller then embeds the images itself)."""
     path = Path(path)
     if not wanted or not path.exists():
         return {}
     try:
         with _reading(path) as f:
             v = _validated(f, path)
-            if v.fingerprint["id"] != fingerprint_id:
+            if not backbones.same_backbone(fingerprint, v.fingerprint):
                 return {}
             rows = {h: i for i, h in enumerate(v.hashes) if h in wanted}
             if not rows:
@@ -420,6 +454,10 @@ class CacheColumns:
     path: str
     snapshot: tuple = ()  # (device, inode, size, mtime_ns) of the file these columns were read from
 
+    def label_names(self) -> list[str | None]:
+        """The class name of each row, None for an unlabelled image (label -1)."""
+        return label_names(self.labels, self.classes)
+
     def __len__(self) -> int:
         return len(self.keys)
 
@@ -433,6 +471,11 @@ class CacheColumns:
         if self.snapshot and now != self.snapshot:
             raise CacheError(f"cache {self.path} was replaced by another run while it was being read; "
                              "run the command again")
+
+
+def label_names(labels, classes: list[str]) -> list[str | None]:
+    """The class name of each label index, None for -1 (an unlabelled image): never classes[-1]."""
+    return [classes[i] if i >= 0 else None for i in np.asarray(labels).tolist()]
 
 
 def _identity(st: os.stat_result) -> tuple:
@@ -492,6 +535,7 @@ class Row:
     source: Path  # the old cache file or a journal chunk
     index: int  # row in that source
     stat: tuple = (0, 0, 0, 0)  # the file's (size, mtime_ns, ctime_ns, inode) when hashed; zeros: unknown
+    split: str = ""  # "train" | "val" | "test" in a train/val/test layout, else ""
 
 
 def estimated_bytes(keys: list[str], failed: list[tuple[str, str, str]], classes: list[str], dim: int) -> int:
@@ -575,10 +619,10 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r.key)
     failed = sorted(failed)
-    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed writer (we hold the lock)
+    for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer (we hold the lock)
         stale.unlink(missing_ok=True)
     _check_space(path, estimated_bytes([r.key for r in rows], failed, classes, dim))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{staging_stem(path.name)}.tmp{os.getpid()}")  # within NAME_MAX
     sink = None
     try:
         with open(tmp, "wb+") as fh:
@@ -610,7 +654,11 @@ def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) 
     keys, hashes = [r.key for r in rows], [r.hash for r in rows]
     labels = np.array([r.label for r in rows], dtype=np.int32)
     stats = np.array([r.stat for r in rows], dtype=np.int64).reshape(n, 4)
-    attrs = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "fingerprint": json.dumps(fingerprint),
+    splits = [r.split for r in rows] if any(r.split for r in rows) else None
+    if splits is not None and not set(splits) <= set(SPLITS):
+        raise ValueError(f"every row of a cache with splits needs one of {SPLITS}")
+    version = 3 if splits is not None or (labels < 0).any() else 2
+    attrs = {"format": FORMAT, "schema_version": version, "fingerprint": json.dumps(fingerprint),
              "fingerprint_id": fingerprint["id"], "root": root,
              "embedflow_version": fingerprint.get("embedflow_version", ""),
              "created_utc": created_utc or now, "updated_utc": now}
@@ -627,6 +675,8 @@ def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) 
         f.create_dataset("hashes", data=hashes, dtype=ascii_t)
         f.create_dataset("file_stats", data=stats, **checked(1 << 14, 4))
         f.create_dataset("classes", data=list(classes), dtype=str_t)
+        if splits is not None:
+            f.create_dataset("splits", data=splits, dtype=str_t)
         g = f.create_group("failed")
         g.create_dataset("keys", data=[k for k, _, _ in failed], dtype=str_t)
         g.create_dataset("reasons", data=[r for _, r, _ in failed], dtype=str_t)
@@ -640,7 +690,8 @@ def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) 
                 raise sink.error
         crc = np.concatenate(crc) if crc else np.zeros(0, np.uint32)
         f.create_dataset("vector_crc32", data=crc, dtype=np.uint32)
-        attrs["content_sha256"] = content_digest(attrs, (n, dim), keys, labels, hashes, classes, failed, stats, crc)
+        attrs["content_sha256"] = content_digest(attrs, (n, dim), keys, labels, hashes, classes, failed, stats, crc,
+                                                 splits)
         f.attrs.update(attrs)
 
 
@@ -669,5 +720,5 @@ def _gather(block: list[Row], dim: int) -> np.ndarray:
 
 
 __all__ = ["BLOCK_ROWS", "FORMAT", "SCHEMA_VERSION", "CacheColumns", "CacheData", "Row", "content_digest",
-           "check_space", "estimated_bytes", "iter_vector_blocks", "load", "load_columns", "read_meta",
+           "check_space", "estimated_bytes", "iter_vector_blocks", "label_names", "load", "load_columns", "read_meta",
            "read_vectors", "vectors_for_hashes", "write"]

@@ -15,7 +15,9 @@ from .store import load
 class Cache:
     """One snapshot of an embedding cache.
 
-    `X` float32 (N, D) vectors (read on first access), `y` int64 (N,) class indices into `classes`,
+    `X` float32 (N, D) vectors (read on first access), `y` int64 (N,) class indices into `classes` (-1 for
+    an unlabelled image: `labelled` is False when any image has none), `splits` (N,) "train"/"val"/"test"
+    of a train/val/test folder layout, else None,
     `keys` (paths relative to `root`), `hashes` (sha256 of each file), `classes` (list of str),
     `fingerprint` (dict: backbone, weights, image size; `id` names it), `root` (the folder embedded),
     `failed` ([(key, reason, hash)] files that could not be embedded), `path`. len(cache) is N.
@@ -28,6 +30,7 @@ class Cache:
         self.y = data.labels
         self.keys, self.hashes, self.classes = data.keys, data.hashes, data.classes
         self.fingerprint, self.root, self.failed = data.fingerprint, data.root, data.failed
+        self.splits = data.splits
         self._X: np.ndarray | None = data.embeddings if vectors else None
 
     @property
@@ -41,6 +44,11 @@ class Cache:
                                  "open it again")
             self._X = data.embeddings
         return self._X
+
+    @property
+    def labelled(self) -> bool:
+        """Every image carries a class (no label -1)."""
+        return bool(len(self.y) == 0 or self.y.min() >= 0)
 
     @property
     def dim(self) -> int:

@@ -29,6 +29,7 @@ class ImageRef:
     key: str  # path relative to the dataset root, "/"-separated, NFC: the identity of an image in a cache
     path: Path  # where to read it now
     label: str | None  # class name (NFC), None for unlabelled inputs
+    refused: str | None = None  # why it must not be read (a cache key that leaves the dataset folder)
 
 
 @dataclass(frozen=True)

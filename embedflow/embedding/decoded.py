@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, discover_labelled, hash_file
+from ..data import BadImage, ImageRef, key_path, read_image
+from ..errors import DatasetError, UsageError
 from ..progress import SILENT, Reporter
-from .mapper import map_batch
 
 
 @dataclass
@@ -38,19 +38,19 @@ class Decoded:
 
 def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = None, *, workers: int | None = None,
                 reporter: Reporter = SILENT, description: str = "decoding") -> Decoded:
-    """Hash and decode every ref in threads (PIL releases the GIL); bad files are skipped with a reason."""
+    """Hash and decode every ref in threads (PIL releases the GIL), each from one read of the file (the
+    hash names the bytes decoded); bad files are skipped with a reason."""
     classes = list(classes or [])
     index = {c: i for i, c in enumerate(classes)}
 
     def one(ref: ImageRef):
+        if ref.refused:
+            return ref, None, None, ref.refused
         try:
-            digest = hash_file(ref.path)
+            digest, arr = read_image(ref.path, size)
         except BadImage as e:
             return ref, None, None, str(e)
-        result = map_batch([(ref, digest)], size)
-        if result.bad:
-            return ref, None, None, result.bad[0][2]
-        return ref, digest, result.vectors[0], None
+        return ref, digest, arr, None
 
     pixels = np.empty((len(refs), size, size, 3), dtype=np.uint8)
     ok, hashes, failed = [], [], []
@@ -71,11 +71,27 @@ def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = Non
     return Decoded(ok, pixels[:len(ok)], labels, hashes, classes, failed)
 
 
-def decode_folder(root: str | os.PathLike, size: int, *, reporter: Reporter = SILENT) -> Decoded:
-    """Every image of a class-per-subfolder tree, decoded; notes and skipped files go to the reporter."""
-    refs, classes, notes = discover_labelled(root)
-    for note in notes:
+def decode_folder(root: str | os.PathLike, size: int, *, split: str | None = None,
+                  reporter: Reporter = SILENT) -> Decoded:
+    """Every image of a class-per-subfolder tree, decoded; notes and skipped files go to the reporter.
+    In a train/ val/ test/ layout, `split` ("train" | "val" | "test" | "all"; default test/ when there is
+    one, else all) chooses the images; a split asked of another layout is a UsageError."""
+    from ..data import discover
+
+    found = discover(root, unlabelled=False)
+    for note in found.notes:
         reporter.warn(note)
+    refs, classes = found.refs, found.classes
+    if found.split_of:
+        chosen = split or ("test" if "test" in found.split_of.values() else "all")
+        if split is None:
+            reporter.info(f"{root}: train/val/test folders; using {chosen} (--split chooses)")
+        if chosen != "all":
+            refs = [r for r in refs if found.split_of.get(r.key) == chosen]
+            if not refs:
+                raise DatasetError(f"{root} has no image in a {chosen}/ folder")
+    elif split not in (None, "all"):
+        raise UsageError(f"--split {split}: {root} has no train/ val/ test/ folders")
     decoded = decode_refs(refs, size, classes, reporter=reporter)
     for ref, reason in decoded.failed:
         reporter.warn(f"skipped {ref.key}: {reason}")
@@ -83,4 +99,12 @@ def decode_folder(root: str | os.PathLike, size: int, *, reporter: Reporter = SI
 
 
 def refs_for_keys(root: Path, keys: list[str], labels: list[str]) -> list[ImageRef]:
-    return [ImageRef(k, root / k, lab) for k, lab in zip(keys, labels)]
+    """Refs of cached keys under `root`; a key that would leave the root (`../x`, an absolute path) gets a
+    ref that decode_refs skips with the reason, never reads."""
+    refs = []
+    for k, lab in zip(keys, labels):
+        try:
+            refs.append(ImageRef(k, key_path(root, k), lab))
+        except BadImage as e:
+            refs.append(ImageRef(k, Path(root), lab, refused=str(e)))
+    return refs

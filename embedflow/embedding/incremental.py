@@ -12,10 +12,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import backbones, cache
-from ..data import BadImage, ImageRef, discover_labelled, file_stat, hash_file
-from ..errors import Interrupted, UsageError
+from ..data import BadImage, ImageRef, discover, file_stat, hash_file
+from ..errors import DatasetError, Interrupted, StrictModeError, UsageError
 from ..progress import SILENT, Reporter, as_reporter
-from .mapper import RAY_BATCH, embed_stream, preferred_batch
+from .mapper import CHANGED, RAY_BATCH, embed_stream, preferred_batch
 
 # Journal commits at least this often while embedding (EMBEDFLOW_COMMIT_SECONDS overrides it, e.g. in crash tests).
 COMMIT_SECONDS = float(os.environ.get("EMBEDFLOW_COMMIT_SECONDS") or 3.0)
@@ -32,6 +32,10 @@ class EmbedSummary:
     removed: int = 0  # in the cache before, gone from the folder now
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason), this run's skipped files
     classes: list[str] = field(default_factory=list)
+    layout: str = "class-folders"  # class-folders | splits | unlabelled | csv (see embedflow.data.discover)
+    unlabelled: int = 0  # images without a class in the cache (the unlabelled layout)
+    split_counts: dict[str, int] = field(default_factory=dict)  # train/val/test images of a splits layout
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)  # (key, kind, reason) left out by discovery
     seconds: float = 0.0
     runtime: str = ""
     fingerprint_id: str = ""
@@ -99,8 +103,20 @@ def embed_folder(
     engine: str = "local",
     address: str | None = None,
     rehash: bool = False,
+    labels: str | os.PathLike | None = None,
+    unlabelled: bool | None = None,
+    strict: bool = False,
+    require_labels: bool = False,
 ) -> EmbedSummary:
-    """Embed every image of a class-per-subfolder tree into the cache at cache_path.
+    """Embed every image of a dataset folder into the cache at cache_path.
+
+    The folder's layout is found by embedflow.data.discover: one subfolder per class; train/ val/ test/
+    parents of the same class folders (each image's split is recorded in the cache's /splits); labels from
+    a CSV (`labels`: path,label rows, paths relative to root); or unlabelled images (`unlabelled=True`, or
+    a folder with images and no class folder), stored with label -1 and no classes. strict=True raises
+    StrictModeError (exit 7) before any work when discovery left out an image-like file, a class or a
+    folder (summary.dropped otherwise lists them); require_labels=True raises DatasetError for an
+    unlabelled folder (evaluate).
 
     engine "local" embeds in this process; "ray" sends the images to embed to a Ray cluster
     (`address`, default: a new local one) and merges what comes back into the same cache.
@@ -115,12 +131,23 @@ def embed_folder(
     spec = spec or backbones.get_spec()
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)
-    images, classes, notes = discover_labelled(root)
-    for note in notes:
+    found = discover(root, labels_csv=labels, unlabelled=unlabelled)
+    if require_labels and found.layout == "unlabelled":
+        raise DatasetError(f"{root} holds no class folders (its images are unlabelled): this needs one subfolder "
+                           "per class, or labels from a CSV")
+    for note in found.notes:
         reporter.warn(note)
+    if strict and found.dropped:
+        d = found.dropped[0]
+        raise StrictModeError(f"{len(found.dropped)} file(s), class(es) or folder(s) left out of {root} and --strict "
+                              f"is set (e.g. {d.key}: {d.reason})")
+    images, classes = found.refs, found.classes
     fp = backbones.fingerprint(spec)
-    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"])
-    class_index = {c: i for i, c in enumerate(classes)}
+    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"], layout=found.layout,
+                           dropped=[(d.key, d.kind, d.reason) for d in found.dropped])
+    class_index: dict[str | None, int] = {c: i for i, c in enumerate(classes)}
+    class_index[None] = -1  # an unlabelled image
+    split_of = found.split_of
 
     with cache.CacheLock(cache_path, reporter) as lock:
         old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
@@ -141,7 +168,9 @@ def embed_folder(
             created = cache.read_meta(cache_path)["created_utc"]
             if old.root and os.path.abspath(root) != old.root:
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
-            unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None)
+            old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
+            unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
+                            old_tags)
             del old
         journal = cache.Journal(cache_path, fp["id"])  # opened for writing by its first append only
         journaled = journal.vectors_by_hash()
@@ -175,8 +204,9 @@ def embed_folder(
                 todo.append((ref, h))
         current = {r.key for r in images}
         summary.removed = sum(1 for k in old_by_key if k not in current)
+        tags = sorted((r.key, classes[r.label] if r.label >= 0 else None, split_of.get(r.key, "")) for r in rows)
         must_write = bool(todo) or restat or len(rows) != summary.kept or (
-            classes, sorted(failed), os.path.abspath(root), summary.kept, True) != unchanged_if
+            classes, sorted(failed), os.path.abspath(root), summary.kept, True, tags) != unchanged_if
         if must_write:  # refuse before the work, not after it
             lock.require_writable(f"{len(todo)} file(s) must be embedded" if todo else "it must be updated")
             journal_bytes = len(todo) * (spec.output_dim * 4 + 200)
@@ -192,12 +222,18 @@ def embed_folder(
         summary.failed = [(key, reason) for key, reason, _ in failed]
         for row in rows:
             row.stat = stats.get(row.key, NO_STAT)
+            row.split = split_of.get(row.key, "")
         if must_write:
             cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
         if lock.writable:
             journal.clear()
 
     summary.total = len(rows)
+    summary.unlabelled = sum(1 for r in rows if r.label < 0)
+    for split in ("train", "val", "test"):
+        n = sum(1 for r in rows if r.split == split)
+        if n:
+            summary.split_counts[split] = n
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -225,6 +261,7 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
 def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed) -> list[cache.Row]:
     """Embed the todo list, committing to the journal every few seconds. Returns the rows to write."""
     done: dict[str, np.ndarray] = {}  # hash -> vector, not yet committed
+    reason_for: dict[str, str] = {}  # hash -> why the file decoded for it was skipped
     committed: dict[str, tuple[Path, int]] = {}
     keys_for: list[tuple[ImageRef, str]] = []
     last_commit = time.monotonic()
@@ -239,7 +276,8 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         last_commit = time.monotonic()
 
     def on_bad(ref, h, reason):
-        failed.append((ref.key, reason, h))
+        failed.append((ref.key, reason, "" if reason == CHANGED else h))  # "": not remembered, retried next run
+        reason_for[h] = reason
         reporter.warn(f"skipped {ref.key}: {reason}")
         reporter.advance(1)
 
@@ -269,7 +307,6 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
     finally:
         reporter.finish()
     # Files sharing content were decoded once: give each its row, or its copy of the failure.
-    reason_for = {h: reason for _, reason, h in failed}
     failed_keys = {key for key, _, _ in failed}
     rows = []
     for ref, h in keys_for:
@@ -277,5 +314,5 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
             src, i = committed[h]
             rows.append(cache.Row(ref.key, h, class_index[ref.label], src, i))
         elif ref.key not in failed_keys and h in reason_for:
-            failed.append((ref.key, reason_for[h], h))
+            failed.append((ref.key, reason_for[h], "" if reason_for[h] == CHANGED else h))
     return rows

@@ -10,8 +10,13 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, load_image
+from ..data import BadImage, ImageRef, read_image
 from ..errors import EmbedflowError
+
+
+# The reason of a file whose bytes are no longer those hashed: it is skipped (never stored under the old
+# hash, nor remembered as bad), and the next run hashes and embeds it.
+CHANGED = "changed while the run was reading it; the next run embeds it"
 
 
 class BackboneFailure(EmbedflowError):
@@ -39,6 +44,10 @@ def map_batch(items: Sequence[tuple[ImageRef, str]], size: int, fn: Callable | N
     """Decode each (ref, hash) item to (size, size, 3) uint8 pixels, skip the bad files with their reasons,
     and run `fn` once on the stacked pixels of the good ones.
 
+    Each file is read once, and its pixels are decoded from the very bytes whose sha256 is checked against
+    the item's hash: a file rewritten since it was hashed is a `bad` entry with reason CHANGED (a hash of
+    "" or None accepts any content), so a vector is never returned under the hash of other content.
+
     fn: the backbone, uint8 (n, size, size, 3) -> (n, dim) vectors; None keeps the pixels themselves.
     dim: the width of fn's vectors, for the (0, dim) float32 result of a batch with no good file.
     The vectors are returned as fn gives them (callers check them with `checked`). Raises only what fn
@@ -47,10 +56,15 @@ def map_batch(items: Sequence[tuple[ImageRef, str]], size: int, fn: Callable | N
     ok, pixels, bad = [], [], []
     for ref, h in items:
         try:
-            pixels.append(load_image(ref.path, size))
-            ok.append((ref, h))
+            digest, arr = read_image(ref.path, size)
         except BadImage as e:
             bad.append((ref, h, str(e)))
+            continue
+        if h and digest != h:
+            bad.append((ref, h, CHANGED))
+            continue
+        pixels.append(arr)
+        ok.append((ref, h or digest))
     stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
     if fn is None:
         return BatchResult(ok, stacked, bad)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
-from ..errors import UsageError
+import numpy as np
+
+from ..errors import DatasetError, UsageError
 from .dense import DenseHead
 from .knn import KNNHead
 
@@ -22,6 +24,34 @@ DEFAULTS = {
     # 85.4% (5-fold CV: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%); in the LDA space k=7 88.6%.
     "knn": {"k": 7, "space": "auto"},
 }
+
+
+# Training images each class needs for a head to train: the SVM's Platt calibration cross-validates
+# (stratified folds, at most SVM_CALIBRATION_FOLDS, never more than the smallest class holds).
+MIN_PER_CLASS = {"logreg": 1, "svm": 2, "dense": 1, "knn": 1}
+SVM_CALIBRATION_FOLDS = 5
+
+
+def check_trainable(kind: str, estimator, y, classes: list[str]):
+    """Make `estimator` (a fresh head of `kind`) fit for training labels y (int class indices into classes):
+    the SVM's calibration folds become min(5, smallest class count). Raises DatasetError, before any
+    training, naming the smallest class when it has fewer training images than the head's minimum
+    (MIN_PER_CLASS). Returns the estimator."""
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
+    present = np.flatnonzero(counts)
+    if not len(present):
+        raise DatasetError("no training images")
+    smallest = int(present[np.argmin(counts[present])])
+    n = int(counts[smallest])
+    need = MIN_PER_CLASS.get(kind, 1)
+    if n < need:
+        raise DatasetError(f"class '{classes[smallest]}' has {n} training image(s); the {kind} head needs at least "
+                           f"{need} per class (its probability calibration cross-validates): add images, use "
+                           "another --val-split, or another --head (logreg, dense and knn need 1)")
+    if kind == "svm":
+        estimator.set_params(clf__cv=min(SVM_CALIBRATION_FOLDS, n))
+    return estimator
 
 
 def check_head_params(kind: str, params: dict) -> None:
@@ -53,7 +83,8 @@ def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **pa
     if kind == "svm":
         svc = SVC(C=p["C"], kernel="rbf", gamma="scale", class_weight=class_weight, random_state=seed)
         # Platt scaling on cross-validated decision values (what SVC(probability=True) did before 1.9).
-        clf = CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
+        # cv: check_trainable lowers it to the smallest class's training count when that is below 5.
+        clf = CalibratedClassifierCV(svc, method="sigmoid", cv=SVM_CALIBRATION_FOLDS, ensemble=False)
         return Pipeline([("l2", Normalizer()), ("clf", clf)])
     if kind == "knn":
         if class_weight is not None:

@@ -3,12 +3,15 @@ split and its record, and the Classifier kinds: heads on cached vectors (head_mo
 classifiers (image_models: fine-tuned, fused, TFLite), all loaded by load_model (loading)."""
 
 from .classifier import Classifier
-from .loading import load_model
-from .head_model import HeadClassifier, LoadedModel, load
-from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, checked_member, read_manifest, recorded_caches,
-                       recover_aside, sha256_file, staged_folder, write_manifest, write_members)
-from .split import SplitCheck, check_split, split_indices, split_record
+from .loading import load, load_image_model, load_model
+from .head_model import HeadClassifier, LoadedModel
+from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, output_lock, read_manifest, read_member, read_regular,
+                       recorded_caches, recover_aside, sha256_file, staged_folder, validate_manifest, write_manifest,
+                       write_members, writing)
+from .trust import signed_here, signing_key
+from .split import SplitCheck, check_split, recorded_split_indices, split_indices, split_record
 
 __all__ = ["Classifier", "FORMAT", "HeadClassifier", "LoadedModel", "MANIFEST", "ManifestView", "SCHEMA_VERSION",
-           "SplitCheck", "check_split", "checked_member", "load", "load_model", "read_manifest", "recorded_caches",
-           "recover_aside", "sha256_file", "split_indices", "split_record", "staged_folder", "write_manifest", "write_members"]
+           "SplitCheck", "check_split", "load", "load_image_model", "load_model", "output_lock", "read_manifest",
+           "read_member", "read_regular", "recorded_caches", "recorded_split_indices", "recover_aside", "sha256_file", "signed_here", "signing_key",
+           "split_indices", "split_record", "staged_folder", "validate_manifest", "write_manifest", "write_members", "writing"]

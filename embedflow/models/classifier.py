@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .manifest import MANIFEST, checked_member, sha256_file, staged_folder, write_manifest, write_members
+from .manifest import MANIFEST, read_member, sha256_file, staged_folder, write_manifest, write_members
 
 
 class Classifier:
@@ -27,6 +27,7 @@ class Classifier:
     def __init__(self, manifest: dict, path: Path | None = None):
         self.manifest = manifest
         self.path = Path(path) if path is not None else None
+        self.trusted = True  # False for a folder loaded without trust whose manifest this user did not sign
 
     @property
     def kind(self) -> str:
@@ -90,8 +91,7 @@ class Classifier:
             raise ModelError(f"this {self.kind} model has no files to save")
         files = {}
         for name in (self.manifest.get("files") or {}):
-            src = checked_member(self.path, self.manifest, name)
-            shutil.copy2(src, staged / name)
+            (staged / name).write_bytes(read_member(self.path, self.manifest, name))  # checked bytes only
             files[name] = sha256_file(staged / name)
         return files
 
@@ -101,7 +101,7 @@ class Classifier:
             return
         members = set(self.manifest.get("files") or {}) | {MANIFEST}
         for src in self.path.iterdir():
-            if src.is_file() and not src.name.startswith(".") and src.name not in members \
+            if src.is_file() and not src.is_symlink() and not src.name.startswith(".") and src.name not in members \
                     and not (staged / src.name).exists():
                 shutil.copy2(src, staged / src.name)
 
@@ -111,7 +111,7 @@ class Classifier:
         return {"labels.txt": "".join(f"{c}\n" for c in self.classes)}
 
     def _manifest_for_save(self) -> dict:
-        return {k: v for k, v in self.manifest.items() if k not in ("files", "format", "schema_version")}
+        return {k: v for k, v in self.manifest.items() if k not in ("files", "format", "schema_version", "signature")}
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""

@@ -9,7 +9,7 @@ import numpy as np
 from ..__about__ import __version__
 from ..errors import ModelError
 from .classifier import Classifier
-from .manifest import _require, checked_member, read_manifest, sha256_file
+from .manifest import read_manifest, read_member, sha256_file, validate_manifest
 
 
 class HeadClassifier(Classifier):
@@ -105,37 +105,52 @@ class HeadClassifier(Classifier):
 LoadedModel = HeadClassifier  # the name before the Classifier interface
 
 
-def load(model_dir: str | Path, *, runtime: str = "auto") -> HeadClassifier:
-    """Load a head's model folder, refusing a head file whose sha256 differs from the manifest."""
-    return from_manifest(Path(model_dir), read_manifest(model_dir), runtime=runtime)
-
-
 def from_manifest(model_dir: Path, manifest: dict, *, runtime: str = "auto") -> HeadClassifier:
-    """The head of a model folder whose manifest was read (load_model decides the kind)."""
+    """The head of a model folder whose manifest was read, validated and trusted (load_model decides)."""
     if manifest.get("kind", "cached-head") != "cached-head":
         raise ModelError(f"{model_dir} is a {manifest['kind']} model, which runs on images, not on cached vectors")
-    _require(manifest, model_dir, {"head_file": str, "classes": list, "fingerprint": dict})
-    head_file = checked_member(model_dir, manifest, manifest["head_file"])
+    name = manifest["head_file"]
+    data = read_member(model_dir, manifest, name)
     try:
-        est = _load_head(head_file, manifest)
+        est = _load_head(data, name, manifest)
+    except ModelError:
+        raise
     except Exception as e:  # noqa: BLE001 - a file that matches its hash but is not a head (a forged manifest)
-        raise ModelError(f"cannot load {head_file}: {type(e).__name__}: {e}") from None
+        raise ModelError(f"cannot load {model_dir / name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    _check_head(est, manifest, model_dir / name)
     return HeadClassifier(est, manifest, model_dir, runtime=runtime)
 
 
-def _load_head(head_file: Path, manifest: dict):
-    if head_file.suffix == ".keras":
-        from ..backbones import quiet_tensorflow
+def _load_head(data: bytes, name: str, manifest: dict):
+    if name.endswith(".keras"):
         from ..heads import DenseHead
-
-        quiet_tensorflow()
-        import keras
+        from .keras_parts import load_keras_bytes
 
         est = DenseHead(**{k: v for k, v in manifest.get("hyperparameters", {}).items()
                            if k in DenseHead().get_params()})
-        est.model_ = keras.models.load_model(head_file)
+        est.model_ = load_keras_bytes(data, name, len(manifest["classes"]), compile=True)
         est.classes_ = np.arange(len(manifest["classes"]))
         return est
+    import io
+
     import joblib
 
-    return joblib.load(head_file)
+    return joblib.load(io.BytesIO(data))
+
+
+def _check_head(est, manifest: dict, where: Path) -> None:
+    """A loaded object must be a fitted head of this folder's classes: else ModelError (a pickle of
+    something else under a forged manifest)."""
+    from sklearn.base import BaseEstimator
+
+    classes = getattr(est, "classes_", None)
+    try:
+        codes = np.asarray(classes)
+        ok = isinstance(est, BaseEstimator) and callable(getattr(est, "predict_proba", None)) \
+            and codes.ndim == 1 and len(codes) > 0 and codes.dtype.kind in "iu" \
+            and int(codes.min()) >= 0 and int(codes.max()) < len(manifest["classes"])
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelError(f"{where} holds a {type(est).__name__}, not a fitted head of this folder's "
+                         f"{len(manifest['classes'])} classes: damaged or tampered with")

@@ -46,20 +46,27 @@ class KerasImageClassifier(ImageClassifier):
 class TFLiteImageClassifier(ImageClassifier):
     """A TFLite export run by LiteRT (a folder with manifest.json, or a bare .tflite with labels.txt)."""
 
-    def __init__(self, path: Path, manifest: dict, model_file: Path, threads: int | None = None):
+    def __init__(self, path: Path, manifest: dict, model_file: Path, threads: int | None = None,
+                 content: bytes | None = None):
         from ..backbones import make_interpreter
 
         super().__init__(path, manifest)
         self.model_file = Path(model_file)
-        self.interpreter = make_interpreter(str(model_file), threads=threads)
+        self.model_content = Path(model_file).read_bytes() if content is None else content
+        try:  # from the bytes that were checked, never from the path again
+            self.interpreter = make_interpreter(model_content=self.model_content, threads=threads)
+        except Exception as e:  # noqa: BLE001 - not a TFLite flatbuffer
+            raise ModelError(f"cannot load {model_file}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        out = self.interpreter.get_output_details()[0]["shape"]
+        if self.manifest.get("classes") and (len(out) != 2 or int(out[-1]) != len(self.classes)):
+            raise ModelError(f"{model_file} outputs {list(out)}, not the {len(self.classes)} classes of its "
+                             "labels: damaged or tampered with")
 
     def _write_members(self, staged: Path) -> dict:
         if self.manifest.get("files"):
             return super()._write_members(staged)
         # a bare .tflite file: the folder gets the file, its labels and a manifest describing them
-        import shutil
-
-        shutil.copy2(self.model_file, staged / "model.tflite")
+        (staged / "model.tflite").write_bytes(self.model_content)
         (staged / "labels.txt").write_text("".join(f"{c}\n" for c in self.classes))
         self.manifest.update(model_file="model.tflite", labels_file="labels.txt")
         return {name: models.sha256_file(staged / name) for name in ("model.tflite", "labels.txt")}
@@ -76,45 +83,36 @@ class TFLiteImageClassifier(ImageClassifier):
         return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, len(self.classes)))
 
 
-def load_keras_model(model_dir: Path, manifest: dict, name: str):
-    from ..backbones import quiet_tensorflow
+def load_keras_model(model_dir: Path, manifest: dict, name: str, *, trusted: bool):
+    """The Keras model member `name` of a validated model folder, from the bytes whose sha256 was checked.
+    A Keras file can run code when loaded: a folder not `trusted` (signed here, or trust=True) is refused."""
+    from .keras_parts import load_keras_bytes
+    from .trust import require_trust
 
-    path = models.checked_member(model_dir, manifest, name)
-    quiet_tensorflow()
-    import keras
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # a damaged or foreign file
-        raise ModelError(f"cannot load {path}: {e}") from None
+    require_trust(model_dir, trusted)
+    data = models.read_member(model_dir, manifest, name)
+    return load_keras_bytes(data, str(Path(model_dir) / name), len(manifest["classes"]))
 
 
-def load(path: str | Path, threads: int | None = None) -> ImageClassifier:
-    """The image classifier at `path` (a model folder of an image kind, or a .tflite file)."""
-    path = Path(path)
-    if path.suffix == ".tflite":
-        return _load_bare_tflite(path, threads)
-    return from_manifest(path, models.read_manifest(path), threads)
-
-
-def from_manifest(path: Path, manifest: dict, threads: int | None = None) -> ImageClassifier:
-    """The image classifier of a model folder whose manifest was read (load_model decides the kind)."""
+def from_manifest(path: Path, manifest: dict, threads: int | None = None, *, trusted: bool = False) -> ImageClassifier:
+    """The image classifier of a model folder whose manifest was read and validated (load_model decides)."""
     kind = manifest.get("kind")
     if kind in ("finetuned", "fused"):
-        return KerasImageClassifier(path, manifest, load_keras_model(path, manifest, manifest["model_file"]))
+        return KerasImageClassifier(path, manifest, load_keras_model(path, manifest, manifest["model_file"],
+                                                                     trusted=trusted))
     if kind == "tflite":
-        return TFLiteImageClassifier(path, manifest, models.checked_member(path, manifest, manifest["model_file"]), threads)
+        name = manifest["model_file"]
+        return TFLiteImageClassifier(path, manifest, path / name, threads,
+                                     content=models.read_member(path, manifest, name))
     raise ModelError(f"{path} is a {kind} model, which runs on cached vectors, not on images")
 
 
-def _classes_from_metadata(path: Path) -> list[str]:
+def _classes_from_metadata(path: Path, content: bytes) -> list[str]:
     """The class names packed in a .tflite file's metadata (embedflow exports carry them)."""
     from .tflite_metadata import read_metadata
 
     try:
-        return read_metadata(path.read_bytes())["labels"]
-    except OSError as e:
-        raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+        return read_metadata(content)["labels"]
     except ModelError as e:
         raise ModelError(f"{path} has neither a manifest.json nor a labels.txt beside it, and its class names cannot "
                          f"be read from its metadata ({e})") from None
@@ -127,15 +125,20 @@ def _load_bare_tflite(path: Path, threads: int | None) -> ImageClassifier:
         raise ModelError(f"no such TFLite file: {path}")
     folder = path.parent
     if (folder / models.MANIFEST).is_file():
-        manifest = models.read_manifest(folder)
+        manifest = models.validate_manifest(models.read_manifest(folder), folder)
         if manifest.get("model_file") == path.name:
-            return TFLiteImageClassifier(folder, manifest, models.checked_member(folder, manifest, path.name), threads)
+            return TFLiteImageClassifier(folder, manifest, path, threads,
+                                         content=models.read_member(folder, manifest, path.name))
+    content = models.read_regular(path, "file")  # a bare file: no recorded hash, but one read all the same
     labels = folder / "labels.txt"
     if labels.is_file():
-        classes = [line for line in labels.read_text().splitlines() if line]
+        try:
+            classes = [line for line in models.read_regular(labels, "labels").decode("utf-8").splitlines() if line]
+        except UnicodeDecodeError:
+            raise ModelError(f"{labels} is not UTF-8 text") from None
     else:
-        classes = _classes_from_metadata(path)
-    clf = TFLiteImageClassifier(folder, {"kind": "tflite", "classes": classes}, path, threads)
+        classes = _classes_from_metadata(path, content)
+    clf = TFLiteImageClassifier(folder, {"kind": "tflite", "classes": classes}, path, threads, content=content)
     shape = clf.interpreter.get_input_details()[0]["shape"]
     clf.manifest["image_size"] = int(shape[1])
     clf.manifest["fingerprint"] = {"id": "unknown", "image_size": int(shape[1])}

@@ -68,3 +68,29 @@ def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarra
     outs = [np.asarray(model.predict_on_batch(pixels[i:i + batch_size]))
             for i in range(0, len(pixels), batch_size)]
     return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, model.output_shape[-1]))
+
+
+def load_keras_bytes(data: bytes, name: str, n_classes: int, *, compile: bool = False):
+    """A Keras model from the verified bytes of a .keras member (written to a private temporary folder, so
+    no other process can swap the file between the check and the load), with Keras' safe_mode on. Raises
+    ModelError when the bytes are not a Keras model or its output does not have n_classes columns."""
+    import tempfile
+    from pathlib import Path
+
+    from ..backbones import quiet_tensorflow
+    from ..errors import ModelError
+
+    quiet_tensorflow()
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="embedflow-model-") as tmp:  # mode 0700
+        path = Path(tmp) / "model.keras"
+        path.write_bytes(data)
+        try:
+            model = keras.models.load_model(path, compile=compile, safe_mode=True)
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file
+            raise ModelError(f"cannot load {name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if not isinstance(model, keras.Model) or tuple(model.output_shape)[-1:] != (n_classes,):
+        raise ModelError(f"{name} is not a model of this folder's {n_classes} classes (output "
+                         f"{getattr(model, 'output_shape', type(model).__name__)}): damaged or tampered with")
+    return model

@@ -1,8 +1,11 @@
-"""Model folders' manifest.json: the one reader, the one atomic writer, the member check (sha256 before
-anything is loaded), and the fields every loaded model exposes. A joblib or Keras file can run code when
-loaded: only load model folders from sources you trust.
+"""Model folders' manifest.json: the one reader, the one atomic (and signing, see models.trust) writer, the
+validation of every field, and the member read (one read: the sha256 is checked on the bytes that are then
+loaded; links and non-regular files are refused). A joblib or Keras file can run code when loaded:
+load_model refuses a folder this user's key did not sign unless trust=True.
 
-Writing (`staged_folder`): the complete folder is built beside its target (`.NAME.tmp-PID`, same parent),
+Writing (`staged_folder`): under the folder's writer lock (`.NAME.lock` beside it, see output_lock), the
+complete folder is built beside its target (`.NAME.tmp-PID`, same parent; NAME shortened with a hash near
+the filesystem's 255-byte limit),
 its files and the folder are fsynced, then it is swapped into place, so that at every instant the target
 is the complete old folder or the complete new one. On Linux the swap is one `renameat2(RENAME_EXCHANGE)`;
 elsewhere the old folder is renamed aside (`.NAME.old-PID`), the new one renamed in, the old one deleted,
@@ -16,13 +19,16 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, OutputError, OutputLocked
+from ..fsio import WriterLock, check_writable_folder, disk_error, staging_stem
+from . import trust
 
 FORMAT = "embedflow.model"
 SCHEMA_VERSION = 1
@@ -68,61 +74,190 @@ def _jsonable(o):
     return str(o)
 
 
+def read_regular(path: Path, what: str = "file") -> bytes:
+    """The bytes of `path`, read once, refusing anything but a regular file: a symbolic link (not followed),
+    a FIFO (opened without blocking), a device or a folder is a ModelError."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ModelError(f"{path.parent} is incomplete: {path.name} is missing") from None
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ModelError(f"{path} is a symbolic link: a model folder must hold its {what} itself; refusing to "
+                         "follow it")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path} is not a regular file: refusing to read it as a model {what}")
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:  # ELOOP: replaced by a link after the lstat
+        raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{path} is not a regular file: refusing to read it as a model {what}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
 def read_manifest(model_dir: str | Path) -> dict:
     """The manifest of a model folder, checked for format and schema. Raises ModelError (missing folder,
-    no manifest, unreadable, foreign, newer schema). A folder a crashed writer left aside is put back first."""
+    no manifest, a manifest that is a link or not a regular file, unreadable, foreign, newer schema). A
+    folder a crashed writer left aside is put back first. Fields are checked by validate_manifest."""
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
     if not model_dir.exists():
         recover_aside(model_dir)
     if not model_dir.exists():
         raise ModelError(f"no model folder at {model_dir}: train one with `embedflow fit`")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ModelError(f"{model_dir} is not an embedflow model folder (no {MANIFEST})")
+    data = read_regular(path, "manifest")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ModelError(f"cannot read {path}: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelError(f"{path} is not an embedflow model manifest")
-    try:
-        schema = int(manifest.get("schema_version", 0))
-    except (TypeError, ValueError):
-        raise ModelError(f"{path} has an invalid schema_version: damaged or tampered with") from None
+    schema = manifest.get("schema_version", 0)
+    if type(schema) is not int or schema < 0:
+        raise ModelError(f"{path} has an invalid schema_version: damaged or tampered with")
     if schema > SCHEMA_VERSION:
         raise ModelError(f"{model_dir} was written by a newer embedflow; upgrade to load it")
     return manifest
 
 
-def checked_member(model_dir: Path, manifest: dict, name) -> Path:
-    """model_dir/name, after checking that the manifest names a plain file of the folder and that its
-    sha256 is the one the manifest records. Call before loading anything that can run code."""
-    where = model_dir / MANIFEST
-    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+# --- validation: every field a loader or a report reads ----------------------------------------------
+
+KINDS = ("cached-head", "finetuned", "fused", "tflite")
+HEADS = ("logreg", "svm", "dense", "knn")
+MODEL_SUFFIXES = {"cached-head": (".joblib", ".keras"), "finetuned": (".keras",), "fused": (".keras",),
+                  "tflite": (".tflite",)}
+MAX_IMAGE_SIZE = 4096
+
+
+def _is_member_name(name) -> bool:
+    return isinstance(name, str) and bool(name) and Path(name).name == name and name not in (".", "..") \
+        and "\\" not in name and "\x00" not in name
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _is_size(value) -> bool:
+    return type(value) is int and 1 <= value <= MAX_IMAGE_SIZE
+
+
+def validate_manifest(manifest: dict, model_dir: str | Path) -> dict:
+    """Check every field a loader uses: types, ranges, known kinds, member names and their recorded
+    sha256. Returns the manifest; raises ModelError (exit 5) naming the first bad field."""
+    where = Path(model_dir) / MANIFEST
+
+    def bad(field: str, why: str):
+        raise ModelError(f"{where} has no valid '{field}' ({why}): damaged or tampered with")
+
+    kind = manifest.get("kind", "cached-head")
+    if kind not in KINDS:
+        if isinstance(kind, str):
+            raise ModelError(f"{model_dir} holds a model of unknown kind '{kind}': written by a newer embedflow?")
+        bad("kind", f"one of {', '.join(KINDS)}")
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        bad("classes", "a non-empty list of class names")
+    if len(set(classes)) != len(classes):
+        bad("classes", "a class is named twice")
+    fp = manifest.get("fingerprint")
+    if not isinstance(fp, dict):
+        bad("fingerprint", "a table")
+    if not isinstance(fp.get("id"), str) or not fp["id"]:
+        bad("fingerprint.id", "a non-empty string")
+    if "image_size" in fp and not _is_size(fp["image_size"]):
+        bad("fingerprint.image_size", f"an integer in 1..{MAX_IMAGE_SIZE}")
+    if "image_size" in manifest and not _is_size(manifest["image_size"]):
+        bad("image_size", f"an integer in 1..{MAX_IMAGE_SIZE}")
+    if not _is_size(manifest.get("image_size", fp.get("image_size"))):
+        bad("fingerprint.image_size", "the input size in pixels")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        bad("files", "a table of member names and their sha256")
+    for name, digest in files.items():
+        if not _is_member_name(name):
+            bad("files", f"{name!r} is not a file of the folder")
+        if not _is_sha256(digest):
+            bad(f"files.{name}", "a sha256 in hex")
+    model_field = "head_file" if kind == "cached-head" else "model_file"
+    name = manifest.get(model_field)
+    if not isinstance(name, str):
+        bad(model_field, "the name of the model file")
+    if not _is_member_name(name):
         raise ModelError(f"{where} names {name!r} as its model file, which is not a file of the folder: "
                          "damaged or tampered with; refusing to load it")
-    path = model_dir / name
-    if not path.is_file():
-        raise ModelError(f"{model_dir} is incomplete: {name} is missing")
+    if not name.endswith(MODEL_SUFFIXES[kind]):
+        bad(model_field, f"a {' or '.join(MODEL_SUFFIXES[kind])} file for a {kind} model")
+    if name not in files:
+        raise ModelError(f"{where} records no sha256 for {name}: damaged or tampered with; refusing to load it")
+    if kind == "cached-head":
+        if manifest.get("head", "logreg" if name.endswith(".joblib") else "dense") not in HEADS:
+            bad("head", f"one of {', '.join(HEADS)}")
+        if (manifest.get("head") == "dense") != name.endswith(".keras") and "head" in manifest:
+            bad("head_file", "head.keras for a dense head, head.joblib for the others")
+    keras_file = manifest.get("keras_file")
+    if keras_file is not None and (not _is_member_name(keras_file) or not keras_file.endswith(".keras")
+                                   or keras_file not in files):
+        bad("keras_file", "a .keras file of the folder listed in 'files'")
+    for field in ("hyperparameters", "data", "split", "metrics", "cache", "source", "parity"):
+        if manifest.get(field) is not None and not isinstance(manifest[field], dict):
+            bad(field, "a table")
+    split = manifest.get("split") or {}
+    for field in ("val_keys", "val_hashes"):
+        value = split.get(field)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            bad(f"split.{field}", "a list of strings")
+    for field, kinds in (("val_split", (int, float)), ("seed", (int,))):
+        value = split.get(field)
+        if value is not None and (type(value) not in kinds or not (0 <= value < (1 if field == "val_split" else 2**63))):
+            bad(f"split.{field}", "0 <= val_split < 1" if field == "val_split" else "an integer >= 0")
+    root = (manifest.get("data") or {}).get("root")
+    if root is not None and not isinstance(root, str):
+        bad("data.root", "a folder path")
+    for field in ("path", "abspath", "root"):
+        value = (manifest.get("cache") or {}).get(field)
+        if value is not None and not isinstance(value, str):
+            bad(f"cache.{field}", "a path")
+    if manifest.get("quantize") is not None and manifest["quantize"] not in ("none", "dynamic", "float16", "int8"):
+        bad("quantize", "none, dynamic, float16 or int8")
+    for field in ("signature", "labels_file", "embedflow_version", "created_utc"):
+        if manifest.get(field) is not None and not isinstance(manifest[field], str):
+            bad(field, "a string")
+    return manifest
+
+
+def read_member(model_dir: Path, manifest: dict, name) -> bytes:
+    """The bytes of member `name` of a model folder, read once, after checking that the manifest names a
+    plain file of the folder, that it is a regular file (not a link, FIFO or device) and that these very
+    bytes have the sha256 the manifest records. Load from the returned bytes, never from the path again."""
+    where = Path(model_dir) / MANIFEST
+    if not _is_member_name(name):
+        raise ModelError(f"{where} names {name!r} as its model file, which is not a file of the folder: "
+                         "damaged or tampered with; refusing to load it")
     files = manifest.get("files")
     recorded = files.get(name) if isinstance(files, dict) else None
     if not recorded:
         raise ModelError(f"{where} records no sha256 for {name}: damaged or tampered with; refusing to load it")
-    if sha256_file(path) != recorded:
+    path = Path(model_dir) / name
+    data = read_regular(path, "file")
+    if hashlib.sha256(data).hexdigest() != recorded:
         raise ModelError(
             f"{path} does not match the sha256 in its manifest: it was modified or replaced; refusing to "
             "load it (model files can run code: only use ones from sources you trust)"
         )
-    return path
-
-
-def _require(manifest: dict, model_dir: Path, fields: dict) -> None:
-    """Fields a loader needs, with their types: a missing or mistyped one is one clear error."""
-    for name, kind in fields.items():
-        if not isinstance(manifest.get(name), kind):
-            raise ModelError(f"{model_dir / MANIFEST} has no valid '{name}': damaged or tampered with")
-    if "id" not in manifest.get("fingerprint", {"id": ""}):
-        raise ModelError(f"{model_dir / MANIFEST} has no fingerprint id: damaged or tampered with")
+    return data
 
 
 def recorded_caches(manifest: dict) -> list[Path]:
@@ -136,30 +271,69 @@ def recorded_caches(manifest: dict) -> list[Path]:
 
 
 def write_manifest(folder: Path, manifest: dict) -> Path:
-    """manifest.json in a staged folder, with `format`, `schema_version` and `created_utc` filled in."""
+    """manifest.json in a staged folder, with `format`, `schema_version` and `created_utc` filled in, and
+    signed with this user's key (models.trust; the key is created on first use). Raises ModelError when the
+    key cannot be read or created."""
     manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **manifest}
     manifest.setdefault("created_utc", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    manifest.pop(trust.FIELD, None)
+    manifest = trust.sign(json.loads(json.dumps(manifest, default=_jsonable)))  # sign what a reader parses
     path = Path(folder) / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, default=_jsonable))
+    path.write_text(json.dumps(manifest, indent=2))
     return path
 
 
+def output_lock(target: str | Path, reporter=None) -> WriterLock:
+    """The writer lock of a model folder: `.NAME.lock` beside it (re-entrant within a process, so a save
+    inside a locked fit nests). Raises OutputLocked (exit 5) when another process writes the folder."""
+    target = Path(target)
+    return WriterLock(target.parent / f".{staging_stem(target.name)}.lock", f"model folder {target}", OutputLocked,
+                      OutputError, reporter, reentrant=True, hint="wait for it to finish or choose another --out")
+
+
 @contextlib.contextmanager
-def staged_folder(target: str | Path):
+def writing(target: str | Path, reporter=None, *, inside: bool = False):
+    """Hold the output lock of `target` and check, before any work, that its folder can be written (and,
+    with `inside`, the target folder itself: evaluate writes its report there). Raises OutputLocked, or
+    OutputError naming the read-only (or full) folder."""
+    target = Path(target)
+    with output_lock(target, reporter):
+        for folder in ([target] if inside else []) + [target.parent]:
+            err = check_writable_folder(folder)
+            if err is not None:
+                raise OutputError(f"cannot write {target}: {folder} is not writable ({err.strerror or err}); "
+                                  "nothing was done") from None
+        yield target
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | Path, reporter=None):
     """Yields an empty folder beside `target` to write the complete model folder into; when the block ends
     without an exception, fsyncs it and swaps it into place (see the module docstring). On an exception
-    the staged folder is removed and the target is left as it was."""
+    the staged folder is removed and the target is left as it was; a full or failing disk (or a read-only
+    folder) is OutputError (exit 5). The target's output lock is held throughout (OutputLocked)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir()
-    try:
-        yield staged
-        _fsync_tree(staged)
-        swap_into_place(staged, target)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    with output_lock(target, reporter):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stem = staging_stem(target.name)
+            for stale in target.parent.glob(f".{_glob_escape(stem)}.tmp-*"):  # a killed writer's (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            staged = target.parent / f".{stem}.tmp-{os.getpid()}"
+            staged.mkdir()
+        except OSError as e:
+            raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+        try:
+            yield staged
+            _fsync_tree(staged)
+            swap_into_place(staged, target)
+        except OSError as e:
+            if not disk_error(e):
+                raise
+            raise OutputError(f"cannot write {target}: {e.strerror or e}"
+                              f"{f' ({e.filename})' if e.filename else ''}; it was left as it was") from None
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def swap_into_place(staged: Path, target: Path) -> None:
@@ -167,7 +341,7 @@ def swap_into_place(staged: Path, target: Path) -> None:
     if not os.path.lexists(target):
         _rename(staged, target)
     elif not _exchange(staged, target):
-        aside = target.parent / f".{target.name}.old-{os.getpid()}"
+        aside = target.parent / f".{staging_stem(target.name)}.old-{os.getpid()}"
         shutil.rmtree(aside, ignore_errors=True)
         _rename(target, aside)
         _rename(staged, target)  # a crash before this line leaves the old folder aside: recover_aside
@@ -180,7 +354,7 @@ def recover_aside(target: Path) -> bool:
     target = Path(target)
     if not target.parent.is_dir():
         return False
-    aside = sorted((p for p in target.parent.glob(f".{target.name}.old-*") if (p / MANIFEST).is_file()),
+    aside = sorted((p for p in target.parent.glob(f".{_glob_escape(staging_stem(target.name))}.old-*") if (p / MANIFEST).is_file()),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     for p in aside:
         try:
@@ -189,6 +363,12 @@ def recover_aside(target: Path) -> bool:
         except OSError:  # another reader put it back first
             return target.exists()
     return False
+
+
+def _glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 _rename = os.rename  # one seam, so the tests can crash a writer between its two renames

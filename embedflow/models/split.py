@@ -103,3 +103,80 @@ def check_split(record: dict, keys: list[str], hashes: list[str] | None = None) 
             changed.append(key)
         rows.append(row)
     return SplitCheck(np.array(rows, dtype=np.int64), len(val_keys), missing, changed)
+
+
+def recorded_split_indices(splits: list[str], labels: np.ndarray, hashes: list[str], classes: list[str],
+                           val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training rows, validation rows, test rows) of a cache whose images came from train/ val|validation/
+    test/ folders (`splits`: each row's "train" | "val" | "test"). The folders are the split: training
+    on train, validation on val; test rows are never used by fit (evaluate --split test scores them).
+    Without a val folder the train rows are split with split_indices(val_split, seed).
+    Raises DatasetError when a class has no training image (it would be a class the head never saw)."""
+    splits = np.asarray(splits)
+    labels = np.asarray(labels)
+    train, val, test = (np.flatnonzero(splits == s) for s in ("train", "val", "test"))
+    if not len(train):
+        raise DatasetError("the train/ folder holds no image: fit trains on train/ (and reports on val/)")
+    missing = sorted(set(range(len(classes))) - set(labels[train].tolist()))
+    if missing:
+        raise DatasetError(f"class '{classes[missing[0]]}' has no image in train/ (it is in "
+                           f"{', '.join(sorted(set(splits[labels == missing[0]].tolist())))}/ only): fit trains on "
+                           "train/; add images to train/ or remove the class")
+    if not len(val) and val_split > 0:
+        inner_train, inner_val = split_indices(labels[train], [hashes[i] for i in train], classes, val_split, seed)
+        train, val = train[inner_train], train[inner_val]
+    return train, val, test
+
+
+NEAR_DUPLICATE_THRESHOLD = 0.92  # as `duplicates` and `audit`
+GROUPED_BY_NEAR = "sha256 and near-duplicates (cosine >= {threshold}): each group of connected images shares a side"
+
+
+def near_duplicate_groups(X: np.ndarray, hashes: list[str], threshold: float = NEAR_DUPLICATE_THRESHOLD,
+                          block: int = 1024) -> np.ndarray:
+    """(N,) int64 group ids 0..G-1 (in order of first appearance): rows joined by a chain of pairs with
+    cosine >= threshold, or with the same sha256, share an id (scipy connected components). X: (N, D)
+    float vectors; the similarity is computed `block` rows at a time (memory block x N float32)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    X = np.asarray(X, dtype=np.float32)
+    n = len(X)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    rows, cols = [], []
+    for start in range(0, n, block):
+        S = U[start:start + block] @ U.T
+        i, j = np.nonzero(S >= threshold)
+        keep = start + i < j
+        rows.append(start + i[keep])
+        cols.append(j[keep])
+    first_of: dict[str, int] = {}
+    for r, h in enumerate(hashes):
+        f = first_of.setdefault(h, r)
+        if f != r:
+            rows.append(np.array([f]))
+            cols.append(np.array([r]))
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    _, labels = connected_components(coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)), directed=False)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse]
+
+
+def split_indices_near_duplicates(X: np.ndarray, labels: np.ndarray, hashes: list[str], classes: list[str],
+                                  val_split: float, seed: int, threshold: float = NEAR_DUPLICATE_THRESHOLD):
+    """split_indices, but each group of near_duplicate_groups(X, hashes, threshold) keeps all its images on
+    one side (a group goes where its first image's label stratifies it). Returns (train_rows, val_rows,
+    info) with info = {"grouped_by", "threshold", "near_duplicate_groups": groups of more than one image
+    kept together, "images_in_groups"}. Raises DatasetError as split_indices does."""
+    labels = np.asarray(labels)
+    groups = near_duplicate_groups(X, hashes, threshold)
+    sizes = np.bincount(groups) if len(groups) else np.zeros(0, int)
+    info = {"grouped_by": GROUPED_BY_NEAR.format(threshold=threshold), "threshold": threshold,
+            "near_duplicate_groups": int((sizes > 1).sum()), "images_in_groups": int(sizes[sizes > 1].sum())}
+    # one representative "hash" per group: split_indices keeps rows with equal hashes together
+    train, val = split_indices(labels, [f"group{g}" for g in groups], classes, val_split, seed)
+    return train, val, info

@@ -41,4 +41,13 @@ def format_report(report: dict) -> str:
     for row in report["per_class"]:
         lines.append(f"{row['class'][:20]:<20} {row['precision']:>9.3f} {row['recall']:>7.3f} "
                      f"{row['f1']:>6.3f} {row['support']:>8d}")
+    rej = report.get("rejection")
+    if rej:
+        lines.append(f"unknown-input rule: {rej['n_rejected']} of {rej['n']} rejected as unknown (coverage "
+                     f"{rej['coverage']:.1%}); accuracy {rej['accuracy_all']:.2%} on all, "
+                     f"{rej['accuracy_accepted']:.2%} on the accepted")
+    pairs = report.get("confused_pairs") or []
+    if pairs:
+        lines.append("most confused (true -> predicted): " + ", ".join(
+            f"{c['true']} -> {c['predicted']} {c['count']}" for c in pairs[:3]))
     return "\n".join(lines)

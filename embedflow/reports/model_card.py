@@ -211,6 +211,9 @@ def _training_data(m: dict) -> str:
         lines.append(f"- Images: {data['count']}")
     if split:
         how = ", identical files kept on one side" if split.get("grouped_by") else ""
+        if "near_duplicate_groups" in split:
+            how = (f", identical files and near-duplicates (cosine >= {split.get('threshold')}) kept on one side: "
+                   f"{split['near_duplicate_groups']} group(s) of {split.get('images_in_groups', '?')} images")
         lines.append(f"- Split: {split.get('n_train', '?')} training / {split.get('n_val', '?')} validation images "
                      f"(stratified, `--val-split {split.get('val_split')}`, `--seed {split.get('seed')}`{how})")
         if split.get("refit_on_all"):
@@ -269,6 +272,18 @@ def _validation(m: dict, report: dict | None) -> str:
 
 
 def _unknown_inputs(m: dict) -> str:
+    rejector = m.get("rejector")
+    if isinstance(rejector, dict) and "threshold" in rejector:
+        cal = rejector.get("calibrated_on") or {}
+        return ("## Images of none of its classes\n\n"
+                f"This model carries an unknown-input rule (`rejector.npz`): an image whose vector's mean cosine "
+                f"to its {rejector.get('k', 5)} most similar training vectors is below "
+                f"{1 - float(rejector['threshold']):.4f} is reported as `unknown` by `embedflow predict` "
+                f"(`--no-reject` turns it off). The threshold rejects {float(rejector.get('rate', 0)):.0%} of the "
+                f"{cal.get('n_val', '?')} validation images, so about that share of new photos like the training "
+                "data are rejected too. It tells photos unlike the training set apart (other subjects, drawings, "
+                "blank pictures); an unseen class that looks like the known ones (another flower species) is mostly "
+                "not rejected.")
     rule = m.get("rejection")
     if rule:
         text = rule.get("description") if isinstance(rule, dict) else str(rule)

@@ -11,12 +11,28 @@ CAPTION = 34  # caption height under each thumbnail
 PAD = 6
 
 
-def _thumbnail(path: Path | None):
-    """The image fitted in a CELL square on white, or a grey square saying why there is none."""
+def source(root, key: str):
+    """The file of cache key `key` under `root` (None without a root), or the BadImage saying why a key that
+    would leave the dataset folder (`../x`, an absolute path) is not read."""
+    from ..data import BadImage, key_path
+
+    if not root:
+        return None
+    try:
+        return key_path(root, key)
+    except BadImage as e:
+        return e
+
+
+def _thumbnail(path):
+    """The image fitted in a CELL square on white, or a grey square saying why there is none (path None:
+    a vector query; an exception: the reason it is not read)."""
     from PIL import Image, ImageDraw, ImageOps
 
     cell = Image.new("RGB", (CELL, CELL), "white")
     try:
+        if isinstance(path, Exception):
+            raise OSError("refused key")
         if path is None:
             raise OSError("vector query")
         with Image.open(path) as img:
@@ -25,7 +41,8 @@ def _thumbnail(path: Path | None):
             cell.paste(img, ((CELL - img.width) // 2, (CELL - img.height) // 2))
     except Exception as e:  # a missing or unreadable file must not stop the sheet
         cell.paste((200, 200, 200), (0, 0, CELL, CELL))
-        ImageDraw.Draw(cell).text((8, CELL // 2 - 6), "no image" if path else str(e), fill="black")
+        text = "refused: outside the data" if isinstance(path, Exception) else "no image" if path else str(e)
+        ImageDraw.Draw(cell).text((8, CELL // 2 - 6), text, fill="black")
     return cell
 
 
@@ -38,9 +55,9 @@ def _fit(text: str, draw, font, width: int) -> str:
 
 
 def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
-    """rows: [{"image": Path|None, "title": str, "detail": str, "neighbors": [{"image", "title", "detail",
+    """rows: [{"image": Path|None|Exception (the reason it is not shown), "title": str, "detail": str, "neighbors": [{"image", "title", "detail",
     "mismatch"}]}]; each cell is captioned with its title and detail line. Writes a PNG; neighbours whose
-    label differs from the query's (mismatch=True) are outlined and captioned in red."""
+    label differs from the query's (mismatch=True; on a row: the first cell) are outlined and captioned in red."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=12)
@@ -54,7 +71,7 @@ def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
         draw.text((PAD, 6), _fit(title, draw, font, width - 2 * PAD), fill="black", font=font)
     for r, row in enumerate(rows):
         y = top + PAD + r * (CELL + CAPTION + PAD)
-        cells = [(row, "black")] + [(n, "red" if n.get("mismatch") else "black") for n in row["neighbors"]]
+        cells = [(cell, "red" if cell.get("mismatch") else "black") for cell in [row, *row["neighbors"]]]
         for c, (cell, colour) in enumerate(cells):
             x = PAD + c * (CELL + PAD) + (PAD if c else 0)
             sheet.paste(_thumbnail(cell["image"]), (x, y))
@@ -72,17 +89,17 @@ def neighbors_sheet(result, columns, out: str | Path) -> Path:
     score and label, those of another label than the query's outlined in red. Source images are found
     under the cache's root (columns: the cache.CacheColumns the search used). Returns the PNG's path."""
     root = Path(columns.root) if columns.root else None
-    label_of = dict(zip(columns.keys, (columns.classes[i] for i in columns.labels)))
+    label_of = dict(zip(columns.keys, columns.label_names()))
     rows = []
     for r in result.results:
         if r.kind == "key":
-            image = root / r.query if root else None
+            image = source(root, r.query)
         else:
             image = None if r.kind == "vector" else Path(r.query)
         own_label = label_of.get(r.own_key) if r.own_key else None
         rows.append({"image": image, "title": "query" + (f": {own_label}" if own_label else ""),
                      "detail": Path(r.query).name, "neighbors": [
-            {"image": root / n.key if root else None, "title": f"{round(n.score, 6):.3f}  {n.label}",
+            {"image": source(root, n.key), "title": f"{round(n.score, 6):.3f}  {n.label or ''}",
              "detail": Path(n.key).name, "mismatch": bool(own_label) and n.label != own_label}
             for n in r.neighbors]})
     return render(rows, out, f"{result.cache}: {len(columns)} vectors, {result.method} search, k={result.k}")

@@ -187,7 +187,7 @@ def find_duplicates(cache_path, columns: cache.CacheColumns, threshold: float, m
         pairs = similar_pairs_index(load_index(cache_path, columns, reporter), cache_path, threshold)
     else:
         pairs = similar_pairs_exact(cache_path, threshold, snapshot=columns.snapshot)
-    label_of = [columns.classes[i] for i in columns.labels]
+    label_of = columns.label_names()  # None for an unlabelled image
     groups = []
     for edges in group_duplicates(len(columns), columns.hashes, pairs).values():
         rows = sorted({i for i, _, _ in edges} | {j for _, j, _ in edges})
@@ -195,7 +195,7 @@ def find_duplicates(cache_path, columns: cache.CacheColumns, threshold: float, m
         groups.append(DuplicateGroup(
             members=[Member(r, columns.keys[r], label_of[r], columns.hashes[r]) for r in rows],
             pairs=[Pair(i, j, columns.keys[i], columns.keys[j], s) for i, j, s in edges],
-            labels=sorted({label_of[r] for r in rows})))
+            labels=sorted({label_of[r] for r in rows} - {None})))
     groups.sort(key=lambda g: (not g.cross_class, -g.size, g.members[0].key))
     columns.check_unchanged()  # vectors were read in later opens: they must come from the same file
     return DuplicatesResult(Path(cache_path), threshold, method, groups)

@@ -49,7 +49,7 @@ class CacheRow:
 
     row: int
     key: str
-    label: str
+    label: str | None  # None for an unlabelled image
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import cache
 from ..errors import CacheError, UsageError
+from ..fsio import sibling, staging_stem
 from ..progress import SILENT, Reporter
 from .exact import SEARCH_ROWS, Hits, _best_k, normalise
 
@@ -33,8 +34,7 @@ def faiss_module():
 
 def index_paths(cache_path: str | os.PathLike) -> tuple[Path, Path]:
     """The index file and its JSON sidecar, beside the cache."""
-    index = Path(str(cache_path) + INDEX_SUFFIX)
-    return index, Path(str(index) + ".json")
+    return sibling(cache_path, INDEX_SUFFIX), sibling(cache_path, INDEX_SUFFIX + ".json")  # within NAME_MAX
 
 
 def cache_digest(columns: cache.CacheColumns) -> str:
@@ -87,8 +87,8 @@ def build_index(cache_path, columns: cache.CacheColumns, reporter: Reporter = SI
     finally:
         reporter.finish()
     index_file, sidecar_file = index_paths(cache_path)
-    tmp = index_file.with_name(f".{index_file.name}.tmp{os.getpid()}")
-    tmp_side = sidecar_file.with_name(f".{sidecar_file.name}.tmp{os.getpid()}")
+    tmp = index_file.with_name(f".{staging_stem(index_file.name)}.tmp{os.getpid()}")
+    tmp_side = sidecar_file.with_name(f".{staging_stem(sidecar_file.name)}.tmp{os.getpid()}")
     try:
         data = faiss.serialize_index(index).tobytes()
         with open(tmp, "wb") as f:

@@ -113,7 +113,7 @@ def image_queries(images, columns: cache.CacheColumns, cache_path, runtime: str,
         except BadImage as e:
             failures.append({"path": str(ref.path), "reason": str(e)})
     fp = columns.fingerprint
-    known = cache.vectors_for_hashes(cache_path, set(hashes), fp["id"])
+    known = cache.vectors_for_hashes(cache_path, set(hashes), fp)
     if all(h in known for h in hashes):
         vectors = np.stack([known[h] for h in hashes]) if hashes else np.zeros((0, columns.dim), np.float32)
         return [str(r.path) for r in refs], hashes, vectors, failures
@@ -180,8 +180,9 @@ def find_neighbors(cache_path: Path, columns: cache.CacheColumns, images=None, k
     columns.check_unchanged()  # vectors were read in later opens: they must come from the same file
     key_of_content = dict(zip(columns.hashes, columns.keys))
     results = []
+    label_of = columns.label_names()  # None for an unlabelled image
     for name, h, kind, hit_rows, hit_scores in zip(q.names, q.hashes, q.kinds, rows, scores):
-        hits = [Neighbor(int(r), columns.keys[r], columns.classes[columns.labels[r]], float(s))
+        hits = [Neighbor(int(r), columns.keys[r], label_of[r], float(s))
                 for r, s in zip(hit_rows, hit_scores) if r >= 0]
         own = name if kind == "key" else key_of_content.get(h) if h else None
         results.append(QueryResult(name, h, kind, hits, own))

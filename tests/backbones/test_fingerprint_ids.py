@@ -10,7 +10,9 @@ from dataclasses import replace
 import h5py
 import pytest
 
-from embedflow import backbones
+import numpy as np
+
+from embedflow import backbones, cache
 from embedflow.errors import FingerprintMismatch
 
 from ..conftest import make_dataset, make_image
@@ -127,3 +129,22 @@ def test_a_scheme1_cache_of_another_backbone_is_still_refused(cli, tmp_path):
         as_schema_1_file(f)
     r = cli("embed", data, expect=3)
     assert "differs in: weights_sha256" in r.stderr
+
+
+def test_vectors_are_reused_across_id_schemes(cli, tmp_path):
+    """A scheme 1 cache gives its vectors to a today's (scheme 2) fingerprint and back: predict and
+    neighbors reuse them instead of embedding again (they compared raw ids before)."""
+    data = make_dataset(tmp_path / "data", per_class=6)
+    cli("embed", data, "--quiet")
+    now = json.loads(cli("info", "--json").stdout)["fingerprint"]
+    columns = cache.load_columns("cache/embeddings.h5")
+    wanted = set(columns.hashes[:4])
+    fresh = cache.vectors_for_hashes("cache/embeddings.h5", wanted, now)
+    old = rewrite_as_scheme1("cache/embeddings.h5")
+    assert old["id"] != now["id"]
+    for fp in (now, now["id"], old, old["id"]):
+        got = cache.vectors_for_hashes("cache/embeddings.h5", wanted, fp)
+        assert set(got) == wanted and all(np.array_equal(got[h], fresh[h]) for h in wanted)
+    other = {**now, "weights_sha256": "0" * 64}
+    other["id"] = backbones.fingerprint_id(other)
+    assert cache.vectors_for_hashes("cache/embeddings.h5", wanted, other) == {}

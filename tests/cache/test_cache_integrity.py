@@ -59,7 +59,7 @@ def one_line_exit_4(r) -> None:
 def test_schema_2_carries_checksums_and_reads_with_plain_h5py(tmp_path):
     path = synthetic_cache(tmp_path / "c.h5", failed=[("a/bad.jpg", "empty file (0 bytes)", "")])
     with h5py.File(path, "r") as f:
-        assert f.attrs["schema_version"] == 2 == cache.SCHEMA_VERSION
+        assert f.attrs["schema_version"] == 2 and cache.SCHEMA_VERSION == 3  # 3 only for unlabelled rows or splits
         assert f["embeddings"].fletcher32 and f["labels"].fletcher32 and f["file_stats"].fletcher32
         assert f["embeddings"].dtype == np.float32 and f["embeddings"].shape == (24, 16)
         assert len(f.attrs["content_sha256"]) == 64

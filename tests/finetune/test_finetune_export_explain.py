@@ -104,6 +104,24 @@ def test_finetuned_folder_holds_model_report_and_labels(finetuned):
 
 
 @pytest.mark.slow
+def test_finetuned_report_holds_one_prediction_per_validation_image(finetuned):
+    """Issue #17: report.json's per-image predictions are the validation images (the manifest's val_keys),
+    consistent with the confusion matrix; predictions.csv and top-losses.png are beside it."""
+    manifest = read_json(finetuned.ft / "manifest.json")
+    report = read_json(finetuned.ft / "report.json")
+    preds = report["predictions"]
+    assert [p["key"] for p in preds] == manifest["split"]["val_keys"]
+    assert sum(p["correct"] for p in preds) == np.trace(np.array(report["confusion_matrix"]))
+    for p in preds:
+        assert p["loss"] == pytest.approx(-np.log(max(p["p_true"], 1e-12)), abs=1e-5)
+        assert p["top"][0]["label"] == p["predicted"] and len(p["top"]) == 3
+    assert sum(c["count"] for c in report["confused_pairs"]) == len(preds) - sum(p["correct"] for p in preds)
+    rows = (finetuned.ft / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("key,true,predicted,p_true,loss") and len(rows) == 1 + len(preds)
+    assert (finetuned.ft / "top-losses.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_float_tflite_export_agrees_with_keras(finetuned):
     """Parity with the Keras model on its validation images is printed and recorded; labels.txt beside it."""
     assert "top-1 agreement 100.00%" in finetuned.export_stdout

@@ -1,0 +1,215 @@
+"""File-system helpers every writer shares: names derived from a user's name that stay within the
+filesystem's limit, and the one writer lock (flock on a lock file holding the writer's pid).
+
+Names: a file name is at most NAME_MAX (255) bytes on Linux and macOS. A name derived from a user's one
+(`<cache>.lock`, `.NAME.tmp-PID`, `cache/FOLDER-HASH.h5`, `NNN-PHOTO-gradcam.png`) could exceed it: `fit_name`
+shortens the user's part and adds a hash of it, so derived names stay distinct and deterministic.
+
+Locks: `WriterLock` takes an exclusive flock (released by the OS when the process dies) on a lock file
+beside what it protects and writes the holder's pid into it. Where the filesystem has no locks (ENOLCK:
+NFS without lockd), it warns once through the reporter and goes on; where the folder cannot be written,
+`writable` is False and the caller decides.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+NAME_MAX = 255  # bytes in one path component (Linux, macOS)
+HASH_CHARS = 10
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def short_stem(stem: str, room: int = 0, limit: int = NAME_MAX) -> str:
+    """`stem` unchanged when it takes at most limit - room bytes (UTF-8), else its longest prefix that
+    fits with "~" and a 10-character hash of the whole stem (never splitting a character)."""
+    budget = limit - room
+    if len(os.fsencode(stem)) <= budget:
+        return stem
+    digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:HASH_CHARS]
+    keep = budget - 1 - HASH_CHARS
+    if keep < 1:
+        raise ValueError(f"no room for a name in {budget} bytes")
+    cut = os.fsencode(stem)[:keep].decode("utf-8", errors="ignore")
+    while len(os.fsencode(cut)) > keep:  # surrogate-escaped bytes: drop characters until it fits
+        cut = cut[:-1]
+    return f"{cut}~{digest}"
+
+
+def fit_name(stem: str, tail: str = "", head: str = "", limit: int = NAME_MAX) -> str:
+    """head + stem + tail, within `limit` bytes: head and tail (a prefix such as "." and a suffix such as
+    ".lock" or "-gradcam.png") are kept whole, the stem is shortened with a hash when needed."""
+    return head + short_stem(stem, len(os.fsencode(head + tail)), limit) + tail
+
+
+def sibling(path: str | os.PathLike, tail: str, head: str = "") -> Path:
+    """The path beside `path` named head + its name + tail, within NAME_MAX (e.g. `<cache>.lock`)."""
+    path = Path(path)
+    return path.with_name(fit_name(path.name, tail, head))
+
+
+STAGE_ROOM = 32  # bytes kept for "." + ".tmp-"/".old-"/".lock" + a pid around a staged or aside name
+
+
+def staging_stem(name: str) -> str:
+    """The part of a staged, aside or lock name that comes from the target's name (see STAGE_ROOM)."""
+    return short_stem(name, STAGE_ROOM)
+
+
+def disk_error(e: BaseException) -> bool:
+    """True for an OSError that a full disk, a failing disk or a read-only folder causes."""
+    return isinstance(e, OSError) and e.errno in DISK_ERRORS
+
+
+# --- the writer lock ----------------------------------------------------------------------------------
+
+_held: dict[str, list] = {}  # lock path -> [fd, depth]: re-entrant locks held by this process
+_held_guard = threading.Lock()
+
+
+class WriterLock:
+    """Exclusive writer lock: flock on `lock_path`, which holds the writer's pid.
+
+    `what` names the protected thing in messages ("cache cache/embeddings.h5"). `busy` (an
+    EmbedflowError class) is raised when another process holds the lock, `failed` on any other I/O error.
+    `reentrant`: a second acquisition in the same process (e.g. a save inside a locked fit) nests
+    instead of being refused. After entering: `locked` (the flock is held), `writable` (the lock's
+    folder can be written)."""
+
+    def __init__(self, lock_path: Path, what: str, busy: type, failed: type, reporter=None, *,
+                 reentrant: bool = False, hint: str = "wait for it to finish"):
+        self.path = Path(lock_path)
+        self.what = what
+        self.busy, self.failed = busy, failed
+        self.reporter = reporter
+        self.reentrant = reentrant
+        self.hint = hint
+        self.locked = False
+        self.writable = True
+        self._fd: int | None = None
+        self._nested = False
+
+    def __enter__(self) -> "WriterLock":
+        import fcntl
+
+        if self.reentrant:
+            with _held_guard:
+                held = _held.get(os.path.abspath(self.path))
+                if held is not None:
+                    held[1] += 1
+                    self._nested, self.locked = True, True
+                    return self
+        fd = self._open()
+        if fd is None:
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in NO_LOCKS:
+                os.close(fd)
+                if self.reporter is not None:
+                    self.reporter.warn(f"cannot lock {self.path} ({e.strerror}): this filesystem has no file locks; "
+                                       f"make sure no other run writes {self.what} at the same time")
+                return self
+            holder = _holder_pid(fd)
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise self.busy(f"{self.what} is in use by process {holder}; {self.hint}") from None
+            raise self.failed(f"cannot lock {self.path}: {e.strerror or e}") from None
+        self._fd, self.locked = fd, True
+        if self.reentrant:
+            with _held_guard:
+                _held[os.path.abspath(self.path)] = [fd, 1]
+        if self.writable:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except OSError:
+                pass  # a full disk: the lock holds without the pid (a second writer is told "process ?")
+        return self
+
+    def _open(self) -> int | None:
+        """The lock file's descriptor: read-write, or read-only in a folder that cannot be written (an
+        existing lock file still shows a writer), or None when there is none to open."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno not in READ_ONLY:
+                raise self.failed(f"cannot create the lock file {self.path}: {e.strerror or e}") from None
+        self.writable = False
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self._nested:
+            with _held_guard:
+                _held[os.path.abspath(self.path)][1] -= 1
+            self._nested = self.locked = False
+            return
+        if self._fd is not None:
+            if self.reentrant:
+                with _held_guard:
+                    _held.pop(os.path.abspath(self.path), None)
+            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
+            self._fd = None
+        self.locked = False
+
+
+def _holder_pid(fd: int) -> str:
+    """The pid written in a lock file by its holder. A holder that has just taken the lock writes its pid
+    right after: wait a moment for it, so a stale pid or an empty file is not reported."""
+    time.sleep(0.05)
+    for _ in range(20):
+        try:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        except OSError:
+            return "?"
+        if text:
+            return text
+        time.sleep(0.01)
+    return "?"
+
+
+def lock_holder(lock_path: Path) -> int | None:
+    """Pid of the process holding the lock file (-1 when it is unknown), or None."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in NO_LOCKS:
+            return None
+        text = _holder_pid(fd)
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def check_writable_folder(folder: Path) -> OSError | None:
+    """None when a file can be created in `folder` (created if missing), else the OSError that says why.
+    Tries for real (a temporary file, removed at once): permission bits say nothing to root, and a
+    read-only mount or a full inode table only shows when writing."""
+    import tempfile
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".embedflow-probe-"):
+            pass
+    except OSError as e:
+        return e
+    return None

@@ -1,0 +1,328 @@
+"""Model folders and reports survive a second writer, Ctrl-C, a full disk and a read-only target: each
+case is one line and exit 5, the old folder still loads and predicts as before, and no temporary file or
+folder is left. Real faults where the machine allows them (a small tmpfs, remounted read-only), else the
+same OSError raised by a monkeypatched write."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedflow import fsio, models
+from embedflow.models import manifest as writer
+
+from ..conftest import embed_and_fit
+
+
+@pytest.fixture
+def fitted(tmp_path, weights_file):
+    """tmp_path with data/, cache/embeddings.h5 and models/logreg (the cli fixture runs in tmp_path)."""
+    return embed_and_fit(tmp_path, weights_file)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _probabilities(folder: Path, root: Path) -> np.ndarray:
+    from embedflow import open_cache
+
+    return models.load_model(folder).predict_proba_vectors(open_cache(root / "cache" / "embeddings.h5").X)
+
+
+def _leftovers(parent: Path) -> list[str]:
+    """Staged, aside or temporary entries beside (or inside) model folders; the lock files may stay."""
+    return sorted(p.name for p in parent.rglob(".*") if not p.name.endswith(".lock"))
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of `size` mounted at path; yields False (nothing mounted) where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Fill the file system of folder until about `leave` bytes are free."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\1" * 4096)
+    finally:
+        os.close(fd)
+    size = (folder / "filler").stat().st_size
+    os.truncate(folder / "filler", max(0, size - leave))
+
+
+# --- one writer per folder ------------------------------------------------------------------------------
+
+
+def _hold_lock(*targets: Path):
+    code = ("import sys; from embedflow import models; l = [models.output_lock(t).__enter__() for t in sys.argv[1:]]; "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, *map(str, targets)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_writer_of_a_model_folder_gets_one_line_and_exit_5_before_any_work(fitted, cli):
+    target = fitted / "models" / "logreg"
+    before = _snapshot(target)
+    holder = _hold_lock(Path("models/logreg"), Path("models/logreg-fused"))  # relative: cwd is fitted
+    try:
+        for args, folder in ((("fit", "--head", "dense", "--out", "models/logreg"), "models/logreg"),
+                             (("export", "models/logreg", "--format", "keras"), "models/logreg-fused"),
+                             (("evaluate", "models/logreg", "data"), "models/logreg")):
+            r = cli(*args, expect=5)
+            assert r.stderr.strip() == (f"error: model folder {folder} is in use by process {holder.pid}; "
+                                        "wait for it to finish or choose another --out"), args
+            assert "training" not in r.stderr
+    finally:
+        holder.communicate("")
+    assert _snapshot(target) == before  # never a mixed folder
+    assert not (fitted / "models" / "logreg-fused").exists()
+    assert not list((fitted / "cache").glob("data-*.h5"))  # evaluate stopped before embedding
+    cli("fit", "--head", "logreg", "--C", "0.5", "--out", "models/logreg")  # free again
+
+
+def test_two_fits_in_one_process_and_a_save_inside_a_locked_fit_nest(fitted):
+    from embedflow import api
+
+    with models.output_lock(fitted / "models" / "x"):
+        clf = api.fit_head(fitted / "cache" / "embeddings.h5", "logreg", out=fitted / "models" / "x", reporter=None)
+    assert clf.path == fitted / "models" / "x" and models.load_model(clf.path).kind == "cached-head"
+
+
+def test_finetune_to_a_locked_folder_is_refused_before_decoding(fitted, cli):
+    holder = _hold_lock(Path("models/ft"))
+    try:
+        r = cli("finetune", "data", "--out", "models/ft", "--epochs", "1", expect=5)
+    finally:
+        holder.communicate("")
+    assert "models/ft is in use by process" in r.stderr and "fine-tuning on" not in r.stderr
+
+
+# --- Ctrl-C and kills -----------------------------------------------------------------------------------
+
+
+def test_ctrl_c_while_fit_saves_keeps_the_old_model_and_the_message_is_true(fitted, cli, monkeypatch):
+    target = fitted / "models" / "logreg"
+    before, proba = _snapshot(target), _probabilities(target, fitted)
+
+    def interrupted(folder):
+        raise KeyboardInterrupt  # the new folder is complete but not yet in place
+
+    monkeypatch.setattr(writer, "_fsync_tree", interrupted)
+    r = cli("fit", "--head", "logreg", "--C", "0.5", "--out", "models/logreg", expect=130)
+    assert "interrupted: every file and folder it writes is replaced whole" in r.stderr
+    assert _snapshot(target) == before and _leftovers(target.parent) == []
+    np.testing.assert_array_equal(_probabilities(target, fitted), proba)
+
+
+KILL_PHASES = {  # where the writer dies: (function of embedflow.models.manifest to wrap, die before or after it)
+    "member-written": ("sha256_file", "before"),   # the head file is written, nothing else yet
+    "manifest": ("write_manifest", "before"),      # every member written, manifest not yet
+    "fsync": ("_fsync_tree", "before"),            # the folder complete, not yet fsynced
+    "swap": ("swap_into_place", "before"),         # fsynced, not yet swapped
+    "swapped": ("swap_into_place", "after"),       # swapped in: the new folder is the model
+}
+
+KILLER = """
+import os, signal, sys
+from embedflow.models import manifest as m
+name, when = sys.argv[1], sys.argv[2]
+real = getattr(m, name, None)  # "none": no kill
+def die(*a, **k):
+    if when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    out = real(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+import embedflow.models.classifier as c, embedflow.models.head_model as h
+for mod in (m, c, h):
+    if real is not None and hasattr(mod, name):
+        setattr(mod, name, die)
+from embedflow.cli import run
+sys.argv = ["embedflow"] + sys.argv[3:]
+run()
+"""
+
+
+@pytest.mark.parametrize("head", ["logreg", pytest.param("dense", marks=pytest.mark.slow)])
+def test_sigkill_at_every_phase_of_a_save_leaves_the_old_model_or_the_complete_new_one(fitted, head):
+    """A short deterministic version of benchmarks/kill_saves.py: the writer SIGKILLs itself at each phase."""
+    target = fitted / "models" / head
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    fit = ["fit", "--head", head, "--out", str(target), "--quiet"] + (["--epochs", "5"] if head == "dense" else [])
+    from embedflow import api
+
+    params = {"epochs": 5} if head == "dense" else {}
+    api.fit_head(fitted / "cache" / "embeddings.h5", head, out=target, reporter=None, **params)
+    old = _probabilities(target, fitted)
+    for phase, (name, when) in KILL_PHASES.items():
+        before = _snapshot(target)
+        seed = str(1 + list(KILL_PHASES).index(phase))
+        r = subprocess.run([sys.executable, "-c", KILLER, name, when, *fit, "--seed", seed], cwd=fitted, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == -9, f"{phase}: exit {r.returncode}\n{r.stderr}"
+        now = _probabilities(target, fitted)  # loads: the folder is complete (old or new)
+        if phase == "swapped":
+            assert _snapshot(target) != before and models.read_manifest(target)["split"]["seed"] == int(seed)
+        else:
+            assert _snapshot(target) == before, phase
+            np.testing.assert_array_equal(now, old)
+        old = now
+    api.fit_head(fitted / "cache" / "embeddings.h5", head, out=target, reporter=None, **params)
+    assert _leftovers(target.parent) == []  # the next writer removes what killed ones left
+
+
+# --- full and failing disks -----------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_fit_writes_is_one_line_and_the_old_folder_stays(fitted, cli, monkeypatch):
+    disk = fitted / "small"
+    with small_disk(disk, "2m") as real:
+        cli("fit", "--head", "logreg", "--out", disk / "logreg")
+        before, proba = _snapshot(disk / "logreg"), _probabilities(disk / "logreg", fitted)
+        if real:
+            _fill(disk, leave=12 * 1024)  # room for the staged folder, not for the head
+        else:  # no tmpfs here: the same error, raised by the head's write
+            real_write = Path.write_bytes
+
+            def full(self, data):
+                if self.name == "head.joblib":
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+                return real_write(self, data)
+
+            monkeypatch.setattr(Path, "write_bytes", full)
+        r = cli("fit", "--head", "logreg", "--C", "0.5", "--out", disk / "logreg", "--quiet", expect=5)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {disk / 'logreg'}: No space left"), r.stderr
+        assert _snapshot(disk / "logreg") == before and _leftovers(disk) == []
+        np.testing.assert_array_equal(_probabilities(disk / "logreg", fitted), proba)
+
+
+def test_a_full_disk_while_evaluate_writes_its_report_is_one_line_and_no_temporary_file(fitted, cli, monkeypatch):
+    disk = fitted / "small"
+    with small_disk(disk, "1m") as real:
+        if real:
+            (disk / "eval").mkdir()
+            _fill(disk, leave=8 * 1024)  # the JSON fits, the PNG does not
+        else:
+            import embedflow.reports.write as report_writer
+
+            def full(*args):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            monkeypatch.setattr(report_writer, "plot_confusion", full)
+        r = cli("evaluate", "models/logreg", "cache/embeddings.h5", "--out", disk / "eval", "--quiet", expect=5)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot write" in lines[0] and "No space left" in lines[0], r.stderr
+        assert [p.name for p in (disk / "eval").iterdir() if ".tmp" in p.name] == []
+
+
+def test_an_io_error_inside_a_staged_folder_is_output_error_and_removes_the_staged_folder(tmp_path):
+    target = tmp_path / "m"
+    with pytest.raises(models.manifest.OutputError, match="cannot write .*Input/output error"):
+        with models.staged_folder(target) as staged:
+            (staged / "x").write_text("half")
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock"]
+
+
+# --- read-only targets ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def read_only(disk: Path, monkeypatch, real: bool):
+    """Make the tmpfs at disk read-only (remount), or, where it is no tmpfs, make every write there fail
+    the way a read-only mount does."""
+    if real:
+        assert subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True).returncode == 0
+        yield
+        return
+    import tempfile
+
+    real_tf = tempfile.TemporaryFile
+
+    def refused(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(disk.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real_tf(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    yield
+
+
+def test_a_read_only_target_is_reported_before_the_work(fitted, cli, monkeypatch):
+    disk = fitted / "ro"
+    with small_disk(disk, "4m") as real:
+        cli("fit", "--head", "logreg", "--out", disk / "logreg")
+        before = _snapshot(disk / "logreg")
+        with read_only(disk, monkeypatch, real):
+            r = cli("fit", "--head", "logreg", "--out", disk / "logreg", expect=5)
+            assert r.stderr.strip().startswith(f"error: cannot write {disk / 'logreg'}: {disk} is not writable")
+            assert "training" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+            r = cli("evaluate", disk / "logreg", "data", expect=5)  # its report would go into the folder
+            assert "is not writable" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+            assert not list((fitted / "cache").glob("data-*.h5"))  # refused before embedding the folder
+            r = cli("predict", disk / "logreg", "data/apples")  # reading still works
+        assert _snapshot(disk / "logreg") == before
+
+
+# --- long names -----------------------------------------------------------------------------------------
+
+
+def test_derived_names_stay_within_name_max_and_differ():
+    long_a, long_b = "a" * 250 + "1", "a" * 250 + "2"
+    for name in (long_a, "é" * 127, "x.h5"):
+        for tail, head in ((".lock", ""), (".journal", ""), (".faiss.json", ""), (".tmp-4194304", ".")):
+            out = fsio.fit_name(name, tail, head)
+            assert len(os.fsencode(out)) <= fsio.NAME_MAX and out.endswith(tail) and out.startswith(head)
+            if len(os.fsencode(head + name + tail)) <= fsio.NAME_MAX:
+                assert out == head + name + tail
+    assert fsio.fit_name(long_a, ".lock") != fsio.fit_name(long_b, ".lock")
+    assert len(os.fsencode(f".{fsio.staging_stem(long_a)}.old-4194304")) <= fsio.NAME_MAX
+
+
+def test_a_cache_and_a_model_folder_with_250_byte_names(fitted, cli):
+    cache_name = "c" * 247 + ".h5"  # 250 bytes: .lock, .journal and the temporary file would not fit
+    model_name = "m" * 250
+    cli("embed", "data", "--cache", f"cache/{cache_name}", "--quiet")
+    cli("fit", "--cache", f"cache/{cache_name}", "--head", "logreg", "--out", f"models/{model_name}", "--quiet")
+    cli("fit", "--cache", f"cache/{cache_name}", "--head", "logreg", "--out", f"models/{model_name}", "--quiet")
+    cli("predict", f"models/{model_name}", "data/apples", "--cache", f"cache/{cache_name}")
+    for folder in (fitted / "cache", fitted / "models"):
+        assert all(len(os.fsencode(p.name)) <= fsio.NAME_MAX for p in folder.rglob("*"))
+
+
+def test_evaluate_of_a_folder_with_a_240_byte_name(fitted, cli):
+    import shutil
+
+    long = fitted / ("d" * 240)
+    shutil.copytree(fitted / "data", long)
+    r = cli("evaluate", "models/logreg", long.name, "--json")
+    assert '"accuracy"' in r.stdout
+    assert all(len(os.fsencode(p.name)) <= fsio.NAME_MAX for p in (fitted / "cache").iterdir())
+
+
+def test_report_files_with_long_names_are_written_atomically(tmp_path):
+    from embedflow.reports import write_text_atomically
+
+    path = tmp_path / ("r" * 250 + ".json")
+    write_text_atomically(path, "{}")
+    assert path.read_text() == "{}" and sorted(tmp_path.iterdir()) == [path]
