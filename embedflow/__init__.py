@@ -11,7 +11,7 @@ import types as _types
 
 from .__about__ import __version__
 
-_API = ("embed_folder", "open_cache", "fit_head", "load_model", "evaluate", "predict", "finetune", "export", "audit",
+_API = ("embed_folder", "open_cache", "fit_head", "load_model", "evaluate", "predict", "report", "finetune", "export", "audit",
         "explain", "info", "neighbors", "duplicates", "list_backbones")
 _TYPES = {"Classifier": "models", "Cache": "cache", "Embedder": "embedding", "EmbedflowError": "errors"}
 

@@ -176,6 +176,31 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
                      reporter=reporter)
 
 
+def report(model, data: str | os.PathLike | None = None, *, cache_path: str | os.PathLike | None = None,
+           out: str | os.PathLike | None = None, runtime: str = "auto", trust: bool = False,
+           reporter: Reporter | str | None = "auto") -> Path:
+    """Write the self-contained HTML report page of a model (a Classifier or a model path); returns its path.
+
+    data: a labelled folder (a head embeds it through `cache_path`, default cache/NAME-HASH.h5) scored as
+    by evaluate; with only cache_path, that cache is scored; with neither, a head's recorded validation
+    images are scored from the cache it was fitted on. out: the .html file (default: in the model folder,
+    eval-report.html, or report-validation.html without data); trust as for load_model. See
+    evaluate.html_report."""
+    reporter = as_reporter(reporter)
+    from .evaluate import html_report
+
+    clf, name = _model_and_name(model, runtime, trust)
+    if data is None and cache_path is not None:
+        data, cache_path = Path(cache_path), None
+    elif data is not None:
+        data = Path(data)
+        if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
+            cache_path = _eval_cache_path(data)
+    model_cache = _cache_for_model(clf) if data is None and hasattr(clf, "manifest") else None
+    return html_report(clf, data, cache_path=cache_path, model_cache=model_cache, out=out, name=name,
+                       reporter=reporter)
+
+
 def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | None = "auto", runtime: str = "auto",
             reject: bool = True, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Top-k labels for images (files and folders, or PIL images / uint8 arrays) with a model (a Classifier

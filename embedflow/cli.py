@@ -261,6 +261,25 @@ def evaluate(
 
 @app.command()
 @handle_errors
+def report(
+    model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Labelled folder to score (one subfolder per class)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache to score (with --data: the cache for the folder's vectors)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The .html file (default: in the model folder)."),
+    runtime: str = RuntimeOpt,
+    trust: bool = TrustOpt,
+    quiet: bool = QuietOpt,
+):
+    """Write one self-contained HTML report page (offline: images inline, no network) for a model."""
+    from . import api
+
+    rep = CliReporter(quiet)
+    path = api.report(model, data, cache_path=cache, out=out, runtime=runtime, trust=trust, reporter=rep)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
 def predict(
     model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,9 @@ class EvalResult:
     reports.ImagePrediction.to_dict), confused_pairs and, when vectors came from a cache, cache."""
 
     report: dict
+    # per image, in memory only (the HTML page): keys, y_true (N,) and proba (N, C) in the model's classes,
+    # root (the folder the keys are under), vectors (X, y, keys) when they came from a cache, model manifest
+    images: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return dict(self.report)
@@ -69,11 +72,41 @@ class EvalResult:
         return self.report.get(key, default)
 
     def write(self, out_dir: str | os.PathLike, title: str) -> list[Path]:
-        """eval-report.json, eval-confusion.json, eval-confusion.png, eval-predictions.csv and
-        eval-top-losses.png (images found under the report's "root") in out_dir."""
+        """eval-report.json, eval-confusion.json, eval-confusion.png, eval-predictions.csv,
+        eval-top-losses.png (images found under the report's "root") and the page eval-report.html in out_dir."""
         from .reports import write_report
+        from .reports.page import write_html
 
-        return write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
+        paths = write_report(self.report, Path(out_dir), title, prefix="eval-", root=self.report.get("root"))
+        if self.images:
+            paths.append(write_html(Path(out_dir) / "eval-report.html", self.html_page(title)))
+        return paths
+
+    def html_page(self, title: str) -> dict:
+        """The data of eval-report.html (reports.page.report_page)."""
+        from .reports.page import manifest_summary, report_page
+
+        im, r = self.images, self.report
+        manifest = im.get("manifest") or {}
+        summary = manifest_summary({k: v for k, v in manifest.items() if k not in ("split",)},
+                                   kind=str(im.get("kind", "model")), scored=f"{r['data']} ({r['n']} images)")
+        summary.insert(1, ("model folder", str(r.get("model"))))
+        classes = list(r["classes"])
+        counts = np.bincount(np.asarray(im["y_true"], dtype=np.int64), minlength=len(classes)) if r["n"] else []
+        return report_page(title=title, subtitle=f"evaluation of {r.get('model')} on {r.get('data')}", report=r,
+                           summary=summary, keys=im["keys"], proba=im["proba"], y_true=im["y_true"], root=r.get("root"),
+                           class_counts={c: int(n) for c, n in zip(classes, counts) if n},
+                           skipped=[(s["key"], s["reason"]) for s in r.get("skipped") or []],
+                           vectors=im.get("vectors"), scored_rows=im.get("scored_rows"),
+                           coverage=_coverage(r.get("rejection")))
+
+
+def _coverage(rejection: dict | None) -> dict | None:
+    """The page's coverage figures from a report's "rejection" (rejection_report), None without one."""
+    if not rejection:
+        return None
+    return {"rate": rejection["coverage"], "rejected": rejection["n_rejected"],
+            "accuracy_kept": rejection["accuracy_accepted"], "accuracy_all": rejection["accuracy_all"]}
 
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -124,7 +157,10 @@ def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, spl
         rejector = model_rejector(model)
         if rejector is not None:
             report["rejection"] = rejection_report(rejector, vectors, y_true, proba.argmax(axis=1), keys)
-    result = EvalResult(report)
+    images = {"keys": keys, "y_true": y_true, "proba": proba, "kind": model.kind,
+              "manifest": getattr(model, "manifest", {}),
+              "vectors": None if vectors is None else (vectors, y_true, keys)}
+    result = EvalResult(report, images)
     if out is not None:
         result.write(out, f"{Path(name).name} on {data.name}")
     return result
@@ -224,3 +260,74 @@ def _class_map(data_classes: list[str], model_classes: list[str], name: str) -> 
         raise DatasetError(f"classes not known to model {name}: {', '.join(unknown)} "
                            f"(the model knows: {', '.join(model_classes)})")
     return np.array([index[_nfc(c)] for c in data_classes], dtype=np.int64)
+
+
+def html_report(model: Classifier, data: str | os.PathLike | None = None, *, cache_path=None, model_cache=None,
+                out: str | os.PathLike | None = None, name: str | None = None,
+                reporter: Reporter = SILENT) -> Path:
+    """Write the HTML report page of `model` and return its path (`embedflow report`).
+
+    With `data` (a labelled folder, or a cache file): the page of evaluate(model, data) (default out:
+    MODEL/eval-report.html). Without: a head is scored on the validation images its manifest records, read
+    from `model_cache` (the cache it was fitted on); the saved head may have been refit on all images, those
+    included, which the page says (default out: MODEL/report-validation.html). Learning curves (history.json)
+    and export parity (manifest) are added when the model folder has them. Raises UsageError (no data for a
+    model that is not a head, or a head without a recorded validation split), DatasetError, CacheError."""
+    import json
+
+    from .reports.page import write_html
+
+    name = name or str(model.path or model.kind)
+    folder = model.path if model.path is not None and Path(model.path).is_dir() else (
+        Path(model.path).parent if model.path is not None else Path("."))
+    if data is not None:
+        result = evaluate(model, data, cache_path=cache_path, name=name, reporter=reporter)
+        page = result.html_page(f"{Path(name).name} on {Path(data).name}")
+        default = folder / "eval-report.html"
+    else:
+        page = _validation_page(model, model_cache, name, reporter)
+        default = folder / "report-validation.html"
+    history = folder / "history.json"
+    if history.is_file():
+        page["learning_curves"] = json.loads(history.read_text()).get("history")
+    parity = (getattr(model, "manifest", {}) or {}).get("parity")
+    if parity:
+        page["parity"] = parity
+    path = Path(out) if out is not None else default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_html(path, page)
+    reporter.info(f"wrote {path}")
+    return path
+
+
+def _validation_page(model: Classifier, model_cache, name: str, reporter: Reporter) -> dict:
+    split = (getattr(model, "manifest", {}) or {}).get("split") or {}
+    if not hasattr(model, "predict_proba_vectors"):
+        raise UsageError(f"{name} is a {model.kind} model: give the labelled images to report on (--data FOLDER)")
+    if not split.get("val_keys"):
+        raise UsageError(f"{name} records no validation split: give the data to report on (--data or --cache)")
+    if model_cache is None:
+        raise UsageError(f"no cache with the vectors {name} was fitted on: give --data FOLDER or --cache CACHE")
+    held = cache.load(model_cache)
+    backbones.check_compatible(held.fingerprint, model.fingerprint, f"the cache {model_cache}",
+                               f"model {name} was trained on another backbone's vectors")
+    to_model = _class_map(held.classes, model.classes, name)
+    wanted = set(split["val_keys"])
+    rows = np.array([i for i, k in enumerate(held.keys) if k in wanted], dtype=np.int64)
+    if not len(rows):
+        raise DatasetError(f"none of the {len(wanted)} validation images of {name} is in {model_cache}")
+    reporter.info(f"scoring {len(rows)} validation images of {name} from {model_cache}")
+    from .reports import classification_report
+
+    y_all = to_model[held.labels]
+    proba = model._proba_vectors(held.embeddings[rows])
+    report = classification_report(y_all[rows], proba.argmax(axis=1), model.classes)
+    report["model"], report["data"], report["root"] = name, str(model_cache), held.root
+    note = (" (the saved model was refit on all images, these included: optimistic; the report.html that fit "
+            "wrote scores the head trained on the training split only)") if split.get("refit_on_all") else ""
+    result = EvalResult(report, {"keys": [held.keys[i] for i in rows], "y_true": y_all[rows], "proba": proba,
+                                 "kind": model.kind, "manifest": model.manifest,
+                                 "vectors": (held.embeddings, y_all, list(held.keys)), "scored_rows": rows})
+    page = result.html_page(f"{Path(name).name}: validation images")
+    page["summary"] = [(k, v + note if k == "scored on" else v) for k, v in page["summary"]]
+    return page

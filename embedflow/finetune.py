@@ -35,6 +35,7 @@ from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
 from .reports import add_to_report, classification_report, deploy_files, write_report
+from .reports.page import write_html
 
 MODEL_FILE = "model.keras"
 DEFAULTS = {
@@ -299,7 +300,7 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
             history[stage.replace(" ", "")] = partial
         reporter.warn("interrupted: saving the best model so far")
     base.trainable = False
-    report = None
+    report = proba = None
     final = _final(model, p)
     if len(val):
         proba = predict_pixels(final, val.pixels)
@@ -315,8 +316,9 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
         except KeyboardInterrupt:
             interrupted = True
             reporter.warn("interrupted during the refit: saving the model trained on the training split")
+    page = {"proba": proba, "val_rows": val_rows, "features": features, "data": data, "root": root}
     _save(out_dir, final, data, train, val, fp, p, val_split, seed, history, times, report, interrupted, root,
-          time.perf_counter() - t0, refit, grouping)
+          time.perf_counter() - t0, refit, grouping, page)
     result = FinetuneResult(out_dir, report, history, len(train), len(val), time.perf_counter() - t0,
                             {k: [round(t, 2) for t in v] for k, v in times.items()}, interrupted)
     if interrupted:
@@ -399,7 +401,7 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
 
 
 def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, history, times, report, interrupted,
-          root, seconds, refit, grouping: dict | None = None) -> None:
+          root, seconds, refit, grouping: dict | None = None, page: dict | None = None) -> None:
     """The model folder, built beside out_dir and swapped into place (models.staged_folder)."""
     with models.staged_folder(out_dir) as staged:
         model.save(staged / MODEL_FILE)
@@ -432,8 +434,28 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
             "fit_seconds": round(seconds, 2),
             "files": {MODEL_FILE: models.sha256_file(staged / MODEL_FILE)},
         }
+        if report and page is not None and page["proba"] is not None:
+            write_html(staged / "report.html", html_page(manifest, report, history, **page))
         models.write_members(staged, manifest, deploy_files(manifest, report, str(out_dir)))  # labels.txt, README.md
         models.write_manifest(staged, manifest)
+
+
+def html_page(manifest: dict, report: dict, history: dict, *, proba, val_rows, features, data: Decoded, root) -> dict:
+    """The data of report.html: the validation split scored by the model trained on the training split,
+    learning curves, and the audit and map of the frozen backbone's vectors of every image (stage 1's)."""
+    from .reports.page import manifest_summary, report_page
+
+    keys = [r.key for r in data.refs]
+    vectors = (features, data.labels, keys) if features is not None and len(features) == len(keys) else None
+    return report_page(
+        title="fine-tuned model — validation report", report=report,
+        subtitle=f"{len(data.classes)} classes, {len(data)} images, backbone {manifest['fingerprint'].get('backbone', '?')}",
+        summary=manifest_summary(manifest, kind="fine-tuned Keras model (backbone and softmax head)",
+                                 scored=f"the validation split ({len(val_rows)} images), by the model trained on the "
+                                        "training split; audit and map: the frozen backbone's vectors"),
+        keys=[keys[i] for i in val_rows], proba=proba, y_true=data.labels[val_rows], root=str(Path(root).resolve()),
+        class_counts=manifest["data"]["class_counts"], skipped=manifest["data"]["skipped"], vectors=vectors,
+        scored_rows=np.asarray(val_rows), history=history)
 
 
 def _class_counts(data: Decoded) -> dict:

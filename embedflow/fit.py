@@ -18,7 +18,12 @@ from .progress import SILENT, Reporter
 
 class FittedHead(HeadClassifier):
     """A head fitted by fit_head: a HeadClassifier whose folder also gets its validation report
-    (report.json, confusion.json, confusion.png) when saved."""
+    (report.json, confusion.json, confusion.png and the HTML page report.html) when saved."""
+
+    report_: dict | None = None
+    val_proba_: np.ndarray | None = None  # (n_val, C) probabilities of the validation vectors (training-split head)
+    cache_: Cache | None = None
+    val_rows_: np.ndarray | None = None
 
     rejector_ = None  # insight.Rejector learned on the validation split (None: no rule)
 
@@ -38,6 +43,39 @@ class FittedHead(HeadClassifier):
         if self.report_:
             write_report(self.report_, staged, f"{self.head} head, validation split",
                          root=(self.manifest.get("data") or {}).get("root"))
+            if self.val_proba_ is not None and self.cache_ is not None:
+                from .reports.page import write_html
+
+                write_html(staged / "report.html", self.html_page())
+
+    def html_page(self) -> dict:
+        """The data of report.html (reports.page.report_page): the validation split scored by the head
+        trained on the training split, the audit and the embedding map of every cached vector."""
+        from .reports.page import manifest_summary, report_page
+
+        cache = self.cache_
+        val = self.val_rows_  # the rows of val_proba_, in its order
+        m = self.manifest
+        return report_page(
+            title=f"{self.head} head — validation report", report=self.report_,
+            subtitle=f"{len(self.classes)} classes, {len(cache)} images, backbone {m['fingerprint'].get('backbone', '?')}",
+            summary=manifest_summary(m, kind=f"{self.head} head on cached vectors",
+                                     scored=f"the validation split ({len(val)} images), by the head trained on "
+                                            "the training split only"),
+            keys=[cache.keys[i] for i in val], proba=self.val_proba_, y_true=cache.y[val], root=cache.root,
+            class_counts=m["data"]["class_counts"], skipped=m["data"]["skipped"],
+            vectors=(cache.X, cache.y, cache.keys), scored_rows=val, seed=int(m["split"].get("seed", 0)),
+            coverage=self._coverage(val))
+
+    def _coverage(self, val: np.ndarray) -> dict | None:
+        """Coverage and accuracy on the accepted validation images under the unknown-input rule."""
+        if self.rejector_ is None or not len(val):
+            return None
+        accepted = ~self.rejector_.reject(self.cache_.X[val])
+        correct = self.val_proba_.argmax(axis=1) == self.cache_.y[val]
+        return {"rate": float(accepted.mean()), "rejected": int((~accepted).sum()),
+                "accuracy_kept": float(correct[accepted].mean()) if accepted.any() else None,
+                "accuracy_all": float(correct.mean())}
 
     def _card_members(self, manifest: dict, target: Path) -> dict[str, str]:
         """labels.txt and the README.md model card, with the validation report."""
@@ -126,16 +164,17 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     check_trainable(head, estimator, y[train], cache.classes)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(X[train], y[train])
-    report, rejector = None, None
+    report = val_proba = None
+    rejector = None
     if len(val) and reject_rate is not None:
         from . import insight
 
         rejector = insight.fit_rejector(X[train], y[train], X[val], rate=reject_rate)
     if len(val):
         scored = HeadClassifier(estimator, {"classes": cache.classes, "fingerprint": cache.fingerprint})
-        proba = scored._proba_vectors(X[val])
-        report = classification_report(y[val], proba.argmax(axis=1), cache.classes)
-        add_to_report(report, [cache.keys[i] for i in val], y[val], proba, cache.classes)
+        val_proba = scored._proba_vectors(X[val])
+        report = classification_report(y[val], val_proba.argmax(axis=1), cache.classes)
+        add_to_report(report, [cache.keys[i] for i in val], y[val], val_proba, cache.classes)
         if refit:
             reporter.info(f"refitting {head} on all {len(pool)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
@@ -169,6 +208,7 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     fitted = FittedHead(estimator, manifest, runtime=runtime)
     fitted.report_ = report
     fitted.rejector_ = rejector
+    fitted.val_proba_, fitted.val_rows_, fitted.cache_ = val_proba, val, cache
     return fitted
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: get flower_photos, embed it once, train the logreg and SVM heads, report, export the
+# The main job: get flower_photos, embed it once, train the logreg and SVM heads, report (report.html), export the
 # logreg head fused with the backbone as one TFLite model.
 # Offline, set EMBEDFLOW_DATA to a class-per-subfolder copy of the photos.
 set -euo pipefail
@@ -24,6 +24,8 @@ embedflow embed "$DATA"            # unchanged: hashing only, nothing re-embedde
 embedflow info
 embedflow fit --head logreg
 embedflow fit --head svm
+# the SVM head's report page: one self-contained HTML file (thumbnails inline, no network), open it offline
+ls -l models/svm/report.html
 first=$(find "$DATA" -iname '*.jpg' | sort | sed -n 1,3p)
 # shellcheck disable=SC2086
 embedflow predict models/svm $first --top-k 2

@@ -58,3 +58,20 @@ def test_head_validation_accuracy_is_the_readme_figure(flowers_cache, head, monk
     assert out["n_val"] == 290
     floor = README_ACCURACY[head] - MARGIN
     assert out["report"]["accuracy"] >= floor, f"{head}: {out['report']['accuracy']:.2%} < {floor:.2%}"
+
+
+def test_svm_report_page_of_flowers_dev_is_whole_offline_and_small(flowers_cache, monkeypatch):
+    """Issue #18: the SVM head's report.html on flowers-dev shows every fit section in headless Chromium,
+    offline, with every thumbnail decoded, and stays under 3 MB (a screenshot goes to test-artifacts/)."""
+    from ..browser import check_page
+    from ..test_report_html import ARTIFACTS, FIT_SECTIONS, assert_offline_page_is_whole, browser_or_skip
+
+    work, run, _ = flowers_cache
+    monkeypatch.chdir(work)
+    page = work / "models" / "svm" / "report.html"
+    if not page.exists():
+        run("fit", "--head", "svm", "--out", "models/svm", "--quiet")
+    assert page.stat().st_size < 3_000_000
+    result = check_page(page, ARTIFACTS / "flowers-dev-report.png", executable=browser_or_skip())
+    assert_offline_page_is_whole(result, FIT_SECTIONS)
+    assert len(result["images"]) >= 40

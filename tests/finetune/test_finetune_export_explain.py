@@ -122,6 +122,18 @@ def test_finetuned_report_holds_one_prediction_per_validation_image(finetuned):
 
 
 @pytest.mark.slow
+def test_finetuned_report_page_has_learning_curves_and_its_export_parity(finetuned, cli, tmp_path):
+    """Issue #18: finetune writes report.html with its learning curves; `embedflow report` on the export
+    scores a folder and shows the export's parity figures."""
+    html = (finetuned.ft / "report.html").read_text(encoding="utf-8")
+    for section in ("summary", "per-class", "confusion", "misclassified", "learning-curves", "embedding-map"):
+        assert f'<section id="{section}">' in html, section
+    assert "export-parity" not in html
+    cli("report", finetuned.tfl, "--data", finetuned.data, "--out", tmp_path / "tfl.html")
+    page = (tmp_path / "tfl.html").read_text(encoding="utf-8")
+    assert '<section id="export-parity">' in page and "top1_agreement" in page
+
+
 def test_float_tflite_export_agrees_with_keras(finetuned):
     """Parity with the Keras model on its validation images is printed and recorded; labels.txt beside it."""
     assert "top-1 agreement 100.00%" in finetuned.export_stdout
