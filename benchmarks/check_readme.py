@@ -227,6 +227,13 @@ CLAIMS: list[Claim] = [
            "(AUROC 0.97)": lambda: f"(AUROC {unknown('far', 'mahalanobis')['auroc_mean']:.2f})",
            "**24%**": lambda: f"**{unknown('loco', KNN)['unknown_rejected_mean']:.0%}**",
            "(AUROC 0.75)": lambda: f"(AUROC {unknown('loco', KNN)['auroc_mean']:.2f})"}),
+    Claim("README.md", "Memory: `fit` on 102 classes x 80 vectors now peaks at 0.84 GB instead of 2.5 GB (the old "
+          "`confusion.png` was 7,007 px a side; `benchmarks/results/fit_memory.json` and `fit_memory-before.json`",
+          RESULTS + "fit_memory.json",
+          {"102 classes x 80": lambda: f"{results('fit_memory.json')['classes']} classes x {results('fit_memory.json')['per_class']}",
+           "0.84 GB": lambda: f"{results('fit_memory.json')['heads']['logreg']['fit_save']['peak_rss_mb'] / 1000:.2f} GB",
+           "2.5 GB": lambda: f"{results('fit_memory-before.json')['heads']['logreg']['fit_save']['peak_rss_mb'] / 1000:.1f} GB",
+           "7,007 px": lambda: f"{results('fit_memory-before.json')['heads']['logreg']['fit_save']['confusion_png_px'][0]:,} px"}),
     # --- docs/performance.md: its tables ------------------------------------------------------------
     Claim("docs/performance.md", "At 1M vectors (`neighbors-20261122T034517Z.json`) the index still answers a query in about "
           "0.15 s against 26 s for exact search, but its recall@10 falls to 0.873", RESULTS + "neighbors-20261122T034517Z.json",
