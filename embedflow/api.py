@@ -124,7 +124,10 @@ def fit_head(cache_or_path: cache.Cache | str | os.PathLike | None = None, head:
     out: also save the model folder there (what `embedflow fit` does). Its writer lock is held from before
     training to the end, so a second writer of the same folder gets OutputLocked (exit 5) at once, and a
     folder that cannot be written is OutputError before the training."""
-    options.check(val_split=val_split, seed=seed, **params)
+    options.check(val_split=val_split, seed=seed, reject_rate=reject_rate, **params)
+    from .heads import check_head_params
+
+    check_head_params(head, {k: v for k, v in params.items() if v is not None})  # before any folder is made
     reporter = as_reporter(reporter)
     from .fit import fit_head as _fit_head
 

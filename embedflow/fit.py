@@ -136,10 +136,9 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     from .reports import add_to_report, classification_report
 
     t0 = time.perf_counter()
-    if reject_rate is not None and not 0.0 <= reject_rate < 1.0:
-        from .errors import UsageError
+    from . import options
 
-        raise UsageError(f"--reject-rate must be in [0, 1), got {reject_rate}")
+    options.check(reject_rate=reject_rate)
     estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
     cache = data if isinstance(data, Cache) else open_cache(data, vectors=True)
     if len(cache) == 0:

@@ -13,6 +13,7 @@ NFS without lockd), it warns once through the reporter and goes on; where the fo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -80,11 +81,13 @@ class WriterLock:
     `what` names the protected thing in messages ("cache cache/embeddings.h5"). `busy` (an
     EmbedflowError class) is raised when another process holds the lock, `failed` on any other I/O error.
     `reentrant`: a second acquisition in the same process (e.g. a save inside a locked fit) nests
-    instead of being refused. After entering: `locked` (the flock is held), `writable` (the lock's
-    folder can be written)."""
+    instead of being refused. `remove`: the holder deletes the lock file when it releases it (no lock file
+    left beside a model folder); an acquirer then checks that the file it locked is still the one at
+    `lock_path` (else it was removed in between: it retries), the usual unlink-safe flock protocol.
+    After entering: `locked` (the flock is held), `writable` (the lock's folder can be written)."""
 
     def __init__(self, lock_path: Path, what: str, busy: type, failed: type, reporter=None, *,
-                 reentrant: bool = False, hint: str = "wait for it to finish"):
+                 reentrant: bool = False, hint: str = "wait for it to finish", remove: bool = False):
         self.path = Path(lock_path)
         self.what = what
         self.busy, self.failed = busy, failed
@@ -93,6 +96,7 @@ class WriterLock:
         self.hint = hint
         self.locked = False
         self.writable = True
+        self.remove = remove
         self._fd: int | None = None
         self._nested = False
 
@@ -106,23 +110,36 @@ class WriterLock:
                     held[1] += 1
                     self._nested, self.locked = True, True
                     return self
-        fd = self._open()
-        if fd is None:
-            return self
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in NO_LOCKS:
-                os.close(fd)
-                if self.reporter is not None:
-                    self.reporter.warn(f"cannot lock {self.path} ({e.strerror}): this filesystem has no file locks; "
-                                       f"make sure no other run writes {self.what} at the same time")
+        for _ in range(100):
+            fd = self._open()
+            if fd is None:
                 return self
-            holder = _holder_pid(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                return self._refused(fd, e)
+            if not self.remove or _same_file(fd, self.path):
+                break
+            os.close(fd)  # the holder before us removed the file we locked: lock the one there now
+        else:
+            raise self.failed(f"cannot lock {self.path}: it keeps being replaced")
+        return self._held(fd)
+
+    def _refused(self, fd: int, e: OSError) -> "WriterLock":
+        """No flock: on a filesystem without locks warn once and go on; else raise busy or failed."""
+        if e.errno in NO_LOCKS:
             os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise self.busy(f"{self.what} is in use by process {holder}; {self.hint}") from None
-            raise self.failed(f"cannot lock {self.path}: {e.strerror or e}") from None
+            if self.reporter is not None:
+                self.reporter.warn(f"cannot lock {self.path} ({e.strerror}): this filesystem has no file locks; "
+                                   f"make sure no other run writes {self.what} at the same time")
+            return self
+        holder = _holder_pid(fd)
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise self.busy(f"{self.what} is in use by process {holder}; {self.hint}") from None
+        raise self.failed(f"cannot lock {self.path}: {e.strerror or e}") from None
+
+    def _held(self, fd: int) -> "WriterLock":
         self._fd, self.locked = fd, True
         if self.reentrant:
             with _held_guard:
@@ -160,9 +177,22 @@ class WriterLock:
             if self.reentrant:
                 with _held_guard:
                     _held.pop(os.path.abspath(self.path), None)
-            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
+            if self.remove and self.writable:
+                with contextlib.suppress(OSError):  # removed while held: a waiter re-checks (see __enter__)
+                    os.unlink(self.path)
+            os.close(self._fd)  # closing releases the flock
             self._fd = None
         self.locked = False
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the file at `path` (not removed or replaced since it was opened)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _holder_pid(fd: int) -> str:

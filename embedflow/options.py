@@ -66,6 +66,7 @@ RANGES: dict[str, Range] = {
     "dropout": Range("--dropout", 0, 1, high_open=True),
     "patience": Range("--patience", 0, MAX_EPOCHS, integer=True),
     "batch_size": Range("--batch-size", 1, MAX_BATCH, integer=True),
+    "reject_rate": Range("--reject-rate", 0, 1, high_open=True),
     # finetune (stage 1 may be skipped: 0 epochs)
     "stage1_epochs": Range("--epochs", 0, MAX_EPOCHS, integer=True),
     "fine_tune_epochs": Range("--fine-tune-epochs", 0, MAX_EPOCHS, integer=True),

@@ -284,11 +284,12 @@ def write_manifest(folder: Path, manifest: dict) -> Path:
 
 
 def output_lock(target: str | Path, reporter=None) -> WriterLock:
-    """The writer lock of a model folder: `.NAME.lock` beside it (re-entrant within a process, so a save
-    inside a locked fit nests). Raises OutputLocked (exit 5) when another process writes the folder."""
+    """The writer lock of a model folder: `.NAME.lock` beside it while held, removed on release (re-entrant
+    within a process, so a save inside a locked fit nests). Raises OutputLocked (exit 5) when another process writes the folder."""
     target = Path(target)
     return WriterLock(target.parent / f".{staging_stem(target.name)}.lock", f"model folder {target}", OutputLocked,
-                      OutputError, reporter, reentrant=True, hint="wait for it to finish or choose another --out")
+                      OutputError, reporter, reentrant=True, hint="wait for it to finish or choose another --out",
+                      remove=True)
 
 
 @contextlib.contextmanager

@@ -219,7 +219,7 @@ def test_filesystem_without_locks_warns_once_and_goes_on(dataset, cli, monkeypat
     monkeypatch.setattr(fcntl, "flock", no_locks)
     r = cli("embed", dataset)
     warnings = [line for line in r.stderr.splitlines() if "no file locks" in line]
-    assert len(warnings) == 1 and "no other run writes this cache at the same time" in warnings[0], r.stderr
+    assert len(warnings) == 1 and "make sure no other run writes cache cache/embeddings.h5 at the same time" in warnings[0], r.stderr
     assert "Traceback" not in r.stderr
     make_image(dataset / "apples" / "new.jpg", (9, 9, 9), 77)
     assert json.loads(cli("embed", dataset, "--json").stdout)["embedded"] == 1

@@ -19,6 +19,7 @@ CASES = [
     (["fit"], "--C", FLOAT_BAD),
     (["fit"], "--seed", ["-1", str(2**32), HUGE_INT]),
     (["fit"], "--val-split", ["-0.1", "1", "nan", "inf"]),
+    (["fit"], "--reject-rate", ["-0.1", "1", "nan", "inf"]),
     (["fit", "--head", "dense"], "--epochs", ["0", "-1", HUGE_INT]),
     (["fit", "--head", "knn"], "--k", ["0", "-1", HUGE_INT]),
     (["embed", "data"], "--batch-size", ["0", "-1", "1000000000"]),

@@ -241,7 +241,7 @@ def test_an_io_error_inside_a_staged_folder_is_output_error_and_removes_the_stag
         with models.staged_folder(target) as staged:
             (staged / "x").write_text("half")
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the staged folder and the released lock file are gone
 
 
 # --- read-only targets ----------------------------------------------------------------------------------
@@ -326,3 +326,30 @@ def test_report_files_with_long_names_are_written_atomically(tmp_path):
     path = tmp_path / ("r" * 250 + ".json")
     write_text_atomically(path, "{}")
     assert path.read_text() == "{}" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_model_folder_lock_file_is_removed_on_release_and_a_stale_inode_is_not_trusted(tmp_path):
+    """The writer lock beside a model folder leaves no file behind; an acquirer that locked a file the
+    previous holder removed in between retries on the file now at the path (unlink-safe flock)."""
+    import fcntl
+
+    from embedflow.fsio import WriterLock, _same_file
+
+    target = tmp_path / "m"
+    lock = models.output_lock(target)
+    with lock:
+        assert lock.path.exists()
+        fd = os.open(lock.path, os.O_RDWR)  # another open file description: as another process sees it
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not lock.path.exists()
+    stale = os.open(tmp_path / "x.lock", os.O_RDWR | os.O_CREAT)
+    os.unlink(tmp_path / "x.lock")
+    assert not _same_file(stale, tmp_path / "x.lock")
+    os.close(stale)
+    with WriterLock(tmp_path / "x.lock", "x", RuntimeError, RuntimeError, remove=True) as held:
+        assert held.locked and _same_file(held._fd, tmp_path / "x.lock")
+    assert not (tmp_path / "x.lock").exists()
