@@ -9,7 +9,9 @@ that dies is restarted and its batch retried by Ray; an interrupted driver resum
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -72,6 +74,13 @@ def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, 
     if runtime == "litert" or runtime == "auto":
         runtime = "litert"
         backbones.tflite_backbone_path(spec, fp)  # convert once here, so local workers only load it
+    # Ray's driver prints cluster errors (a worker that died, ...) to sys.stdout, which belongs to the command's
+    # own output (`embed --json` is one JSON document): send them to stderr while Ray runs.
+    with contextlib.redirect_stdout(sys.stderr):
+        yield from _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker)
+
+
+def _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker) -> Iterator:
     ray, started_here = _connect(address, workers)
     by_hash: dict[str, ImageRef] = {}
     for ref, h in items:
