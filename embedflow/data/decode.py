@@ -159,9 +159,11 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
 
 def _eight_bit_colour_key(img) -> None:
     """Pillow keeps 8 bits of a 16-bit RGB PNG but its colour key (tRNS) in 16: compare at 8 bits too (pixels
-    within 1/256 of the key colour are taken as the key). Must run before load, while the tile is known."""
+    within 1/256 of the key colour are taken as the key). Must run before load, while the tile is known. An
+    in-memory image (a copy, a resize, Image.fromarray) has no tile: its 8-bit key is taken as it is."""
     key = img.info.get("transparency")
-    if img.mode == "RGB" and isinstance(key, tuple) and any(t.args == "RGB;16B" for t in img.tile):
+    tile = getattr(img, "tile", None) or ()  # only a file being read (an ImageFile) has one
+    if img.mode == "RGB" and isinstance(key, tuple) and any(t.args == "RGB;16B" for t in tile):
         img.info["transparency"] = tuple(v >> 8 for v in key)
 
 

@@ -351,3 +351,31 @@ def test_large_images_reduced_in_strips_show_the_same_picture(monkeypatch, kind)
     want = np.asarray(shown.reduce(4).resize((32, 32), Image.BILINEAR, reducing_gap=None)).astype(int)
     got = decode_bytes(data, 32).astype(int)  # factor 256 // (2 * 32) = 4: 32 strips of 8 rows
     assert np.abs(got - want).max() <= 2
+
+
+# --- in-memory PIL images (the Python API): the same steps as the file ----------------------------------------
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("how", ["copy", "resize", "fromarray"])
+def test_an_in_memory_image_with_a_colour_key_decodes_like_its_file(mode, how):
+    """Issue 16 (tester): an RGB or L image with info['transparency'] handed to predict raised AttributeError
+    ('Image' object has no attribute 'tile'). Its pixels must be the file's: the key composited over white."""
+    from embedflow.data.pixels import to_pixels
+
+    arr = picture(21) if mode == "RGB" else picture(21)[..., 0]
+    key = (30, 160, 40) if mode == "RGB" else 30
+    data = encode(Image.fromarray(arr, mode), transparency=key)
+    from_file = decode_bytes(data, S)
+    keyed = (arr == key).all(axis=2) if mode == "RGB" else arr == key
+    assert keyed.any() and (from_file[keyed] == 255).all()
+    opened = Image.open(io.BytesIO(data))
+    if how == "copy":
+        img = opened.copy()
+    elif how == "resize":
+        img = opened.resize((S, S))
+    else:
+        img = Image.fromarray(arr, mode)
+        img.info["transparency"] = key
+    assert img.info.get("transparency") == key
+    assert np.array_equal(to_pixels([img], S)[0], from_file)
+    assert not np.array_equal(to_pixels([Image.fromarray(arr, mode)], S)[0], from_file)  # the key matters
