@@ -145,8 +145,10 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
     elif w * h > MAX_PIXELS:
         raise BadImage(f"{w}x{h} pixels: refused as a possible decompression bomb")
     _eight_bit_colour_key(img)
-    orientation = _orientation(img)  # read before conversions, which drop the EXIF block (a PNG loads here)
     img.load()
+    # Read after load, which is when a decoder that turns the picture upright itself (Pillow's TIFF) drops the
+    # tag, so the orientation is applied exactly once; and before conversions, which drop the EXIF block.
+    orientation = _orientation(img)
     icc = img.info.get("icc_profile")
     img = _to_srgb(_eight_bit(img, _reduction(img.size, size)), icc, notes)
     img = _over_white(img)

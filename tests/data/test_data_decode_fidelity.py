@@ -196,6 +196,30 @@ def test_every_exif_orientation_is_displayed_upright(orientation):
     assert np.abs(got - want).mean() <= 2.0
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt, kw", [("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}), ("WEBP", {"lossless": True})],
+                         ids=["tiff", "tiff-lzw", "webp"])
+def test_orientation_is_applied_exactly_once_in_every_format(orientation, fmt, kw):
+    """Issue 16 (tester): Pillow already turns a TIFF upright when it loads it (and drops the tag); embedflow
+    turned it again (cosine 0.708). Whoever applies the orientation, the picture is shown upright once. A
+    non-square picture, so a rotation applied twice cannot land on the same pixels."""
+    want = np.concatenate([picture(30 + orientation), picture(40 + orientation)], axis=1)  # 32 x 64
+    upright = Image.fromarray(want)
+    stored = upright.transpose(UNDO[orientation]) if orientation in UNDO else upright
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    data = encode(stored, fmt, exif=exif.tobytes(), **kw)
+    expected = np.asarray(upright.resize((S, S), Image.BILINEAR, reducing_gap=None))
+    assert np.array_equal(decode_bytes(data, S), expected)
+    # the Python API: the opened file, before and after the user's own ImageOps.exif_transpose
+    from PIL import ImageOps
+
+    from embedflow.data.pixels import to_pixels
+
+    assert np.array_equal(to_pixels([Image.open(io.BytesIO(data))], S)[0], expected)
+    assert np.array_equal(to_pixels([ImageOps.exif_transpose(Image.open(io.BytesIO(data)))], S)[0], expected)
+
+
 # --- MPO: a phone JPEG with an MPF segment is a JPEG ----------------------------------------------------------
 
 def mpo_bytes(first: Image.Image, second: Image.Image) -> bytes:
