@@ -12,6 +12,7 @@ full-size float copy is ever made.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -246,22 +247,40 @@ def _deep_converter(img):
 
 
 def _to_srgb(img, icc: bytes | None, notes: list[str] | None):
-    """Colour from the embedded ICC profile to sRGB (RGB, RGBA and CMYK images; alpha kept). sRGB profiles
-    are taken as they are. An unreadable or unusable profile: the pixels are kept as they are, with a note."""
+    """Colour from the embedded ICC profile to sRGB (RGB, RGBA and CMYK images; alpha kept). Whether a profile
+    is sRGB is decided by its content, never its name (a linear-gamma profile may be called "... sRGB"): one
+    that maps every colour of a probe grid to itself within one level keeps the pixels exactly as they are.
+    An unreadable or unusable profile: the pixels are kept as they are, with a note."""
     if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
         return img
     from PIL import ImageCms
 
     try:
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in (ImageCms.getProfileDescription(src) or "").lower():
+        if img.mode != "CMYK" and _acts_as_srgb(bytes(icc)):
             return img
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
                                          outputMode="RGBA" if img.mode == "RGBA" else "RGB")
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as e:
         if notes is not None:
             notes.append(f"colour profile unreadable ({str(e) or type(e).__name__}): colours taken as sRGB")
         return img
+
+
+@functools.lru_cache(maxsize=32)
+def _acts_as_srgb(icc: bytes) -> bool:
+    """True when the RGB profile converts a 9x9x9 grid of colours (and a grey ramp) to sRGB within one level:
+    then it is sRGB in all but its bytes. Raises ImageCms.PyCMSError (and OSError) for an unreadable profile."""
+    from PIL import Image, ImageCms
+
+    levels = np.linspace(0, 255, 9).round().astype(np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    probe = np.concatenate([grid, np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)])
+    probe = probe.reshape(1, -1, 3)
+    src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    out = ImageCms.profileToProfile(Image.fromarray(probe, "RGB"), src, ImageCms.createProfile("sRGB"),
+                                    outputMode="RGB")
+    return int(np.abs(np.asarray(out, dtype=np.int16) - probe).max()) <= 1
 
 
 def _over_white(img):
