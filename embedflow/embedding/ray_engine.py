@@ -34,7 +34,8 @@ class EmbedActor:
         self.embedder = backbones.make_embedder(spec, fp, runtime=runtime, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        """One row per input path: its hash, "" or the reason it was skipped, its vector (zeros if skipped)."""
+        """One row per input path: its hash, "" or the reason it was skipped, "" or the note of a file decoded
+        with a warning, its vector (zeros if skipped)."""
         items = [(ImageRef(str(path), Path(path), None), h) for path, h in zip(batch["path"], batch["hash"])]
         result = map_batch(items, self.spec.image_size, self.embedder, self.spec.output_dim)
         reasons = {id(ref): reason for ref, _, reason in result.bad}
@@ -42,7 +43,9 @@ class EmbedActor:
         vectors = np.zeros((len(items), self.spec.output_dim), np.float32)
         vectors[good] = result.vectors
         errors = np.array([reasons.get(id(ref), "") for ref, _ in items], dtype=object)
-        return {"hash": batch["hash"], "error": errors, "vector": vectors}
+        said = {id(ref): note for ref, note in result.notes}
+        notes = np.array([said.get(id(ref), "") for ref, _ in items], dtype=object)
+        return {"hash": batch["hash"], "error": errors, "note": notes, "vector": vectors}
 
 
 def _connect(address: str | None, workers: int):
@@ -93,16 +96,18 @@ def _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads
                             batch_size=batch_size, batch_format="numpy", concurrency=min(workers, blocks),
                             num_cpus=threads_per_worker, max_restarts=3, max_task_retries=3)
         for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-            ok, vectors, bad = [], [], []
-            for h, err, v in zip(out["hash"], out["error"], out["vector"]):
+            ok, vectors, bad, notes = [], [], [], []
+            for h, err, note, v in zip(out["hash"], out["error"], out["note"], out["vector"]):
                 ref = by_hash[str(h)]
+                if note:
+                    notes.append((ref, str(note)))
                 if err:
                     bad.append((ref, str(h), str(err)))
                 else:
                     ok.append((ref, str(h)))
                     vectors.append(v)
             vecs = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, spec.output_dim), np.float32)
-            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad)
+            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad, notes)
     finally:
         if started_here:
             ray.shutdown()
