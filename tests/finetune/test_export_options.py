@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ..conftest import make_dataset
+from ..conftest import invoke, make_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # each export converts the fused model to TFLite
 
@@ -20,20 +20,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # each export conver
 def head(tmp_path_factory, weights_file):
     """A logreg head on 66 synthetic images (52 training images: int8 calibrates on at least 50), and its
     float TFLite export (module-wide, read only)."""
-    from typer.testing import CliRunner
-
-    from embedflow.cli import app
-
     from ..conftest import SIZE
 
     work = tmp_path_factory.mktemp("export-options")
     data = make_dataset(work / "data", per_class=22)
-    runner = CliRunner()
-
-    def run(*args):
-        r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-        return r
+    run = invoke
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)

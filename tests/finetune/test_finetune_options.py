@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ..conftest import SIZE, make_dataset
+from ..conftest import SIZE, invoke, make_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # fine-tuning MobileNetV2, even at 96 px
 BASE = ["--image-size", str(SIZE), "--epochs", "2", "--fine-tune-epochs", "1", "--dropout", "0", "--no-augment",
@@ -29,18 +29,9 @@ def runs(tmp_path_factory, weights_file):
     at rate 1e-9 (rates must be > 0), no weight averaging, no flip TTA; B unfreezes from block_16_expand at
     stage-2 rate 1e-9 with
     stage 1 at 0.001 (defaults otherwise). Returns their folders and the stderr of B."""
-    from typer.testing import CliRunner
-
-    from embedflow.cli import app
-
     work = tmp_path_factory.mktemp("finetune-options")
     data = make_dataset(work / "data", per_class=6)
-    runner = CliRunner()
-
-    def run(*args):
-        r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-        return r
+    run = invoke
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
