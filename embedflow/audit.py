@@ -192,15 +192,10 @@ def find_leaks(cache_path, columns: cache.CacheColumns, other_path, threshold: f
 
 def source_image(root: str, key: str) -> Path | BadImage | None:
     """The image of `key` under the cache's root; None when there is no root, the BadImage saying why when
-    the key would leave it (the sheet shows the reason instead of reading the file)."""
-    from .data import key_path
+    the key would leave it (the sheet shows the reason instead of reading the file): reports.sheets.source."""
+    from .reports.sheets import source
 
-    if not root:
-        return None
-    try:
-        return key_path(root, key)
-    except BadImage as e:
-        return e
+    return source(root, key)
 
 
 def per_image_csv(result: AuditResult) -> str:

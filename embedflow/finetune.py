@@ -155,6 +155,11 @@ def make_callbacks(stage: str, epochs: int, reporter: Reporter, times: list):
     import keras
 
     class Progress(keras.callbacks.Callback):
+        history: dict  # the logs of every completed epoch (kept when Ctrl-C cuts model.fit short)
+
+        def on_train_begin(self, logs=None):
+            self.history = {}
+
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
@@ -162,6 +167,8 @@ def make_callbacks(stage: str, epochs: int, reporter: Reporter, times: list):
             dt = time.perf_counter() - self.t0
             times.append(dt)
             logs = logs or {}
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(float(v))
             parts = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in
                               ("loss", "accuracy", "val_loss", "val_accuracy"))
             reporter.info(f"{stage} epoch {epoch + 1}/{epochs}: {parts}  ({dt:.0f}s)")
@@ -232,10 +239,11 @@ def fit_stage(model, train, val, epochs, patience, stage, reporter, times, resto
                                                        restore_best_weights=restore_best))
     try:
         hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         best = averager.mean if averager and averager.mean is not None else keep.weights
         if best is not None:
             model.set_weights(best)
+        e.partial_history = (stage, getattr(progress, "history", {}))  # the epochs that did complete
         raise
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
@@ -285,8 +293,11 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
         reporter.info(f"stage 2: {n_trainable} layers of the base unfrozen (BatchNormalization frozen), "
                       f"learning rate {p['fine_tune_learning_rate']:g}")
         history["stage2"] = _train_end_to_end(model, train, val, p, seed, len(data.classes), reporter, times["stage2"])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         interrupted = True
+        stage, partial = getattr(e, "partial_history", (None, None))
+        if stage in ("stage 1", "stage 2"):  # history.json and epochs_run show the epochs that ran
+            history[stage.replace(" ", "")] = partial
         reporter.warn("interrupted: saving the best model so far")
     base.trainable = False
     report = proba = None

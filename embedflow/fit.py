@@ -157,6 +157,11 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
         reporter.info(f"train/val/test folders: training on train/ ({len(train)}), validating on "
                       f"{'val/' if (np.asarray(cache.splits)[val] == 'val').all() and len(val) else 'a split of train/'}"
                       f" ({len(val)}); the {len(test)} test/ image(s) are left for `evaluate --split test`")
+        copies = _copies_of_train(cache.hashes, cache.splits, train)
+        if copies:
+            reporter.warn("identical files (same sha256) in train/ and another split: " + ", ".join(
+                f"{n} {s}/ image(s)" for s, n in copies.items()) + " are copies of training images, so their "
+                "scores are optimistic; remove them from one side")
     else:
         train, val, grouping = _split(X, y, cache, val_split, seed, reporter)
     pool = np.sort(np.concatenate([train, val]))  # every row fit may learn from (never test/)
@@ -182,7 +187,8 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
                                 refit_on_all=bool(refit and len(val)))
     if cache.splits is not None:
-        split = {**split, "from": "train/val/test folders", "n_test": int(len(test))}
+        split = {**split, "from": "train/val/test folders", "n_test": int(len(test)),
+                 "copies_of_train": _copies_of_train(cache.hashes, cache.splits, train)}
     split.update(grouping)  # grouped_by, threshold, near_duplicate_groups, images_in_groups
     counts = np.bincount(y, minlength=len(cache.classes)) if len(y) else np.zeros(len(cache.classes), int)
     manifest = {
@@ -235,3 +241,14 @@ def _split(X: np.ndarray, y: np.ndarray, cache: Cache, val_split: float, seed: i
         reporter.info(f"split: {grouping['near_duplicate_groups']} group(s) of near-duplicate images "
                       f"({grouping['images_in_groups']} images, cosine >= {grouping['threshold']}) kept on one side")
     return train, val, grouping
+
+
+def _copies_of_train(hashes: list[str], splits: list[str], train) -> dict[str, int]:
+    """{"val": n, "test": m}: how many images of each other folder split have the sha256 of a training
+    image (what the folder split cannot keep apart); splits with none are left out."""
+    in_train = {hashes[i] for i in train}
+    counts: dict[str, int] = {}
+    for h, s in zip(hashes, splits):
+        if s != "train" and h in in_train:
+            counts[str(s)] = counts.get(str(s), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: ("val", "test").index(kv[0]) if kv[0] in ("val", "test") else 9))

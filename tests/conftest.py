@@ -120,6 +120,18 @@ def dataset(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+def invoke(*args, expect=0):
+    """Run `embedflow ARGS` in-process (typer's CliRunner) and check its exit code (None: any)."""
+    from typer.testing import CliRunner
+
+    from embedflow.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
 @pytest.fixture
 def cli(weights_file, tmp_path, monkeypatch):
     """Run `embedflow ...` in-process in a temporary working folder; embed/evaluate get the tiny backbone."""

@@ -186,18 +186,18 @@ def hooks(root: Path, monkeypatch) -> None:
 
     gone_early = root / "plums" / "vanishes_before_hashing.jpg"
     gone_late = root / "plums" / "vanishes_before_decoding.jpg"
-    real_hash, real_load = embed_mod.hash_file, mapper_mod.load_image
+    real_hash, real_read = embed_mod.hash_file, mapper_mod.read_image
 
     def hash_and_delete(path):  # deleted after discovery, before it is hashed
         gone_early.unlink(missing_ok=True)
         return real_hash(path)
 
-    def load_and_delete(path, size):  # hashed fine, then deleted before it is decoded
+    def read_and_delete(path, *args, **kwargs):  # hashed fine, then deleted before it is read for decoding
         gone_late.unlink(missing_ok=True)
-        return real_load(path, size)
+        return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(embed_mod, "hash_file", hash_and_delete)
-    monkeypatch.setattr(mapper_mod, "load_image", load_and_delete)
+    monkeypatch.setattr(mapper_mod, "read_image", read_and_delete)
     unreadable = root / "plums" / "unreadable.jpg"
     if unreadable.exists():
         unreadable.chmod(0)  # denied to anyone without CAP_DAC_OVERRIDE

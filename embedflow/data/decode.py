@@ -12,6 +12,7 @@ full-size float copy is ever made.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -145,8 +146,10 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
     elif w * h > MAX_PIXELS:
         raise BadImage(f"{w}x{h} pixels: refused as a possible decompression bomb")
     _eight_bit_colour_key(img)
-    orientation = _orientation(img)  # read before conversions, which drop the EXIF block (a PNG loads here)
     img.load()
+    # Read after load, which is when a decoder that turns the picture upright itself (Pillow's TIFF) drops the
+    # tag, so the orientation is applied exactly once; and before conversions, which drop the EXIF block.
+    orientation = _orientation(img)
     icc = img.info.get("icc_profile")
     img = _to_srgb(_eight_bit(img, _reduction(img.size, size)), icc, notes)
     img = _over_white(img)
@@ -159,9 +162,11 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
 
 def _eight_bit_colour_key(img) -> None:
     """Pillow keeps 8 bits of a 16-bit RGB PNG but its colour key (tRNS) in 16: compare at 8 bits too (pixels
-    within 1/256 of the key colour are taken as the key). Must run before load, while the tile is known."""
+    within 1/256 of the key colour are taken as the key). Must run before load, while the tile is known. An
+    in-memory image (a copy, a resize, Image.fromarray) has no tile: its 8-bit key is taken as it is."""
     key = img.info.get("transparency")
-    if img.mode == "RGB" and isinstance(key, tuple) and any(t.args == "RGB;16B" for t in img.tile):
+    tile = getattr(img, "tile", None) or ()  # only a file being read (an ImageFile) has one
+    if img.mode == "RGB" and isinstance(key, tuple) and any(t.args == "RGB;16B" for t in tile):
         img.info["transparency"] = tuple(v >> 8 for v in key)
 
 
@@ -242,22 +247,40 @@ def _deep_converter(img):
 
 
 def _to_srgb(img, icc: bytes | None, notes: list[str] | None):
-    """Colour from the embedded ICC profile to sRGB (RGB, RGBA and CMYK images; alpha kept). sRGB profiles
-    are taken as they are. An unreadable or unusable profile: the pixels are kept as they are, with a note."""
+    """Colour from the embedded ICC profile to sRGB (RGB, RGBA and CMYK images; alpha kept). Whether a profile
+    is sRGB is decided by its content, never its name (a linear-gamma profile may be called "... sRGB"): one
+    that maps every colour of a probe grid to itself within one level keeps the pixels exactly as they are.
+    An unreadable or unusable profile: the pixels are kept as they are, with a note."""
     if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
         return img
     from PIL import ImageCms
 
     try:
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in (ImageCms.getProfileDescription(src) or "").lower():
+        if img.mode != "CMYK" and _acts_as_srgb(bytes(icc)):
             return img
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
                                          outputMode="RGBA" if img.mode == "RGBA" else "RGB")
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as e:
         if notes is not None:
             notes.append(f"colour profile unreadable ({str(e) or type(e).__name__}): colours taken as sRGB")
         return img
+
+
+@functools.lru_cache(maxsize=32)
+def _acts_as_srgb(icc: bytes) -> bool:
+    """True when the RGB profile converts a 9x9x9 grid of colours (and a grey ramp) to sRGB within one level:
+    then it is sRGB in all but its bytes. Raises ImageCms.PyCMSError (and OSError) for an unreadable profile."""
+    from PIL import Image, ImageCms
+
+    levels = np.linspace(0, 255, 9).round().astype(np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    probe = np.concatenate([grid, np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)])
+    probe = probe.reshape(1, -1, 3)
+    src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    out = ImageCms.profileToProfile(Image.fromarray(probe, "RGB"), src, ImageCms.createProfile("sRGB"),
+                                    outputMode="RGB")
+    return int(np.abs(np.asarray(out, dtype=np.int16) - probe).max()) <= 1
 
 
 def _over_white(img):

@@ -20,7 +20,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", 
 IMAGE_LIKE_EXTENSIONS = frozenset({".psd", ".psb", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw",
                                    ".orf", ".rw2", ".raf", ".pef", ".srw", ".svg", ".jxl", ".jp2", ".j2k", ".jpx",
                                    ".ico", ".tga", ".exr", ".hdr", ".pcx", ".ppm", ".pgm", ".pbm", ".pnm", ".eps"})
-SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+# Split folder names (any case) -> the split: Kaggle's valid/, Training/ + Testing/, dev/ are common too.
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}
 LAYOUTS = ("class-folders", "splits", "unlabelled", "csv")
 
 
@@ -157,9 +159,14 @@ def _loose_images(folder: Path) -> list[str]:
 
 
 def _split_layout(root: Path) -> bool:
-    """train/ val|validation/ test/ parents (at least one holding class folders) and nothing else."""
+    """Split parents (SPLIT_NAMES, any case), at least one holding class folders, and either a train folder
+    among them or nothing else beside them. Other folders beside a train split are reported as dropped, never
+    taken as classes."""
     subs = _subfolders(root)
-    return bool(subs) and all(s.lower() in SPLIT_NAMES for s in subs) and any(_subfolders(root / s) for s in subs)
+    splits = [s for s in subs if s.lower() in SPLIT_NAMES]
+    if not splits or not any(_subfolders(root / s) for s in splits):
+        return False
+    return len(splits) == len(subs) or any(SPLIT_NAMES[s.lower()] == "train" for s in splits)
 
 
 def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
@@ -285,7 +292,15 @@ def _discover_class_folders(root: Path) -> Discovery:
 def _discover_splits(root: Path) -> Discovery:
     found = Discovery(refs=[], classes=[], layout="splits")
     per_split: dict[str, set[str]] = {}
+    loose = _loose_images(root)
+    if loose:
+        found.notes.append(f"{len(loose)} image(s) directly in {root}, beside the split folders, ignored")
+        found.dropped.extend(Dropped(_key_for(f), "file", "image beside the split folders") for f in loose)
     for split_dir in _subfolders(root):
+        if split_dir.lower() not in SPLIT_NAMES:
+            _drop(found, _key_for(split_dir), "folder", f"folder '{_key_for(split_dir)}' beside the split folders is "
+                  f"not a split ({'/'.join(sorted(set(SPLIT_NAMES)))}): ignored")
+            continue
         split = SPLIT_NAMES[split_dir.lower()]
         loose = _loose_images(root / split_dir)
         if loose:

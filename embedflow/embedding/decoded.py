@@ -39,26 +39,30 @@ class Decoded:
 def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = None, *, workers: int | None = None,
                 reporter: Reporter = SILENT, description: str = "decoding") -> Decoded:
     """Hash and decode every ref in threads (PIL releases the GIL), each from one read of the file (the
-    hash names the bytes decoded); bad files are skipped with a reason."""
+    hash names the bytes decoded); bad files are skipped with a reason, and a file decoded with a warning (an
+    unreadable colour profile) is one reporter warning "KEY: note"."""
     classes = list(classes or [])
     index = {c: i for i, c in enumerate(classes)}
 
     def one(ref: ImageRef):
         if ref.refused:
-            return ref, None, None, ref.refused
+            return ref, None, None, ref.refused, []
+        said: list[str] = []
         try:
-            digest, arr = read_image(ref.path, size)
+            digest, arr = read_image(ref.path, size, notes=said)
         except BadImage as e:
-            return ref, None, None, str(e)
-        return ref, digest, arr, None
+            return ref, None, None, str(e), []
+        return ref, digest, arr, None, said
 
     pixels = np.empty((len(refs), size, size, 3), dtype=np.uint8)
     ok, hashes, failed = [], [], []
     reporter.start(description, len(refs))
     try:
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            for ref, digest, arr, reason in pool.map(one, refs):
+            for ref, digest, arr, reason, said in pool.map(one, refs):
                 reporter.advance(1)
+                if said:  # decoded with a warning (an unreadable colour profile taken as sRGB): one line a file
+                    reporter.warn(f"{ref.key}: {'; '.join(said)}")
                 if reason is not None:
                     failed.append((ref, reason))
                     continue

@@ -292,6 +292,8 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         for batch in stream_for(unique):
             for ref, h, reason in batch.bad:
                 on_bad(ref, h, reason)
+            for ref, note in batch.notes:
+                reporter.warn(f"{ref.key}: {note}")
             for (ref, h), v in zip(batch.ok, batch.vectors):
                 done[h] = v
             reporter.advance(len(batch.ok))

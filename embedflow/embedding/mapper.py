@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -38,6 +38,7 @@ class BatchResult:
     ok: list[tuple[ImageRef, str]]  # (ref, hash) of the images embedded, in input order
     vectors: np.ndarray  # (len(ok), D) float32 vectors; the uint8 (len(ok), S, S, 3) pixels when fn is None
     bad: list[tuple[ImageRef, str, str]]  # (ref, hash, reason), in input order
+    notes: list[tuple[ImageRef, str]] = field(default_factory=list)  # (ref, note): decoded, with a warning
 
 
 def map_batch(items: Sequence[tuple[ImageRef, str]], size: int, fn: Callable | None = None, dim: int = 0) -> BatchResult:
@@ -50,13 +51,16 @@ def map_batch(items: Sequence[tuple[ImageRef, str]], size: int, fn: Callable | N
 
     fn: the backbone, uint8 (n, size, size, 3) -> (n, dim) vectors; None keeps the pixels themselves.
     dim: the width of fn's vectors, for the (0, dim) float32 result of a batch with no good file.
+    A file decoded with a warning (an unreadable colour profile taken as sRGB) gives one `notes` entry, its
+    notes joined by "; ".
     The vectors are returned as fn gives them (callers check them with `checked`). Raises only what fn
     raises: a file that cannot be decoded (data.BadImage) is a `bad` entry, never an error.
     """
-    ok, pixels, bad = [], [], []
+    ok, pixels, bad, notes = [], [], [], []
     for ref, h in items:
+        said: list[str] = []
         try:
-            digest, arr = read_image(ref.path, size)
+            digest, arr = read_image(ref.path, size, notes=said)
         except BadImage as e:
             bad.append((ref, h, str(e)))
             continue
@@ -65,10 +69,12 @@ def map_batch(items: Sequence[tuple[ImageRef, str]], size: int, fn: Callable | N
             continue
         pixels.append(arr)
         ok.append((ref, h or digest))
+        if said:
+            notes.append((ref, "; ".join(said)))
     stacked = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
     if fn is None:
-        return BatchResult(ok, stacked, bad)
-    return BatchResult(ok, fn(stacked) if ok else np.zeros((0, dim), np.float32), bad)
+        return BatchResult(ok, stacked, bad, notes)
+    return BatchResult(ok, fn(stacked) if ok else np.zeros((0, dim), np.float32), bad, notes)
 
 
 def embed_stream(items: list[tuple[ImageRef, str]], embedder: Callable, size: int, dim: int, *,

@@ -9,7 +9,9 @@ that dies is restarted and its batch retried by Ray; an interrupted driver resum
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -32,7 +34,8 @@ class EmbedActor:
         self.embedder = backbones.make_embedder(spec, fp, runtime=runtime, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        """One row per input path: its hash, "" or the reason it was skipped, its vector (zeros if skipped)."""
+        """One row per input path: its hash, "" or the reason it was skipped, "" or the note of a file decoded
+        with a warning, its vector (zeros if skipped)."""
         items = [(ImageRef(str(path), Path(path), None), h) for path, h in zip(batch["path"], batch["hash"])]
         result = map_batch(items, self.spec.image_size, self.embedder, self.spec.output_dim)
         reasons = {id(ref): reason for ref, _, reason in result.bad}
@@ -40,7 +43,9 @@ class EmbedActor:
         vectors = np.zeros((len(items), self.spec.output_dim), np.float32)
         vectors[good] = result.vectors
         errors = np.array([reasons.get(id(ref), "") for ref, _ in items], dtype=object)
-        return {"hash": batch["hash"], "error": errors, "vector": vectors}
+        said = {id(ref): note for ref, note in result.notes}
+        notes = np.array([said.get(id(ref), "") for ref, _ in items], dtype=object)
+        return {"hash": batch["hash"], "error": errors, "note": notes, "vector": vectors}
 
 
 def _connect(address: str | None, workers: int):
@@ -72,6 +77,13 @@ def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, 
     if runtime == "litert" or runtime == "auto":
         runtime = "litert"
         backbones.tflite_backbone_path(spec, fp)  # convert once here, so local workers only load it
+    # Ray's driver prints cluster errors (a worker that died, ...) to sys.stdout, which belongs to the command's
+    # own output (`embed --json` is one JSON document): send them to stderr while Ray runs.
+    with contextlib.redirect_stdout(sys.stderr):
+        yield from _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker)
+
+
+def _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker) -> Iterator:
     ray, started_here = _connect(address, workers)
     by_hash: dict[str, ImageRef] = {}
     for ref, h in items:
@@ -84,16 +96,18 @@ def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, 
                             batch_size=batch_size, batch_format="numpy", concurrency=min(workers, blocks),
                             num_cpus=threads_per_worker, max_restarts=3, max_task_retries=3)
         for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-            ok, vectors, bad = [], [], []
-            for h, err, v in zip(out["hash"], out["error"], out["vector"]):
+            ok, vectors, bad, notes = [], [], [], []
+            for h, err, note, v in zip(out["hash"], out["error"], out["note"], out["vector"]):
                 ref = by_hash[str(h)]
+                if note:
+                    notes.append((ref, str(note)))
                 if err:
                     bad.append((ref, str(h), str(err)))
                 else:
                     ok.append((ref, str(h)))
                     vectors.append(v)
             vecs = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, spec.output_dim), np.float32)
-            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad)
+            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad, notes)
     finally:
         if started_here:
             ray.shutdown()

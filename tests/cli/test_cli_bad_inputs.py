@@ -79,6 +79,11 @@ def test_info_lists_skips_rerun_keeps_them_and_strict_fails(corpus_run, cli):
     assert again["embedded"] == 0  # remembered bad files are not retried until they change
     gone = sum("vanishes" in c.key for c in skipped)
     assert len(again["failed"]) == len(skipped) - gone
+    r = cli("embed", root, "--strict", expect=7)  # the corpus has a class folder without images: left out
+    assert "and --strict is set (e.g. empty_class: class folder 'empty_class' holds no images" in r.stderr
+    import shutil
+
+    shutil.rmtree(root / "empty_class")  # nothing left out: --strict then counts the skipped files
     r = cli("embed", root, "--strict", expect=7)
     assert f"{len(skipped) - gone} file(s) were skipped and --strict is set" in r.stderr
 

@@ -155,6 +155,26 @@ def test_train_val_test_folders_are_the_split(cli, tmp_path):
     assert "no train/ val/ test/ folders" in err
 
 
+def test_identical_files_across_the_folder_splits_are_one_warning_and_recorded(cli, tmp_path):
+    """Issue 16 (tester): the same file (same sha256) in train/ and val/ or test/ leaks silently, while the
+    README says copies cannot leak. fit warns in one line with the counts and records them in the split."""
+    data = _splits_dataset(tmp_path / "data")
+    shutil.copy(data / "train" / "apples" / "apples_000.jpg", data / "val" / "apples" / "copy.jpg")
+    shutil.copy(data / "train" / "limes" / "limes_001.png", data / "test" / "limes" / "copy.png")
+    shutil.copy(data / "train" / "limes" / "limes_002.JPEG", data / "test" / "limes" / "copy2.jpg")
+    cli("embed", data)
+    r = cli("fit")
+    lines = [line for line in r.stderr.splitlines() if "identical files" in line]
+    assert len(lines) == 1 and "1 val/ image(s), 2 test/ image(s) are copies of training images" in lines[0], r.stderr
+    manifest = json.loads((tmp_path / "models" / "logreg" / "manifest.json").read_text())
+    assert manifest["split"]["copies_of_train"] == {"val": 1, "test": 2}
+    clean = _splits_dataset(tmp_path / "clean")
+    cli("embed", clean, "--cache", "cache/clean.h5")
+    r = cli("fit", "--cache", "cache/clean.h5", "--out", "models/clean")
+    assert "identical files" not in r.stderr
+    assert json.loads((tmp_path / "models" / "clean" / "manifest.json").read_text())["split"]["copies_of_train"] == {}
+
+
 def test_a_class_missing_from_train_is_one_line(cli, tmp_path):
     data = _splits_dataset(tmp_path / "data")
     make_dataset(data / "test", per_class=2, classes=("lemons",), seed=5)

@@ -59,8 +59,8 @@ def test_contact_sheet_does_not_show_a_file_outside_the_dataset(tmp_path, secret
     result = SimpleNamespace(results=[SimpleNamespace(kind="key", query="a/q.png", own_key="a/q.png", neighbors=hits),
                                       SimpleNamespace(kind="key", query="../secret.png", own_key=None, neighbors=[])],
                              cache="c.h5", method="exact", k=2)
-    columns = type("Columns", (), {"root": str(root), "keys": ["a/q.png"], "labels": [0], "classes": ["a"],
-                                   "__len__": lambda self: 1})()
+    columns = cache.CacheColumns(keys=["a/q.png"], hashes=["0" * 64], labels=np.array([0]), classes=["a"],
+                                 fingerprint={}, root=str(root), dim=3, updated_utc="", path="c.h5")
     out = sheets.neighbors_sheet(result, columns, tmp_path / "sheet.png")
     pixels = np.asarray(Image.open(out).convert("RGB")).reshape(-1, 3)
     assert not (pixels == SECRET).all(axis=1).any()

@@ -103,6 +103,15 @@ def test_alpha_and_palette_transparency_are_composited_the_same_way(kind):
 
 def adobe_rgb_like_profile() -> bytes:
     """An ICC v2 matrix/TRC display profile with Adobe RGB (1998) primaries (D50-adapted) and gamma 563/256."""
+    return matrix_trc_profile(b"Adobe RGB (1998)-like test profile",
+                              ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446)), 563)
+
+
+SRGB_D50 = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+
+
+def matrix_trc_profile(name: bytes, colorants, gamma_u8f8: int) -> bytes:
+    """An ICC v2 matrix/TRC display profile: D50-adapted colorants (rXYZ, gXYZ, bXYZ), one gamma curve (u8.8)."""
 
     def s15(v: float) -> bytes:
         return struct.pack(">i", round(v * 65536))
@@ -110,11 +119,12 @@ def adobe_rgb_like_profile() -> bytes:
     def xyz(x, y, z) -> bytes:
         return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
 
-    text = b"Adobe RGB (1998)-like test profile\0"
+    text = name + b"\0"
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8) + bytes(3) + bytes(67)
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 563) + bytes(2)
-    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.6097, 0.3111, 0.0195)),
-            (b"gXYZ", xyz(0.2053, 0.6257, 0.0609)), (b"bXYZ", xyz(0.1492, 0.0632, 0.7446)),
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, gamma_u8f8) + bytes(2)
+    r, g, b = colorants
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*r)),
+            (b"gXYZ", xyz(*g)), (b"bXYZ", xyz(*b)),
             (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve), (b"cprt", b"text" + bytes(4) + b"none\0\0\0\0")]
     offset = 128 + 4 + 12 * len(tags)
     table, body = b"", b""
@@ -177,6 +187,32 @@ def test_an_srgb_profile_changes_nothing():
     assert np.array_equal(decode_bytes(encode(Image.fromarray(arr), icc_profile=srgb), S), arr)
 
 
+@pytest.mark.parametrize("name", [b"sRGB-elle-V2-g10.icc", b"GIMP built-in Linear sRGB"])
+def test_a_linear_profile_named_srgb_is_converted(name):
+    """Issue 16 (tester): a profile was skipped when its description contained "sRGB", so linear-gamma sRGB
+    pictures (GIMP, Elle Stone's profiles) were read as if gamma-encoded (cosine 0.92). Decided by content."""
+    want = picture(22)
+    icc = matrix_trc_profile(name, SRGB_D50, 256)  # gamma 1.0
+    linear = ImageCms.profileToProfile(Image.fromarray(want), ImageCms.createProfile("sRGB"),
+                                       ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    assert name.decode() in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    assert np.abs(np.asarray(linear).astype(int) - want).max() > 40  # unconverted, the picture is far off
+    got = decode_bytes(encode(linear, icc_profile=icc), S).astype(int)
+    assert np.abs(got - want).mean() <= 2.0  # linear 8-bit loses shadows: a few levels in the darkest blocks
+
+
+def test_an_srgb_profile_under_another_name_changes_nothing():
+    """By content both ways: a gamma-encoded sRGB-like profile (sRGB colorants, the sRGB curve) whose name says
+    nothing of sRGB is taken as sRGB, its pixels kept exactly."""
+    arr = picture(23)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    data = srgb.tobytes()
+    data = data.replace(b"sRGB", b"abcd").replace("sRGB".encode("utf-16-be"), "abcd".encode("utf-16-be"))  # the description no longer names sRGB; the content is unchanged
+    renamed = ImageCms.ImageCmsProfile(io.BytesIO(data))
+    assert "srgb" not in (ImageCms.getProfileDescription(renamed) or "").lower()
+    assert np.array_equal(decode_bytes(encode(Image.fromarray(arr), icc_profile=data), S), arr)
+
+
 # --- EXIF orientation, as browsers apply it -------------------------------------------------------------------
 
 UNDO = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -194,6 +230,30 @@ def test_every_exif_orientation_is_displayed_upright(orientation):
     assert np.array_equal(decode_bytes(encode(stored, exif=exif.tobytes()), S), want)  # PNG eXIf: lossless
     got = decode_bytes(encode(stored, "JPEG", exif=exif.tobytes(), quality=100, subsampling=0), S).astype(int)
     assert np.abs(got - want).mean() <= 2.0
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt, kw", [("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}), ("WEBP", {"lossless": True})],
+                         ids=["tiff", "tiff-lzw", "webp"])
+def test_orientation_is_applied_exactly_once_in_every_format(orientation, fmt, kw):
+    """Issue 16 (tester): Pillow already turns a TIFF upright when it loads it (and drops the tag); embedflow
+    turned it again (cosine 0.708). Whoever applies the orientation, the picture is shown upright once. A
+    non-square picture, so a rotation applied twice cannot land on the same pixels."""
+    want = np.concatenate([picture(30 + orientation), picture(40 + orientation)], axis=1)  # 32 x 64
+    upright = Image.fromarray(want)
+    stored = upright.transpose(UNDO[orientation]) if orientation in UNDO else upright
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    data = encode(stored, fmt, exif=exif.tobytes(), **kw)
+    expected = np.asarray(upright.resize((S, S), Image.BILINEAR, reducing_gap=None))
+    assert np.array_equal(decode_bytes(data, S), expected)
+    # the Python API: the opened file, before and after the user's own ImageOps.exif_transpose
+    from PIL import ImageOps
+
+    from embedflow.data.pixels import to_pixels
+
+    assert np.array_equal(to_pixels([Image.open(io.BytesIO(data))], S)[0], expected)
+    assert np.array_equal(to_pixels([ImageOps.exif_transpose(Image.open(io.BytesIO(data)))], S)[0], expected)
 
 
 # --- MPO: a phone JPEG with an MPF segment is a JPEG ----------------------------------------------------------
@@ -351,3 +411,31 @@ def test_large_images_reduced_in_strips_show_the_same_picture(monkeypatch, kind)
     want = np.asarray(shown.reduce(4).resize((32, 32), Image.BILINEAR, reducing_gap=None)).astype(int)
     got = decode_bytes(data, 32).astype(int)  # factor 256 // (2 * 32) = 4: 32 strips of 8 rows
     assert np.abs(got - want).max() <= 2
+
+
+# --- in-memory PIL images (the Python API): the same steps as the file ----------------------------------------
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("how", ["copy", "resize", "fromarray"])
+def test_an_in_memory_image_with_a_colour_key_decodes_like_its_file(mode, how):
+    """Issue 16 (tester): an RGB or L image with info['transparency'] handed to predict raised AttributeError
+    ('Image' object has no attribute 'tile'). Its pixels must be the file's: the key composited over white."""
+    from embedflow.data.pixels import to_pixels
+
+    arr = picture(21) if mode == "RGB" else picture(21)[..., 0]
+    key = (30, 160, 40) if mode == "RGB" else 30
+    data = encode(Image.fromarray(arr, mode), transparency=key)
+    from_file = decode_bytes(data, S)
+    keyed = (arr == key).all(axis=2) if mode == "RGB" else arr == key
+    assert keyed.any() and (from_file[keyed] == 255).all()
+    opened = Image.open(io.BytesIO(data))
+    if how == "copy":
+        img = opened.copy()
+    elif how == "resize":
+        img = opened.resize((S, S))
+    else:
+        img = Image.fromarray(arr, mode)
+        img.info["transparency"] = key
+    assert img.info.get("transparency") == key
+    assert np.array_equal(to_pixels([img], S)[0], from_file)
+    assert not np.array_equal(to_pixels([Image.fromarray(arr, mode)], S)[0], from_file)  # the key matters

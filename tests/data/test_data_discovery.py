@@ -192,3 +192,34 @@ def test_nothing_found_says_what_was_looked_for(tmp_path):
         discover(tmp_path, labels_csv=tmp_path / "labels.csv")
     with pytest.raises(DatasetError, match="cannot read labels file"):
         discover(tmp_path, labels_csv=tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("names", [("train", "valid", "test"), ("Training", "Testing"), ("train", "dev"),
+                                   ("TRAIN", "Validation")])
+def test_other_spellings_of_the_split_folders_are_recognised(tmp_path, names):
+    """Issue 16 (tester): Kaggle's valid/, Training/ + Testing/ and dev/ became classes train/valid/test."""
+    for name in names:
+        for c in ("cats", "dogs"):
+            img(tmp_path / name / c / "1.jpg")
+    found = discover(tmp_path)
+    want = {"train": "train", "training": "train", "valid": "val", "validation": "val", "dev": "val",
+            "test": "test", "testing": "test"}
+    assert found.layout == "splits" and found.classes == ["cats", "dogs"] and found.dropped == []
+    assert {found.split_of[f"{n}/cats/1.jpg"] for n in names} == {want[n.lower()] for n in names}
+
+
+def test_an_extra_folder_or_a_loose_image_beside_the_splits_is_dropped_with_a_reason(tmp_path):
+    """Issue 16 (tester): train/val/test plus unlabeled/ (or a loose image at the root) was silently merged or
+    dropped. They are reported in dropped (so --strict exits 7), and never become classes."""
+    for split in ("train", "val", "test"):
+        for c in ("cats", "dogs"):
+            img(tmp_path / split / c / "1.jpg")
+    img(tmp_path / "unlabeled" / "x.jpg")
+    img(tmp_path / "unlabeled" / "sub" / "y.jpg")
+    img(tmp_path / "stray.jpg")
+    found = discover(tmp_path)
+    assert found.layout == "splits" and found.classes == ["cats", "dogs"]
+    assert not any(k.startswith("unlabeled") or k == "stray.jpg" for k in keys(found))
+    assert sorted((d.key, d.kind) for d in found.dropped) == [("stray.jpg", "file"), ("unlabeled", "folder")]
+    assert any("'unlabeled' beside the split folders is not a split" in n for n in found.notes)
+    assert any("1 image(s) directly in" in n and "beside the split folders" in n for n in found.notes)

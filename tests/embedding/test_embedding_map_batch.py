@@ -152,3 +152,42 @@ def test_a_file_rewritten_between_hash_and_decode_never_poisons_the_cache(tmp_pa
     c = cache.open_cache(path, vectors=True)
     assert {"apples/apples_000.jpg", "apples/copy_of_000.jpg"} <= set(c.keys) and not second.failed
     check(c)
+
+
+def _with_an_unreadable_profile(path):
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (90, 120, 200)).save(path, icc_profile=b"not a colour profile at all")
+    return path
+
+
+def test_a_decode_note_reaches_the_reporter_once_per_file(tmp_path, cli):
+    """Issue 16 (tester): "colour profile unreadable ...: colours taken as sRGB" was appended to notes nobody
+    passed. The mapper, the Ray actor, decode_refs and the real `embed` each carry it: one warning per file."""
+    from embedflow.progress import ListReporter
+
+    items = items_with_a_bad_file(tmp_path)
+    odd = _with_an_unreadable_profile(tmp_path / "odd.png")
+    items.append((ImageRef("odd.png", odd, None), sha256(odd)))
+    result = map_batch(items, 16, mean_colour, DIM)
+    assert [(ref.key, note[:26]) for ref, note in result.notes] == [("odd.png", "colour profile unreadable ")]
+    assert [ref.key for ref, _ in result.ok][-1] == "odd.png"  # still embedded
+
+    actor = object.__new__(EmbedActor)
+    actor.spec = SimpleNamespace(image_size=16, output_dim=DIM)
+    actor.embedder = mean_colour
+    out = actor({"path": np.array([str(ref.path) for ref, _ in items]), "hash": np.array([h for _, h in items])})
+    assert [bool(n) for n in out["note"]] == [False] * 4 + [True] and not out["error"][4]
+
+    reporter = ListReporter()
+    decode_refs([ref for ref, _ in items], 16, workers=2, reporter=reporter)
+    assert [w for w in reporter.warnings if "colour profile" in w] == [f"odd.png: {result.notes[0][1]}"]
+
+    data = tmp_path / "data"
+    for c, colour in (("apples", (200, 40, 40)), ("limes", (40, 200, 40))):
+        for i in range(2):
+            make_image(data / c / f"{c}_{i}.png", colour, i)
+    _with_an_unreadable_profile(data / "apples" / "odd.png")
+    stderr = cli("embed", data).stderr
+    lines = [line for line in stderr.splitlines() if "colour profile unreadable" in line]
+    assert len(lines) == 1 and "apples/odd.png: colour profile unreadable" in lines[0], stderr

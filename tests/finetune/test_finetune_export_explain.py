@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ..conftest import SIZE, make_dataset
+from ..conftest import SIZE, invoke, make_dataset
 
 TINY = ["--epochs", "1", "--fine-tune-epochs", "1", "--image-size", str(SIZE)]
 # The first test to use the module-scoped fine-tuned model pays for fine-tuning and two exports (about
@@ -37,18 +37,9 @@ def top_labels(result) -> dict:
 def finetuned(tmp_path_factory, weights_file):
     """One model fine-tuned on 18 synthetic images (1 + 1 epochs), with its float TFLite and dynamic-range
     quantized exports: made once for this module; the tests below only read them."""
-    from typer.testing import CliRunner
-
-    from embedflow.cli import app
-
     work = tmp_path_factory.mktemp("finetuned")
     data = make_dataset(work / "data", per_class=6)
-    runner = CliRunner()
-
-    def run(*args):
-        r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-        return r
+    run = invoke
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)

@@ -1,0 +1,35 @@
+"""`embedflow evaluate` embeds a folder through a cache of its own, under that cache's writer lock: while
+another process holds the lock, evaluate stops with one line naming that process (exit 4) and writes
+nothing; once it is released, the same command runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ..conftest import embed_and_fit, make_dataset
+
+HOLD = ("import sys; from embedflow.cache import CacheLock; lock = CacheLock(sys.argv[1]).__enter__(); "
+        "print('held', flush=True); sys.stdin.read()")
+
+
+def test_evaluate_waits_for_no_one_and_names_the_lock_holder(cli, tmp_path, weights_file):
+    embed_and_fit(tmp_path, weights_file)
+    test_data = make_dataset(tmp_path / "test", per_class=3, seed=5)
+    eval_cache = tmp_path / "cache" / "test-eval.h5"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(eval_cache)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = cli("evaluate", "models/logreg", test_data, "--cache", eval_cache, "--out", "ev", expect=4)
+        assert refused.stderr.strip().splitlines() == [
+            f"error: cache {eval_cache} is in use by process {holder.pid}; wait for it to finish"]
+        assert not eval_cache.exists()
+        # no report: the --out folder may exist (evaluate checks up front that it can write there), empty
+        assert not (tmp_path / "ev").exists() or not any((tmp_path / "ev").iterdir())
+    finally:
+        holder.communicate("")  # closing stdin ends the holder, which releases the lock
+    report = json.loads(cli("evaluate", "models/logreg", test_data, "--cache", eval_cache, "--out", "ev",
+                            "--json").stdout)
+    assert report["n"] == 9 and eval_cache.is_file() and (tmp_path / "ev" / "eval-report.json").is_file()
