@@ -42,7 +42,7 @@ def test_save_replaces_a_folder_completely_and_leaves_nothing_beside_it(tmp_path
     names, note = _folder_state(target)
     assert note == "seed 1" and names == ["head.joblib", "labels.txt", "manifest.json"]
     # no staged or aside folder left; the writer lock's file stays (removing it would race another writer)
-    assert sorted(p.name for p in target.parent.iterdir()) == [".logreg.lock", "logreg"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["logreg"]  # the writer lock is removed on release
     np.testing.assert_allclose(models.load_model(target).predict_proba_vectors(X), new.predict_proba_vectors(X))
 
 
@@ -93,7 +93,7 @@ def test_an_error_while_writing_leaves_the_old_folder_untouched(tmp_path):
             (staged / "half-written").write_text("...")
             raise RuntimeError("disk full")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".logreg.lock", "logreg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logreg"]  # the writer lock is removed on release
 
 
 def test_a_missing_folder_is_still_one_clear_error(tmp_path):
