@@ -266,20 +266,24 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
     p = {**DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
     _check_params(p)
     fp = backbones.fingerprint(spec)
-    data = decode_folder(root, spec.image_size, reporter=reporter)
+    data = decode_folder(root, spec.image_size, split="all", reporter=reporter)
     keras.utils.set_random_seed(seed)
     model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"])
     features, grouping = None, None
+    if data.splits is not None:  # train/ val/ test/ folders are the split; test/ is never trained on
+        keep, train_rows, val_rows, n_test = models.without_test_rows(data.splits, data.labels, data.hashes,
+                                                                       data.classes, val_split, seed)
+        failed, data = data.failed, data.subset(keep)
+        data.failed = failed
+        grouping = {"from": "train/val/test folders", "n_test": n_test}
+        reporter.info(f"train/val/test folders: fine-tuning on train/ ({len(train_rows)}), validating on "
+                      f"{len(val_rows)}; the {n_test} test/ image(s) are left for `evaluate --split test`")
     if p["epochs"]:
         reporter.info("stage 1: computing the frozen base's features once")
         features = predict_pixels(backbone, data.pixels)
-        from .models.split import split_indices_near_duplicates
-
-        # the frozen base's pooled features are the cache's vectors: near-duplicates share a side, as in fit
-        train_rows, val_rows, grouping = split_indices_near_duplicates(features, data.labels, data.hashes,
-                                                                       data.classes, val_split, seed)
-    else:  # no frozen features computed: identical files only
-        train_rows, val_rows = models.split_indices(data.labels, data.hashes, data.classes, val_split, seed)
+    if grouping is None:  # the frozen base's pooled features are the cache's vectors: as in fit
+        train_rows, val_rows, grouping = models.leak_free_split(features, data.labels, data.hashes, data.classes,
+                                                                val_split, seed, reporter)
     train, val = data.subset(train_rows), data.subset(val_rows)
     reporter.info(f"fine-tuning on {len(train)} images, validating on {len(val)} ({len(data.classes)} classes, "
                   f"{len(data.failed)} skipped)")

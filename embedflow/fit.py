@@ -163,7 +163,7 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
                 f"{n} {s}/ image(s)" for s, n in copies.items()) + " are copies of training images, so their "
                 "scores are optimistic; remove them from one side")
     else:
-        train, val, grouping = _split(X, y, cache, val_split, seed, reporter)
+        train, val, grouping = models.leak_free_split(X, y, cache.hashes, cache.classes, val_split, seed, reporter)
     pool = np.sort(np.concatenate([train, val]))  # every row fit may learn from (never test/)
     check_trainable(head, estimator, y[train], cache.classes)
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
@@ -215,32 +215,6 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     fitted.rejector_ = rejector
     fitted.val_proba_, fitted.val_rows_, fitted.cache_ = val_proba, val, cache
     return fitted
-
-
-def _split(X: np.ndarray, y: np.ndarray, cache: Cache, val_split: float, seed: int,
-           reporter: Reporter) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(train rows, val rows, grouping record): groups of near-duplicates kept on one side
-    (models.split.split_indices_near_duplicates) where the classes allow it. When they do not (a chain of
-    near-duplicates holding most of a small class, as on tightly clustered vectors), the split falls back to
-    identical files only, with a warning, and the record says why; a split impossible even then raises
-    DatasetError as split_indices does."""
-    from .models.split import split_indices_near_duplicates
-
-    if val_split <= 0:
-        train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
-        return train, val, {}
-    try:
-        train, val, grouping = split_indices_near_duplicates(X, y, cache.hashes, cache.classes, val_split, seed)
-    except DatasetError as grouped_error:
-        train, val = models.split_indices(y, cache.hashes, cache.classes, val_split, seed)
-        reporter.warn(f"near-duplicate images could not all be kept on one side ({grouped_error}); "
-                      "the split keeps identical files together only")
-        return train, val, {"grouped_by": "sha256 (near-duplicate groups did not fit the split)",
-                            "near_duplicate_groups": 0, "grouping_refused": str(grouped_error)}
-    if grouping["near_duplicate_groups"]:
-        reporter.info(f"split: {grouping['near_duplicate_groups']} group(s) of near-duplicate images "
-                      f"({grouping['images_in_groups']} images, cosine >= {grouping['threshold']}) kept on one side")
-    return train, val, grouping
 
 
 def _copies_of_train(hashes: list[str], splits: list[str], train) -> dict[str, int]:

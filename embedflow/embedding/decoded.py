@@ -26,6 +26,7 @@ class Decoded:
     hashes: list[str]
     classes: list[str]
     failed: list[tuple[ImageRef, str]] = field(default_factory=list)
+    splits: list[str] | None = None  # each row's train/ val/ test/ folder, for data of that layout
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -33,7 +34,8 @@ class Decoded:
     def subset(self, rows) -> "Decoded":
         rows = np.asarray(rows, dtype=int)
         return Decoded([self.refs[i] for i in rows], self.pixels[rows], self.labels[rows],
-                       [self.hashes[i] for i in rows], self.classes)
+                       [self.hashes[i] for i in rows], self.classes,
+                       splits=None if self.splits is None else [self.splits[i] for i in rows])
 
 
 def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = None, *, workers: int | None = None,
@@ -79,7 +81,8 @@ def decode_folder(root: str | os.PathLike, size: int, *, split: str | None = Non
                   reporter: Reporter = SILENT) -> Decoded:
     """Every image of a class-per-subfolder tree, decoded; notes and skipped files go to the reporter.
     In a train/ val/ test/ layout, `split` ("train" | "val" | "test" | "all"; default test/ when there is
-    one, else all) chooses the images; a split asked of another layout is a UsageError."""
+    one, else all) chooses the images, and `.splits` gives each decoded image's folder; a split asked of
+    another layout is a UsageError."""
     from ..data import discover
 
     found = discover(root, unlabelled=False)
@@ -99,6 +102,8 @@ def decode_folder(root: str | os.PathLike, size: int, *, split: str | None = Non
     decoded = decode_refs(refs, size, classes, reporter=reporter)
     for ref, reason in decoded.failed:
         reporter.warn(f"skipped {ref.key}: {reason}")
+    if found.split_of:
+        decoded.splits = [found.split_of[r.key] for r in decoded.refs]
     return decoded
 
 

@@ -9,9 +9,10 @@ from .manifest import (FORMAT, MANIFEST, SCHEMA_VERSION, ManifestView, output_lo
                        recorded_caches, recover_aside, sha256_file, staged_folder, validate_manifest, write_manifest,
                        write_members, writing)
 from .trust import signed_here, signing_key
-from .split import SplitCheck, check_split, recorded_split_indices, split_indices, split_record
+from .split import (SplitCheck, check_split, leak_free_split, recorded_split_indices, split_indices, split_record,
+                    without_test_rows)
 
 __all__ = ["Classifier", "FORMAT", "HeadClassifier", "LoadedModel", "MANIFEST", "ManifestView", "SCHEMA_VERSION",
-           "SplitCheck", "check_split", "load", "load_image_model", "load_model", "output_lock", "read_manifest",
+           "SplitCheck", "check_split", "leak_free_split", "load", "load_image_model", "load_model", "output_lock", "read_manifest",
            "read_member", "read_regular", "recorded_caches", "recorded_split_indices", "recover_aside", "sha256_file", "signed_here", "signing_key",
-           "split_indices", "split_record", "staged_folder", "validate_manifest", "write_manifest", "write_members", "writing"]
+           "split_indices", "split_record", "without_test_rows", "staged_folder", "validate_manifest", "write_manifest", "write_members", "writing"]

@@ -180,3 +180,41 @@ def split_indices_near_duplicates(X: np.ndarray, labels: np.ndarray, hashes: lis
     # one representative "hash" per group: split_indices keeps rows with equal hashes together
     train, val = split_indices(labels, [f"group{g}" for g in groups], classes, val_split, seed)
     return train, val, info
+
+
+def leak_free_split(X: np.ndarray | None, labels: np.ndarray, hashes: list[str], classes: list[str],
+                    val_split: float, seed: int, reporter=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The split fit and finetune use: (train rows, val rows, record extras). With vectors X (N, D) and a
+    validation split, groups of near-duplicates are kept on one side (split_indices_near_duplicates) where
+    the classes allow it; when they do not (a chain of near-duplicates holding most of a small class, as
+    on tightly clustered vectors) the split keeps identical files together only, with a reporter warning,
+    and the extras say why. Without X (or with val_split 0): identical files only, extras {}. Raises
+    DatasetError when even the plain split is impossible (split_indices)."""
+    if X is None or val_split <= 0:
+        train, val = split_indices(labels, hashes, classes, val_split, seed)
+        return train, val, {}
+    try:
+        train, val, grouping = split_indices_near_duplicates(X, labels, hashes, classes, val_split, seed)
+    except DatasetError as grouped_error:
+        train, val = split_indices(labels, hashes, classes, val_split, seed)
+        if reporter is not None:
+            reporter.warn(f"near-duplicate images could not all be kept on one side ({grouped_error}); "
+                          "the split keeps identical files together only")
+        return train, val, {"grouped_by": "sha256 (near-duplicate groups did not fit the split)",
+                            "near_duplicate_groups": 0, "grouping_refused": str(grouped_error)}
+    if grouping["near_duplicate_groups"] and reporter is not None:
+        reporter.info(f"split: {grouping['near_duplicate_groups']} group(s) of near-duplicate images "
+                      f"({grouping['images_in_groups']} images, cosine >= {grouping['threshold']}) kept on one side")
+    return train, val, grouping
+
+
+def without_test_rows(splits, labels: np.ndarray, hashes: list[str], classes: list[str], val_split: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """For data of train/ val/ test/ folders (`splits`: each row's folder): (rows kept = train + val,
+    train and val positions within those kept rows, number of test rows left out). See
+    recorded_split_indices, whose DatasetError it raises."""
+    train, val, test = recorded_split_indices(splits, labels, hashes, classes, val_split, seed)
+    keep = np.sort(np.concatenate([train, val]))
+    position = np.full(len(splits), -1, dtype=np.int64)
+    position[keep] = np.arange(len(keep))
+    return keep, position[train], position[val], int(len(test))

@@ -9,10 +9,11 @@ import shutil
 import unicodedata
 
 import h5py
+import pytest
 
 from embedflow import cache
 
-from ..conftest import CLASS_COLOURS, make_dataset, make_image
+from ..conftest import CLASS_COLOURS, SIZE, make_dataset, make_image
 
 
 def one_line(r, code: int) -> str:
@@ -210,3 +211,20 @@ def test_class_map_compares_names_in_nfc():
     # a model whose manifest holds NFD names (an older version, trained on a macOS folder), data in NFC
     assert _class_map([nfc, "tea"], ["tea", nfd], "m").tolist() == [1, 0]
     assert _class_map([nfd], [nfc], "m").tolist() == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_finetune_trains_on_train_validates_on_val_and_never_sees_test(cli, tmp_path, weights_file):
+    """The folders are the split for finetune too: before, finetune decoded only test/ (evaluate's default)
+    or mixed every folder into its own random split."""
+    data = _splits_dataset(tmp_path / "data")
+    r = cli("finetune", data, "--out", "models/ft", "--weights", weights_file, "--image-size", SIZE, "--epochs", "1",
+            "--fine-tune-epochs", "1", "--no-refit", "--json")
+    out = json.loads(r.stdout)
+    assert (out["n_train"], out["n_val"]) == (18, 6)
+    manifest = json.loads((tmp_path / "models" / "ft" / "manifest.json").read_text())
+    assert manifest["split"]["from"] == "train/val/test folders" and manifest["split"]["n_test"] == 9
+    assert sorted(k.split("/")[0] for k in manifest["split"]["val_keys"]) == ["val"] * 6
+    assert manifest["data"]["count"] == 24  # train/ + val/: no test/ image was trained or validated on
+    assert json.loads(cli("evaluate", "models/ft", data, "--json").stdout)["n"] == 9  # test/ is evaluate's
