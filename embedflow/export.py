@@ -173,6 +173,9 @@ def _image_model_source(model_dir, clf, data_root, reporter) -> Source:
                   train_refs, manifest["split"], str(root.resolve()))
 
 
+NO_SPLIT_PARITY_IMAGES = 300  # training images a head fitted without a validation split is checked on
+
+
 def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> Source:
     manifest = loaded.manifest
     spec = backbones.spec_from_fingerprint(loaded.fingerprint)
@@ -188,8 +191,12 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
     backbones.check_compatible(held.fingerprint, loaded.fingerprint, f"cache {cache_path}")
     split = manifest.get("split", {})
     train_rows, val_rows = _recorded_split(split, held, cache_path, reporter)
-    if not len(val_rows):
-        raise DatasetError(f"{model_dir} was fitted without a validation split: nothing to check parity on")
+    parity_on = "validation images"
+    if not len(val_rows):  # agreement with the source needs images, not held-out ones: use training images
+        val_rows = np.sort(np.random.default_rng(0).permutation(train_rows)[:NO_SPLIT_PARITY_IMAGES])
+        parity_on = "training images (the model was fitted without a validation split)"
+        reporter.info(f"{model_dir} was fitted without a validation split: the parity check compares export and "
+                      f"source on {len(val_rows)} of its training images (agreement, not accuracy)")
     root = Path(data_root or held.root)
     if not root.is_dir():
         raise DatasetError(f"the parity check needs the images of {cache_path}, in {root}, which is not there; "
@@ -203,7 +210,8 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
                                [held.classes[held.labels[i]] for i in train_rows])
     unfolded = fuse(loaded, spec, fold_scaler=False) if manifest.get("head") == "logreg" else None
     return Source(model, manifest, loaded.classes, loaded.fingerprint, val, source_proba, train_refs,
-                  {**split, "val_keys": [r.key for r in val.refs]}, str(root.resolve()), fused_from=manifest.get("head"),
+                  {**split, "val_keys": [r.key for r in val.refs], "parity_on": parity_on}, str(root.resolve()),
+                  fused_from=manifest.get("head"),
                   unfolded=unfolded)
 
 

@@ -95,3 +95,19 @@ def test_int8_with_too_few_calibration_images_falls_back_and_is_gated_under_stri
     r = cli("export", "models/logreg", "--quantize", "dynamic", "--strict", "--json")  # the real gate: it passes
     parity = json.loads(r.stdout)["parity"]
     assert parity["ok"] is True and parity["tflite"]["top1_agreement"] >= 0.99 and parity["threshold"] == 0.99
+
+
+def test_a_head_fitted_without_a_validation_split_is_checked_on_training_images(fourteen, cli, monkeypatch):
+    """A tester found: a head fitted with --val-split 0 (the remedy fit suggests for small classes) could
+    never be exported ("nothing to check parity on"). Agreement with the source needs images, not held-out
+    ones: the check uses the training images and says so."""
+    from embedflow import api
+
+    monkeypatch.chdir(fourteen)
+    api.fit_head("cache/e.h5", "logreg", val_split=0, reporter=None).save("models/all")
+    r = cli("export", "models/all", "--out", "exports/all", "--json")
+    parity = json.loads(r.stdout)["parity"]
+    assert parity["ok"] is True and parity["tflite"]["n"] == 14 and parity["tflite"]["top1_agreement"] >= 0.99
+    manifest = json.loads(Path("exports/all/manifest.json").read_text())
+    assert manifest["parity"]["ok"] is True
+    assert "training images" in json.dumps(manifest)
