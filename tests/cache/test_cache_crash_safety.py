@@ -174,10 +174,12 @@ def test_readers_work_while_a_writer_process_rewrites(tmp_path, cli, tiny_spec):
     writer_cmd = [sys.executable, "-c", WRITER, str(path), json.dumps(fp), str(tmp_path / "src.npz")]
     subprocess.run(writer_cmd + ["1"], check=True)  # a first snapshot
     cli("fit", "--cache", path, "--head", "logreg", "--val-split", "0", "--out", tmp_path / "m")
-    writer = subprocess.Popen(writer_cmd + ["16"], stdout=subprocess.PIPE, text=True)
+    # many rewrites, stopped once every reader ran twice across 3+ snapshots: fit and evaluate also write
+    # their report pages, so how many rewrites one loop spans depends on the machine
+    writer = subprocess.Popen(writer_cmd + ["400"], stdout=subprocess.PIPE, text=True)
     reads = {"load": 0, "info": 0, "evaluate": 0, "fit": 0}
     seen = set()
-    while writer.poll() is None:
+    while writer.poll() is None and not (len(seen) >= 3 and min(reads.values()) >= 2):
         held = cache.load(path)
         assert snapshot_is_whole(held)
         seen.add(held.keys[0])
@@ -191,7 +193,11 @@ def test_readers_work_while_a_writer_process_rewrites(tmp_path, cli, tiny_spec):
         if reads["fit"] < 2:
             cli("fit", "--cache", path, "--head", "logreg", "--val-split", "0", "--out", tmp_path / "m2")
             reads["fit"] += 1
-    assert writer.returncode == 0
+    finished = writer.poll() is not None
+    writer.kill()  # a writer killed mid-rewrite leaves the last complete cache (test_cache_crash_safety's kills)
+    writer.wait()
+    assert not finished or writer.returncode == 0
+    assert snapshot_is_whole(cache.load(path))
     assert len(seen) >= 3, f"the readers saw only {len(seen)} snapshots: the test did not overlap the writer"
     assert min(reads.values()) >= 2, reads
 
