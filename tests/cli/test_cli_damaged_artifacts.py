@@ -123,7 +123,7 @@ TAMPERING = {
     "forged hash of a pickle that is not a head": (lambda m: _forge(m, _pickle_of({"not": "a head"})), UNSIGNED,
                                                    "holds a dict, not a fitted head"),
     "forged hash of a head of other classes": (
-        lambda m: _edit_manifest(m, lambda d: d.update(classes=["apples", "limes"])), UNSIGNED, "not a fitted head"),
+        lambda m: _edit_manifest(m, lambda d: d.update(classes=["apples", "limes"])), UNSIGNED, "not this folder's head"),
     "signature removed": (lambda m: _edit_manifest(m, lambda d: d.pop("signature")), UNSIGNED, None),
     "signed with another key": (lambda m: _edit_manifest(m, lambda d: d.update(signature="hmac-sha256:" + "0" * 64)),
                                 UNSIGNED, None),
