@@ -257,8 +257,8 @@ CLAIMS: list[Claim] = [
     *[Claim("docs/performance.md", f"| {head} | {secs} | {acc} | {f1} |", RESULTS + "fit_speed.json",
             {secs: (lambda h=head: f"{fit_head(h)['seconds']:.1f}"), acc: (lambda h=head: pct(fit_head(h)["accuracy"], 2)),
              f1: (lambda h=head: fixed(fit_head(h)["macro_f1"], 3))})
-      for head, secs, acc, f1 in (("logreg", "2.4", "87.93%", "0.877"), ("svm", "9.9", "88.97%", "0.888"),
-                                  ("dense", "19.8", "88.97%", "0.887"), ("knn", "5.3", "85.52%", "0.853"))],
+      for head, secs, acc, f1 in (("logreg", "11.7", "85.81%", "0.856"), ("svm", "16.4", "86.16%", "0.860"),
+                                  ("dense", "25.3", "85.81%", "0.857"), ("knn", "14.6", "84.08%", "0.839"))],
     *[Claim("docs/performance.md", row, RESULTS + "neighbors-*.json",
             {build: (lambda n=n, kind=kind: short(neighbors_row(n, kind)["build_s"], " s")),
              p50: (lambda n=n, kind=kind: short(neighbors_row(n, kind)["query_p50_ms"], " ms")),
