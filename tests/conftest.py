@@ -120,6 +120,15 @@ def dataset(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+def default_sigint() -> None:
+    """preexec_fn for a child the test will send SIGINT: a shell without job control starts background jobs
+    (a CI runner's `bash .ci/run &`) with SIGINT ignored, which children inherit, and Python then installs
+    no KeyboardInterrupt handler; restore the default so the child sees Ctrl-C as a user's process does."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def invoke(*args, expect=0):
     """Run `embedflow ARGS` in-process (typer's CliRunner) and check its exit code (None: any)."""
     from typer.testing import CliRunner

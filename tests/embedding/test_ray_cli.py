@@ -21,7 +21,7 @@ import pytest
 
 from embedflow import cache
 
-from ..conftest import SIZE, make_dataset
+from ..conftest import default_sigint, SIZE, make_dataset
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'embedflow[ray]'")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # each run starts a local Ray cluster
@@ -67,7 +67,8 @@ class Run:
         env = {**os.environ, MARK: self.tag, "EMBEDFLOW_COMMIT_SECONDS": commit_seconds, "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "embedflow.cli", "embed", str(data), "--cache", str(cache_path), "--engine", "ray",
                "--workers", "2", "--batch-size", "4", "--weights", str(weights), "--image-size", str(SIZE), "--json"]
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_sigint)
 
     def finish(self, timeout: float = 900) -> dict:
         out, err = self.proc.communicate(timeout=timeout)

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ..conftest import SIZE, invoke, make_dataset
+from ..conftest import default_sigint, SIZE, invoke, make_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # fine-tuning MobileNetV2, even at 96 px
 BASE = ["--image-size", str(SIZE), "--epochs", "2", "--fine-tune-epochs", "1", "--dropout", "0", "--no-augment",
@@ -151,7 +151,8 @@ def _finetune_child(work, data, weights_file, out, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "embedflow.cli", "finetune", str(data), "--out", str(out), "--weights",
            str(weights_file), "--image-size", str(SIZE), "--no-refit", *extra]
-    return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
 
 
 def _interrupt_after(proc, marker: str, timeout: float = 900) -> tuple[str, str]:
