@@ -267,7 +267,10 @@ def test_finetuned_and_export_folders_carry_the_card(exports):
     assert read_json(ft / "manifest.json")["data"]["class_counts"] == {c: 8 for c in CLASSES}
     card = (exports["logreg", "int8"] / "README.md").read_text()
     meta = front_matter(card)
-    assert {"tflite-int8", "logreg"} <= set(meta["tags"]) and meta["dataset"]["class_counts"] == {c: 8 for c in CLASSES}
+    # 24 images are too few to calibrate int8 (fewer than 50): the export falls back to dynamic-range
+    # quantization, and the card names what was applied
+    assert read_json(exports["logreg", "int8"] / "manifest.json")["quantize_requested"] == "int8"
+    assert {"tflite-dynamic", "logreg"} <= set(meta["tags"]) and meta["dataset"]["class_counts"] == {c: 8 for c in CLASSES}
     assert "Export check on" in card and "ImageClassifier" in card
     assert "fine-tuned" in front_matter((exports["ft", "none"] / "README.md").read_text())["model-index"][0]["name"]
 
