@@ -431,7 +431,20 @@ def info(cache: Optional[Path] = CacheOpt, as_json: bool = JsonOpt):
     from . import api
     from .backbones import describe
 
-    i = api.info(cache)
+    from .errors import CacheDamaged
+
+    try:
+        i = api.info(cache)
+    except CacheDamaged as e:  # say what is wrong: one line per problem (stdout), then the one error line
+        if as_json:
+            emit_json({"path": e.path, "problems": e.problems})
+        else:
+            typer.echo(f"cache      {e.path}: damaged, {len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}")
+            for p in e.problems:
+                rows = f": {p['count']} row{'s' if p['count'] != 1 else ''}" if "count" in p else ""
+                keys = f", e.g. {', '.join(p['keys'])}" if p.get("keys") else ""
+                typer.echo(f"problem    {p['problem']}{rows}{keys}")
+        raise
     if as_json:
         emit_json(i.to_dict())
         return

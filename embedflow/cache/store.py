@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones
-from ..errors import CacheError, EmbedflowError
+from ..errors import CacheDamaged, CacheError, EmbedflowError
 from ..fsio import staging_stem
 
 FORMAT = "embedflow.cache"
@@ -108,8 +108,8 @@ class CacheData:
         return len(self.keys)
 
 
-def _damaged(path, what: str) -> CacheError:
-    return CacheError(f"cache {path} is damaged ({what}); embed again with --rebuild")
+def _damaged(path, what: str) -> CacheDamaged:
+    return CacheDamaged(path, [{"problem": what}])
 
 
 def _open_read(path: Path):
@@ -258,65 +258,162 @@ class _Validated:
 SPLITS = ("train", "val", "test")
 
 
-def _validated(f, path) -> _Validated:
-    """Every column but the vectors, checked for consistency (and against content_sha256 in schema 2)."""
+EXAMPLES = 3  # keys named per problem by `diagnose`
+
+
+def _validated(f, path, found: list | None = None) -> _Validated | None:
+    """Every column but the vectors, checked for consistency (and against content_sha256 in schema 2).
+    Raises CacheDamaged at the first problem; with `found` (a list), appends every problem to it instead
+    (see `diagnose`) and returns None when there was one."""
+
+    def fail(what: str, rows=None, many: str | None = None) -> None:
+        if found is None:
+            raise _damaged(path, what)
+        item: dict = {"problem": many or what}
+        if rows is not None:
+            rows = np.asarray(rows)
+            item["count"] = int(len(rows))
+            item["keys"] = [keys[int(i)] for i in rows[:EXAMPLES]] if keys is not None and len(keys) == n else []
+        found.append(item)
+
+    def column(read, name: str, *args):
+        if found is None:
+            return read(f, name, path, *args)
+        try:
+            return read(f, name, path, *args)
+        except CacheDamaged as e:
+            found.extend(e.problems)
+        except Exception as e:  # an unreadable dataset (checksum, damaged header)
+            found.append({"problem": f"/{name} cannot be read ({_reason(e)})"})
+        return None
+
+    keys = None
+    n = -1
     attrs = {name: f.attrs.get(name) for name in (*DIGEST_ATTRS, "content_sha256")}
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-    shape = _vectors_dataset(f, path).shape
-    keys, hashes, classes = (_string_column(f, n, path) for n in ("keys", "hashes", "classes"))
-    labels = _int_column(f, "labels", path, 1)
-    failed_cols = [_string_column(f, f"failed/{n}", path) for n in ("keys", "reasons", "hashes")]
-    file_stats = _int_column(f, "file_stats", path, 2) if "file_stats" in f else None
+    emb = column(lambda f, name, path: _vectors_dataset(f, path), "embeddings")
+    shape = emb.shape if emb is not None else None
+    keys, hashes, classes = (column(_string_column, name) for name in ("keys", "hashes", "classes"))
+    labels = column(_int_column, "labels", 1)
+    failed_cols = [column(_string_column, f"failed/{name}") for name in ("keys", "reasons", "hashes")]
+    file_stats = column(_int_column, "file_stats", 2) if "file_stats" in f else None
     version = int(attrs.get("schema_version") or 0)
-    splits = _string_column(f, "splits", path) if version >= 3 and "splits" in f else None
-    n = len(keys)
-    counts = {"embeddings": shape[0], "keys": n, "labels": len(labels), "hashes": len(hashes)}
-    if file_stats is not None:
-        counts["file_stats"] = len(file_stats)
-    if splits is not None:
-        counts["splits"] = len(splits)
-    if len(set(counts.values())) != 1:
-        raise _damaged(path, "row counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    splits = column(_string_column, "splits") if version >= 3 and "splits" in f else None
+    counts = {name: len(c) for name, c in (("keys", keys), ("labels", labels), ("hashes", hashes),
+                                           ("file_stats", file_stats), ("splits", splits)) if c is not None}
+    if shape is not None:
+        counts = {"embeddings": shape[0], **counts}
+    if len(set(counts.values())) > 1:
+        fail("row counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    elif counts:
+        n = next(iter(counts.values()))
     if file_stats is not None and file_stats.shape[1] != 4:
-        raise _damaged(path, f"/file_stats has {file_stats.shape[1]} columns, not 4")
-    if len({len(c) for c in failed_cols}) != 1:
-        raise _damaged(path, "the /failed columns differ in length")
-    crc = _vector_crc32(f, path, shape[0])
-    if crc is not None:
+        fail(f"/file_stats has {file_stats.shape[1]} columns, not 4")
+    if len({len(c) for c in failed_cols if c is not None}) > 1:
+        fail("the /failed columns differ in length")
+    crc = column(lambda f, name, path: _vector_crc32(f, path, shape[0]), "vector_crc32") if shape is not None else None
+    complete = not found and n >= 0 and all(c is not None for c in (keys, hashes, classes, labels, *failed_cols))
+    if crc is not None and complete:
         want = attrs.get("content_sha256")
         got = content_digest(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, crc,
                              splits)
         if want != got:
-            raise _damaged(path, "content checksum mismatch" if want else "no content checksum")
+            fail("content checksum mismatch" if want else "no content checksum")
+    fingerprint = None
     try:
         fingerprint = json.loads(attrs["fingerprint"])
         if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("id"), str):
             raise ValueError("no id")
     except (TypeError, ValueError):
-        raise _damaged(path, "its fingerprint attribute is not a fingerprint") from None
-    if attrs.get("fingerprint_id") not in (None, fingerprint["id"]):
-        raise _damaged(path, "fingerprint_id disagrees with the fingerprint")
-    dim = fingerprint.get("output_dim")
-    if isinstance(dim, int) and dim != shape[1]:
-        raise _damaged(path, f"{shape[1]}-d vectors, but the fingerprint says {dim}")
+        fingerprint = None
+        fail("its fingerprint attribute is not a fingerprint")
+    if fingerprint is not None:
+        if attrs.get("fingerprint_id") not in (None, fingerprint["id"]):
+            fail("fingerprint_id disagrees with the fingerprint")
+        dim = fingerprint.get("output_dim")
+        if isinstance(dim, int) and shape is not None and dim != shape[1]:
+            fail(f"{shape[1]}-d vectors, but the fingerprint says {dim}")
     lowest = -1 if version >= 3 else 0  # schema 3: -1 marks an unlabelled image
-    if n and not classes and (version < 3 or labels.max() >= 0):
-        raise _damaged(path, f"{n} rows but an empty class table")
-    if len(set(classes)) != len(classes) or not all(classes):
-        raise _damaged(path, "the class table has empty or repeated names")
-    if n and (labels.min() < lowest or labels.max() >= len(classes)):
-        raise _damaged(path, f"labels outside {lowest}..{len(classes) - 1}")
+    if classes is not None:
+        if labels is not None and len(labels) and not classes and (version < 3 or labels.max() >= 0):
+            fail(f"{len(labels)} rows but an empty class table")
+        if len(set(classes)) != len(classes) or not all(classes):
+            fail("the class table has empty or repeated names")
+        elif labels is not None and len(labels) and classes and (labels.min() < lowest or labels.max() >= len(classes)):
+            fail(f"labels outside {lowest}..{len(classes) - 1}",
+                 np.flatnonzero((labels < lowest) | (labels >= len(classes))))
     if splits is not None and not set(splits) <= set(SPLITS):
-        raise _damaged(path, f"/splits holds names other than {', '.join(SPLITS)}")
-    if len(set(keys)) != n:
-        raise _damaged(path, "repeated keys")
-    unsafe = _unsafe_key(keys)
-    if unsafe is not None:
-        raise _damaged(path, f"key {unsafe!r} leaves the dataset root")
-    if not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes)):
-        raise _damaged(path, "a content hash is not a sha256")
+        fail(f"/splits holds names other than {', '.join(SPLITS)}",
+             [i for i, s in enumerate(splits) if s not in SPLITS])
+    if keys is not None:
+        if len(set(keys)) != len(keys):
+            seen: dict[str, int] = {}
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+            fail("repeated keys", [i for i, k in enumerate(keys) if seen[k] > 1])
+        unsafe = _unsafe_key(keys)
+        if unsafe is not None:
+            fail(f"key {unsafe!r} leaves the dataset root", [i for i, k in enumerate(keys) if _UNSAFE_KEY.search(k)],
+                 many="keys whose path leaves the dataset root")
+    if hashes is not None and (not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes))):
+        fail("a content hash is not a sha256", [i for i, h in enumerate(hashes) if len(h) != 64 or not _HEX.fullmatch(h)],
+             many="content hashes that are not a sha256")
+    if found:
+        return None
     return _Validated(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, fingerprint,
                       crc, splits)
+
+
+def diagnose(path: str | os.PathLike) -> list[dict]:
+    """Every problem of a cache, not just the first: each a dict with `problem` (what is wrong, in words)
+    and, for problems of rows, `count` (rows affected) and `keys` (the first few of their keys). Reads
+    every column and every vector (in blocks of BLOCK_ROWS rows: memory stays bounded), checking block
+    checksums (schema 2) and that vectors are finite. [] for a sound cache. Raises CacheError when the
+    file cannot be opened as a cache at all (missing, not HDF5, not a cache, a newer schema)."""
+    path = Path(path)
+    found: list[dict] = []
+    with _open_read(path) as f:
+        try:
+            v = _validated(f, path, found)
+            keys = v.keys if v is not None else None
+            if keys is None:  # name the rows of bad vectors by key where the keys column can be read
+                with contextlib.suppress(Exception):
+                    keys = _string_column(f, "keys", path)
+            emb = f.get("embeddings")
+            if v is not None or (emb is not None and not any(p["problem"].startswith("/embeddings") for p in found)):
+                crc = v.vector_crc32 if v is not None else None
+                found.extend(_vector_problems(emb, crc, keys))
+        except Exception as e:  # anything h5py throws at a damaged file
+            found.append({"problem": _reason(e)})
+    return found
+
+
+def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None) -> list[dict]:
+    """Blocks failing their checksum and non-finite (or absurdly large) vectors of /embeddings."""
+    unreadable, failing, bad_rows = [], [], []
+    n = emb.shape[0]
+    for start in range(0, n, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, n)
+        try:
+            block = np.asarray(emb[start:stop], dtype=np.float32)
+        except Exception:  # a chunk failing fletcher32
+            unreadable.extend(range(start, stop))
+            continue
+        if crc is not None:
+            for b, got in enumerate(block_crc32(block)):
+                if got != crc[start // VECTOR_BLOCK + b]:
+                    failing.extend(range(start + b * VECTOR_BLOCK, min(start + (b + 1) * VECTOR_BLOCK, stop)))
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(block) <= MAX_ABS).all(axis=1) if block.size else np.zeros(len(block), bool)
+        bad_rows.extend(start + int(i) for i in np.flatnonzero(bad))
+
+    def item(what: str, rows: list[int]) -> dict:
+        return {"problem": what, "count": len(rows),
+                "keys": [keys[i] for i in rows[:EXAMPLES]] if keys is not None and len(keys) == n else []}
+
+    return [item(what, rows) for what, rows in (("vectors that cannot be read (HDF5 checksum)", unreadable),
+                                                ("vectors failing their block checksum", failing),
+                                                ("non-finite or out-of-range vectors", bad_rows)) if rows]
 
 
 def _vector_crc32(f, path, n: int) -> np.ndarray | None:
