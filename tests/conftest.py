@@ -129,6 +129,23 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def run_litert(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """A TFLite model's outputs (float32 rows) on inputs, one row at a time through the LiteRT interpreter,
+    each input cast to the model's input tensor dtype (uint8 pixels for embedflow's exports, float32
+    vectors for a bare head)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for x in inputs:
+        interpreter.set_tensor(inp["index"], x[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.asarray(rows)
+
+
 def invoke(*args, expect=0):
     """Run `embedflow ARGS` in-process (typer's CliRunner) and check its exit code (None: any)."""
     from typer.testing import CliRunner

@@ -223,8 +223,8 @@ def _int_column(f, name: str, path, ndim: int) -> np.ndarray:
 
 def _vectors_dataset(f, path):
     emb = _dataset(f, "embeddings", path)
-    if emb.ndim != 2 or emb.dtype.kind != "f" or emb.shape[1] < 1:
-        raise _damaged(path, f"/embeddings must be a 2-d float matrix, not {emb.dtype} of shape {emb.shape}")
+    if emb.ndim != 2 or emb.dtype != np.float32 or emb.shape[1] < 1:  # embedflow writes float32 only
+        raise _damaged(path, f"/embeddings must be a 2-d float32 matrix, not {emb.dtype} of shape {emb.shape}")
     return emb
 
 
