@@ -5,7 +5,8 @@ new one.
     KERAS_HOME=/tmp/kh python benchmarks/kill_saves.py --data DATA_FOLDER --cache CACHE.h5 --kills 6 \\
         [--weights W.h5 --image-size 96] [--json benchmarks/results/kill_saves.json]
 
-For each job: one uninterrupted run makes the folder (timed: T seconds); then the same command (with
+For each job: one uninterrupted run makes the folder, a second one is timed (T seconds: the first may
+include one-time work, e.g. a backbone conversion); then the same command (with
 another seed, so the new model differs; export takes no seed: its new folder differs by its timestamps)
 is started `--kills` times and killed with SIGKILL after a random
 delay in [0.3 T, 1.1 T] (most kills land in the save, the last part of a run). After each kill the folder
@@ -80,6 +81,7 @@ def kill_saves(data: Path, cache: Path, work: Path, *, kills: int, seed: int, we
             return command if name in SEEDLESS else command + ["--seed", str(seed)]
 
         folder = work / "models" / name
+        subprocess.run(cmd(0), env=env, check=True, capture_output=True)  # warm-up: one-time conversions, caches
         t0 = time.monotonic()
         subprocess.run(cmd(0), env=env, check=True, capture_output=True)
         seconds = time.monotonic() - t0

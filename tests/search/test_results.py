@@ -99,6 +99,6 @@ def test_info_and_embed_results_keep_their_json(cli, tmp_path, weights_file):
     out = json.loads(cli("info", "--json").stdout)
     assert list(out) == ["path", "fingerprint", "root", "classes", "count", "dim", "failed", "created_utc",
                          "updated_utc", "embedflow_version", "schema_version", "per_class", "failed_files", "size_bytes",
-                         "pending_journal_chunks", "unlabelled", "split_counts"]
-    assert out["unlabelled"] == 0
+                         "pending_journal_chunks", "unlabelled", "split_counts", "problems"]
+    assert out["unlabelled"] == 0 and out["problems"] == []  # a damaged cache: exit 4 and only path + problems
     assert out == json.loads(json.dumps(held.to_dict()))
