@@ -325,12 +325,15 @@ def _drop(found: Discovery, key: str, kind: str, reason: str) -> None:
 def _discover_class_folders(root: Path) -> Discovery:
     found = Discovery(refs=[], classes=[], layout="class-folders")
     loose = _loose_images(root)
-    if loose:
-        found.notes.append(f"{len(loose)} image(s) directly in {root} ignored: put them in a class subfolder")
-        found.dropped.extend(Dropped(_key_for(f), "file", "image directly in the dataset folder") for f in loose)
     for entry in _subfolders(root):
         _class_folder(found, root, entry, _key_for(entry))
     found.classes.sort()
+    if loose:
+        few = (f" (it has {len(found.classes)} class folder{'s' if len(found.classes) > 1 else ''}: "
+               f"{_some(found.classes, 3)})" if len(found.classes) < 2 else "")
+        found.notes.insert(0, f"{len(loose)} image(s) directly in {root} ignored: put them in a class subfolder, or "
+                              f"embed with --unlabelled if the folder has no classes{few}")
+        found.dropped[:0] = [Dropped(_key_for(f), "file", "image directly in the dataset folder") for f in loose]
     return found
 
 
@@ -417,6 +420,12 @@ def _column(header: list[str], names: tuple[str, ...]) -> int | None:
 
 
 def read_labels_csv(path: Path, known: set[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    labels, notes, _ = _read_labels_csv(path, known)
+    return labels, notes
+
+
+def _read_labels_csv(path: Path, known: set[str] | None = None
+                     ) -> tuple[dict[str, str], list[str], dict[str, list[str]]]:
     """(key -> label, notes) from a labels CSV; keys NFC, "/"-separated, relative to the dataset folder.
 
     Read right: UTF-8 with or without a BOM, CRLF or LF line ends, quoted fields (a path holding commas), the
@@ -426,7 +435,8 @@ def read_labels_csv(path: Path, known: set[str] | None = None) -> tuple[dict[str
     it the first), and a first row that names no file while others do taken as a header.
     Raises DatasetError (exit 2), with one line saying what was expected, for a file that cannot be read,
     is empty, has one column, or more than two columns without a header naming them; and, given `known`,
-    when no row names an image."""
+    when no row names an image. (The private form also returns key -> labels of the paths given more than one
+    label, which are left out.)"""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -471,23 +481,23 @@ def read_labels_csv(path: Path, known: set[str] | None = None) -> tuple[dict[str
                 notes.append(f"{path.name}: first row {delimiter.join(first)!r} names no file: taken as a header")
                 rows = rows[1:]
     labels: dict[str, str] = {}
-    conflicts = set()
+    conflicts: dict[str, list[str]] = {}
     for row in rows:
         if len(row) <= max(pcol, lcol) or not row[pcol].strip() or not row[lcol].strip():
             notes.append(f"{path.name}: row {delimiter.join(row)!r} ignored: it has no path or no label")
             continue
         key, label = key_of(row[pcol]), _nfc(row[lcol].strip())
-        if labels.get(key, label) != label:
-            conflicts.add(key)
+        if labels.get(key, label) != label or key in conflicts:
+            conflicts[key] = sorted(set(conflicts.get(key, [labels[key]])) | {label})
         labels[key] = label
     for key in sorted(conflicts):
-        notes.append(f"{path.name}: {key} has more than one label: left out")
+        notes.append(f"{path.name}: {key} has more than one label ({', '.join(conflicts[key])}): left out")
         del labels[key]
     if known is not None and known and not set(labels) & known:
         example = next(iter(labels), None)
         raise DatasetError(f"labels file {path}: none of its {len(labels)} path(s) names an image below the dataset "
                            f"folder" + (f" (e.g. {example!r})" if example else "") + f": {_EXPECTED}")
-    return labels, notes
+    return labels, notes, conflicts
 
 
 def _discover_csv(root: Path, labels_csv: Path) -> Discovery:
@@ -497,19 +507,22 @@ def _discover_csv(root: Path, labels_csv: Path) -> Discovery:
     if any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
         walk.other = [o for o in walk.other if os.path.realpath(root / o) != here]
         walk.ignored = Counter(os.path.splitext(o)[1].lower() for o in walk.other)
-    labels, found.notes = read_labels_csv(labels_csv, {_key_for(rel) for _, rel in walk.files})
+    labels, found.notes, conflicts = _read_labels_csv(labels_csv, {_key_for(rel) for _, rel in walk.files})
     _record_walk(found, walk, "")
     missing = []
     for path, rel in walk.files:
         key = _key_for(rel)
         if key in labels:
             found.refs.append(ImageRef(key, path, labels[key]))
+        elif key in conflicts:
+            found.dropped.append(Dropped(key, "file", f"{labels_csv.name} gives it more than one label: "
+                                                      f"{', '.join(conflicts[key])}"))
         else:
             missing.append(key)
     found.dropped.extend(Dropped(k, "file", f"not in {labels_csv.name}") for k in missing)
     if missing:
         found.notes.append(f"{len(missing)} image(s) not in {labels_csv.name}, left out: {_some(missing)}")
-    unknown = sorted(set(labels) - {_key_for(rel) for _, rel in walk.files})
+    unknown = sorted((set(labels) | set(conflicts)) - {_key_for(rel) for _, rel in walk.files})
     if unknown:
         found.notes.append(f"{len(unknown)} path(s) in {labels_csv.name} not found in {root}: {_some(unknown)}")
     found.classes = sorted({r.label for r in found.refs})

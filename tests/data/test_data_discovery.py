@@ -338,3 +338,30 @@ def test_labels_csv_that_cannot_be_read_right_is_refused_saying_what_was_expecte
     msg = str(e.value)
     assert why in msg and "expected path,label rows" in msg and "no image" not in msg.replace("names an image", "")
     assert "\n" not in msg
+
+
+def test_a_path_given_two_labels_is_one_warning_with_its_true_reason(tmp_path):
+    """Tester (#16): a path listed as daisy and as roses got a second, false warning "not in C.csv" and that
+    reason in dropped."""
+    root = _photos(tmp_path / "photos")
+    (tmp_path / "C.csv").write_text('path,label\n2024/a.jpg,daisy\n2024/a.jpg,roses\n"2024/b, the second.jpg",daisy\n'
+                                    "2024/c.jpg,roses\n2024/d.jpg,daisy\n")
+    found = discover(root, labels_csv=tmp_path / "C.csv")
+    assert found.notes == ["C.csv: 2024/a.jpg has more than one label (daisy, roses): left out"]
+    assert [(d.key, d.reason) for d in found.dropped] == [("2024/a.jpg", "C.csv gives it more than one label: "
+                                                           "daisy, roses")]
+
+
+def test_a_photo_library_with_images_at_the_top_and_one_subfolder_suggests_unlabelled(tmp_path):
+    """Tester (#16): F/ (8 photos) + F/sub/ (8 photos) became one class `sub` with "put them in a class
+    subfolder", and fit then refused. Not detected (a one-class folder with a stray photo is evaluate's
+    input too): the warning names --unlabelled."""
+    for i in range(8):
+        img(tmp_path / f"top{i}.jpg", i)
+        img(tmp_path / "sub" / f"s{i}.jpg", i)
+    found = discover(tmp_path)
+    assert found.layout == "class-folders" and found.classes == ["sub"]
+    assert found.notes == [f"8 image(s) directly in {tmp_path} ignored: put them in a class subfolder, or embed with "
+                           "--unlabelled if the folder has no classes (it has 1 class folder: sub)"]
+    found = discover(tmp_path, unlabelled=True)
+    assert len(found.refs) == 16 and found.layout == "unlabelled"
