@@ -154,3 +154,22 @@ def test_a_csv_that_names_no_image_is_one_true_line(cli, tmp_path):
     (tmp_path / "one.csv").write_text("p1.jpg red\n")
     err = one_line(cli("embed", photos, "--labels", tmp_path / "one.csv", expect=2), 2)
     assert "has one column" in err
+
+
+def test_evaluate_says_how_many_scored_images_the_model_was_trained_on(cli, tmp_path):
+    """Tester (#16): `evaluate m L` on L with train/ and val/ but no test/ scored every image, training ones
+    included, and reported 100% without saying so."""
+    for split, n in (("train", 6), ("val", 2)):
+        make_dataset(tmp_path / "L" / split, per_class=n, seed={"train": 0, "val": 1}[split])
+    cli("embed", tmp_path / "L")
+    cli("fit")  # trains on train/, validates on val/, then refits on both
+    r = cli("evaluate", "models/logreg", tmp_path / "L", "--json")
+    report = json.loads(r.stdout)
+    assert report["n"] == 24 and report["trained_on"] == 24
+    assert ("24 of the 24 images scored were used to train models/logreg: the score is optimistic; --split val or "
+            "test scores only the others") in r.stderr
+    cli("fit", "--no-refit", "--out", "models/norefit")
+    r = cli("evaluate", "models/norefit", tmp_path / "L", "--json")
+    assert json.loads(r.stdout)["trained_on"] == 18
+    r = cli("evaluate", "models/norefit", tmp_path / "L", "--split", "val", "--json")
+    assert json.loads(r.stdout)["trained_on"] == 0 and "used to train" not in r.stderr
