@@ -1,6 +1,6 @@
 """Issue #16's int8 case with the real MobileNetV2: 14 flowers-dev photos (5/5/4) of 3 classes, a logreg head
 (11 training / 3 validation images), exported with --quantize int8 (too few images to calibrate: the
-dynamic-range fallback) and --quantize dynamic. Before the fix both predicted one class for every image (33%
+dynamic-range fallback) (the same file as --quantize dynamic here). Before the fix both predicted one class for every image (33%
 agreement) with exit 0 and "ok": true. The parity gate must report the truth: its agreement is the one measured
 here independently on all 14 photos' validation subset, "ok" follows the threshold, and --strict exits 7 when
 it is not ok. The measured agreements are recorded in docs/finetuning.md (Quantized exports)."""
@@ -39,7 +39,9 @@ def test_quantized_exports_of_a_14_photo_logreg_head_tell_the_truth(tmp_path, mo
         "predict", "models/logreg", tmp_path / "data", "--format", "jsonl", "--no-reject").stdout.splitlines())}
     assert len(source) == 14
     measured = {}
-    for quantize in ("int8", "dynamic"):
+    # --quantize dynamic writes the same file as int8's fallback here (11 calibration images), so one export
+    # covers both; CI time is the budget (each conversion of the real backbone takes about a minute)
+    for quantize in ("int8",):
         r = cli("export", "models/logreg", "--quantize", quantize, "--json", expect=None)
         assert r.exit_code == 0, r.stderr
         out = json.loads(r.stdout)
@@ -66,7 +68,8 @@ def test_quantized_exports_of_a_14_photo_logreg_head_tell_the_truth(tmp_path, mo
         assert parity["ok"] == (parity["tflite"]["top1_agreement"] >= parity["threshold"])
         assert manifest["parity"]["ok"] == parity["ok"]
         assert ("parity below" in r.stderr) == (not parity["ok"])
-        strict = cli("export", "models/logreg", "--quantize", quantize, "--strict", "--out", f"strict-{quantize}",
-                     expect=None)
-        assert strict.exit_code == (0 if parity["ok"] else 7), strict.stderr
+        if not parity["ok"]:  # --strict on an ok export is exit 0 in tests/test_export_quantized_parity.py
+            strict = cli("export", "models/logreg", "--quantize", quantize, "--strict", "--out", f"strict-{quantize}",
+                         expect=None)
+            assert strict.exit_code == 7, strict.stderr
     print("measured (gate agreement on 3 validation photos, agreement on all 14):", measured)
