@@ -676,9 +676,14 @@ def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
 def _matrix_columns(f, path) -> _Validated:
     """What _Matrix needs: for a single file only the block checksums (cheap: the columns are not read
     again), for a sharded cache the validated shard table and mask."""
-    if int(f.attrs.get("schema_version", 0)) >= SHARDED_SCHEMA:
-        return _validated(f, path)
     emb = _vectors_dataset(f, path)
+    if int(f.attrs.get("schema_version", 0)) >= SHARDED_SCHEMA:  # the shard table, mask and checksums only
+        names, rows, mask = _shard_table(f, path)
+        if not len(mask) == sum(rows) == emb.shape[0]:
+            raise _damaged(path, "row counts differ: " + f"embeddings {emb.shape[0]}, mask {len(mask)}, shards {sum(rows)}")
+        live = np.flatnonzero(mask == 0)
+        return _Validated({}, (len(live), emb.shape[1]), [], np.zeros(0), [], [], [], None, {},
+                          _vector_crc32(f, path, emb.shape[0], rows), shards=list(zip(names, rows)), live=live)
     return _Validated({}, emb.shape, [], np.zeros(0), [], [], [], None, {}, _vector_crc32(f, path, emb.shape[0]))
 
 
