@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from embedflow import cache  # noqa: E402
 from embedflow import search as neighbors  # noqa: E402
+from embedflow.search.exact import SEARCH_ROWS  # noqa: E402
+from embedflow.search.index import index_search  # noqa: E402
 
 DIM, K, N_QUERIES, GEN_ROWS = 1280, 10, 200, 4096
 FINGERPRINT = {"backbone": "synthetic", "id": "synthetic0000000", "embedflow_version": "bench"}
@@ -92,12 +94,12 @@ def run_one(path: Path, kind: str) -> dict:
     row_codes, query_codes = neighbors.hash_codes(columns.hashes, [columns.hashes[r] for r in query_rows])
 
     t = time.perf_counter()
-    truth = neighbors.search_exact_chunked(queries, lambda: cache.iter_vector_blocks(path, neighbors.SEARCH_ROWS),
+    truth = neighbors.search_exact_chunked(queries, lambda: cache.iter_vector_blocks(path, SEARCH_ROWS),
                                            K, row_codes, query_codes)
     exact_batch_s = time.perf_counter() - t
     n_single = 20 if n <= 100_000 else 3
     exact_times, _ = timed_single_queries(
-        lambda q, c: neighbors.exact_search(q, cache.iter_vector_blocks(path, neighbors.SEARCH_ROWS), K, row_codes, c),
+        lambda q, c: neighbors.exact_search(q, cache.iter_vector_blocks(path, SEARCH_ROWS), K, row_codes, c),
         queries[:n_single], query_codes[:n_single])
 
     t = time.perf_counter()
@@ -122,8 +124,8 @@ def build_kind(kind: str, path: Path, columns, row_codes):
     """A search(query (1, D), query codes) -> Hits function for one index kind."""
     if kind == "embedflow":
         index = neighbors.load_index(path, columns)
-        return lambda q, c: neighbors.index_search(index, q, K, row_codes, c)
-    vectors = np.vstack([neighbors.normalise(b) for _, b in cache.iter_vector_blocks(path, neighbors.SEARCH_ROWS)])
+        return lambda q, c: index_search(index, q, K, row_codes, c)
+    vectors = np.vstack([neighbors.normalise(b) for _, b in cache.iter_vector_blocks(path, SEARCH_ROWS)])
     if kind == "faiss-hnsw":
         import faiss
 

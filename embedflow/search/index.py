@@ -37,6 +37,7 @@ PQ_M = 64  # bytes (sub-quantizers of 8 bits) per vector
 PCA_DIM = 256  # IVF-PQ works on the vectors' first PCA_DIM principal components (the re-ranking on all)
 ROWS_PER_LIST = 256  # IVF-PQ: about this many vectors per list (at least sqrt(N) lists, at most MAX_NLIST)
 PQ_NPROBE_FRACTION = 1 / 64  # lists scanned per query by IVF-PQ
+MIN_PQ_NPROBE = 8
 REFINE_FACTOR = 16  # candidates re-ranked per neighbour asked
 GROW_MAX = 1.0  # appended rows are added to the index up to this fraction of the rows it was trained on
 
@@ -90,7 +91,8 @@ def index_params(n: int) -> dict:
                 "nprobe": max(1, int(np.ceil(nlist * NPROBE_FRACTION)))}
     return {"kind": "faiss PCA + IndexIVFPQ L2 + IndexRefine float16 (unit vectors)", "nlist": nlist, "pq_m": PQ_M,
             "pca_dim": PCA_DIM,
-            "pq_bits": 8, "nprobe": max(1, int(np.ceil(nlist * PQ_NPROBE_FRACTION))), "refine_factor": REFINE_FACTOR,
+            "pq_bits": 8,
+            "nprobe": min(nlist, max(MIN_PQ_NPROBE, int(np.ceil(nlist * PQ_NPROBE_FRACTION)))), "refine_factor": REFINE_FACTOR,
             "trained_on": n}
 
 
@@ -259,8 +261,10 @@ def index_search(index, queries: np.ndarray, k: int, row_codes=None, query_codes
     """Approximate top-k. Rows of the query's own content are dropped, or (include_self) all of them are
     put in at exactly 1.0 whether the index found them or not."""
     ivf = ivf_of(index)
-    fraction = PQ_NPROBE_FRACTION if isinstance(index, faiss_module().IndexRefine) else NPROBE_FRACTION
-    ivf.nprobe = max(1, int(np.ceil(ivf.nlist * fraction)))
+    if isinstance(index, faiss_module().IndexRefine):
+        ivf.nprobe = min(ivf.nlist, max(MIN_PQ_NPROBE, int(np.ceil(ivf.nlist * PQ_NPROBE_FRACTION))))
+    else:
+        ivf.nprobe = max(1, int(np.ceil(ivf.nlist * NPROBE_FRACTION)))
     own_rows: dict[int, np.ndarray] = {}
     if query_codes is not None and (query_codes >= 0).any():
         mine = np.flatnonzero(np.isin(row_codes, query_codes[query_codes >= 0]))
