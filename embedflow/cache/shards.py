@@ -111,8 +111,12 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     kept: dict[int, Row] = {}  # virtual row of the old cache -> the row that keeps it
     fresh: list[Row] = []
     if old is not None:
+        is_old: dict[str, bool] = {}  # per source (a few: the old cache, journal chunks)
         for r in rows:
-            if os.path.abspath(r.source) == same and 0 <= r.index < len(old.live):
+            src = str(r.source)
+            if src not in is_old:
+                is_old[src] = os.path.abspath(src) == same
+            if is_old[src] and 0 <= r.index < len(old.live):
                 at = int(old.live[r.index])
                 if at not in kept and old.all_keys[at] == r.key and old.all_hashes[at] == r.hash:
                     kept[at] = r
@@ -180,8 +184,9 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
 def _columns(all_keys: list[str], kept: dict[int, Row], fresh: list[Row], all_hashes: list[str] | None = None) -> dict:
     """Every column of the new index, old virtual rows first (kept or masked), then the fresh rows."""
     old_rows: list[Row | None] = [kept.get(i) for i in range(len(all_keys))]
-    masked = [Row(k, h, -1, Path(), 0) for k, h in zip(all_keys, all_hashes or [])]
-    order = [r if r is not None else masked[i] for i, r in enumerate(old_rows)] + fresh
+    nowhere = Path()
+    order = [r if r is not None else Row(all_keys[i], all_hashes[i], -1, nowhere, 0)
+             for i, r in enumerate(old_rows)] + fresh
     mask = np.array([r is None for r in old_rows] + [False] * len(fresh), dtype=np.uint8)
     splits = [r.split for r in order] if any(r.split for r in order) else None
     if splits is not None:
