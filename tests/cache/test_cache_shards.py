@@ -127,6 +127,9 @@ def test_incremental_write_adds_one_shard_and_masks_removed_rows(tmp_path):
     after = shard_files(path)
     assert {k: after[k] for k in before} == before  # the old shards were not touched
     assert sorted(set(after) - set(before)) == ["shard-00004.h5"]
+    folder = cache.store.shard_folder(path)
+    assert cache.cache_info(path).size_bytes == path.stat().st_size + sum(
+        (folder / name).stat().st_size for name in after)
     with h5py.File(path, "r") as f:
         assert f["embeddings"].shape == (610, DIM) and int(f["mask"][:].sum()) == 3
         assert list(f["shard_rows"][:]) == [256, 256, 88, 10]
