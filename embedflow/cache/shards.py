@@ -106,7 +106,8 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     old = old_index(path) if old is False else old  # the caller may have read it already
     folder = shard_folder(path)
     folder.mkdir(parents=True, exist_ok=True)
-    remove_unreferenced(path, {name for name, _ in old.shards} if old else set())
+    if old is not None:  # room first: what a killed run left (an unreadable index deletes nothing before the commit)
+        remove_unreferenced(path, {name for name, _ in old.shards})
     same = os.path.abspath(path)
     kept: dict[int, Row] = {}  # virtual row of the old cache -> the row that keeps it
     fresh: list[Row] = []
@@ -175,8 +176,9 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         if isinstance(e, OSError):
             raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
         raise
-    if compact and old is not None:  # the new index no longer names them (a reader that opened them keeps them)
-        remove_unreferenced(path, {name for name, _ in table})
+    # what the new index does not name: the old shards of a compaction (a reader that opened them keeps
+    # them), shards of an unreadable index a --rebuild replaced
+    remove_unreferenced(path, {name for name, _ in table})
     return {"new_shards": len(written), "new_rows": len(fresh), "masked": int((columns["mask"] == 1).sum()),
             "compacted": bool(compact and old is not None)}
 
