@@ -7,7 +7,7 @@ Per size, on synthetic float32 vectors (1280-d unless --dim says otherwise) writ
   it): one new shard and a new index file;
 * `add10_single_s`: the same with a single-file cache (the reference: the whole file is rewritten);
 * `read_*_s`: one pass over every vector with cache.iter_vector_blocks (what fit/neighbors/duplicates do;
-  memory stays flat), best of 2, alternating; at <= 100k also cache.load (all in memory) and plain h5py
+  memory stays flat), best of 2, alternating (`read_*_cpu_s`: the process's CPU seconds of it); at <= 100k also cache.load (all in memory) and plain h5py
   `f["embeddings"][:]`.
 Ratios compare numbers of the same run. Files are removed at the end (peak disk: about 2x the vectors).
 Results: benchmarks/results/cache_shards.json (one entry per size, appended to what is there).
@@ -86,10 +86,14 @@ def one_size(work: Path, n: int, dim: int) -> dict:
     out = {"n": n, "dim": dim, "vector_gb": round(n * dim * 4 / 1e9, 2),
            "write_all_sharded_s": round(write_sharded_s, 2), "write_all_single_s": round(write_single_s, 2)}
     reads = {"sharded": [], "single": []}
+    cpu = {"sharded": [], "single": []}  # process CPU seconds: what load from other jobs does not inflate
     for _ in range(2):
         for name, path in (("single", single), ("sharded", sharded)):
+            c = time.process_time()
             reads[name].append(timed(lambda: read_pass(path)))
+            cpu[name].append(time.process_time() - c)
     out["read_single_s"], out["read_sharded_s"] = round(min(reads["single"]), 2), round(min(reads["sharded"]), 2)
+    out["read_single_cpu_s"], out["read_sharded_cpu_s"] = round(min(cpu["single"]), 2), round(min(cpu["sharded"]), 2)
     out["read_ratio_sharded_to_single"] = round(min(reads["sharded"]) / min(reads["single"]), 3)
     if n <= 100_000:
         import h5py
