@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedflow import cache  # noqa: E402
+from embedflow.cache import shards  # noqa: E402
 from embedflow import search as neighbors  # noqa: E402
 from embedflow.search.exact import SEARCH_ROWS  # noqa: E402
 from embedflow.search.index import index_search  # noqa: E402
@@ -44,15 +45,32 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("km")) * scale)
 
 
+APPEND_ROWS = 65_536  # a large cache is written in appends of this many rows (disk: the cache + one piece)
+
+
 def write_synthetic_cache(path: Path, n: int, seed: int = 0) -> None:
-    """A clustered cache of n vectors, generated and written GEN_ROWS at a time (memory stays flat)."""
+    """A clustered cache of n vectors, generated and written GEN_ROWS at a time (memory stays flat). From
+    the sharded cache's threshold on, it is written as a series of incremental appends of APPEND_ROWS
+    rows (each a new shard), so the generated chunks never take more disk than one append."""
     rng = np.random.default_rng(seed)
     n_clusters = max(10, n // 500)
     centres = np.abs(rng.normal(0, 1, (n_clusters, DIM))).astype(np.float32)
     basis = rng.normal(0, 1 / np.sqrt(64), (64, DIM)).astype(np.float32)
     chunks = Path(str(path) + ".gen")
     chunks.mkdir(parents=True, exist_ok=True)
-    rows = []
+    piece = n if n < shards.shard_min_rows() else APPEND_ROWS
+    rows: list = []
+
+    def flush() -> None:
+        kept = []
+        if path.exists():
+            old = cache.load(path, vectors=False)
+            kept = [cache.Row(k, h, int(lab), path, i) for i, (k, h, lab) in enumerate(zip(old.keys, old.hashes, old.labels))]
+        cache.write(path, kept + rows, [f"class{c:02d}" for c in range(20)], FINGERPRINT, "/synthetic", [], DIM)
+        for chunk in chunks.iterdir():
+            chunk.unlink()
+        rows.clear()
+
     for start in range(0, n, GEN_ROWS):
         m = min(GEN_ROWS, n - start)
         which = rng.integers(0, n_clusters, m)
@@ -64,9 +82,10 @@ def write_synthetic_cache(path: Path, n: int, seed: int = 0) -> None:
         for i in range(m):  # keys sort in generation order: every written block reads one chunk file
             label = (start + i) * 20 // n
             rows.append(cache.Row(f"class{label:02d}/{start + i:08d}.jpg", hashes[i], label, chunk, i))
-    cache.write(path, rows, [f"class{c:02d}" for c in range(20)], FINGERPRINT, "/synthetic", [], DIM)
-    for chunk in chunks.iterdir():
-        chunk.unlink()
+        if len(rows) >= piece:
+            flush()
+    if rows:
+        flush()
     chunks.rmdir()
 
 
