@@ -31,6 +31,7 @@ sharded once it is; smaller caches are one file, as before (schemas 2-3)."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -96,6 +97,23 @@ def remove_unreferenced(path: Path, keep: set[str], folder_too: bool = False) ->
     if folder_too:
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
+                failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None) -> None:
+    """`cache.write`: a sharded cache (write, below) from shard_min_rows() rows on or when the cache at
+    `path` is sharded already, else a single file (store.write). Raises CacheError as those do."""
+    path = Path(path)
+    old = old_index(path) if path.exists() else None
+    if old is None and len(rows) < shard_min_rows():
+        store.write(path, rows, classes, fingerprint, root, failed, dim, created_utc)
+        if shard_folder(path).exists():  # shards no index names any more (a killed sharded write, say)
+            remove_unreferenced(path, set(), folder_too=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
+    write(path, sorted(rows, key=lambda r: r.key), classes, fingerprint, root, sorted(failed), dim, created_utc, old)
 
 
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
@@ -279,5 +297,5 @@ def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.n
 
 
 __all__ = ["COMPACT_MASKED", "MAX_EXTRA_SHARDS", "SHARD_MIN_ROWS", "SHARD_ROWS", "is_sharded", "old_index",
-           "remove_unreferenced",
+           "remove_unreferenced", "write_cache",
            "shard_min_rows", "write"]

@@ -773,24 +773,17 @@ class _Sink:
 
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
           failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None) -> None:
-    """Write a complete new cache (schema 2) to a temporary file and rename it over `path` atomically;
-    from shards.shard_min_rows() rows on, or when the cache at `path` is sharded already, a sharded
-    cache instead (schema 4: new shard files, then the index file renamed over `path`; see shards.py).
+    """Write a complete new single-file cache (schema 2) to a temporary file and rename it over `path`
+    atomically. (`cache.write`, i.e. shards.write_cache, decides between this and a sharded write.)
 
     Raises CacheError, leaving the previous cache and no temporary file, when the folder lacks the
     space (checked before writing), the disk fills or fails while writing, or a source of vectors (the
     old cache, a journal chunk) is damaged."""
-    from . import shards
-
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r.key)
     failed = sorted(failed)
     for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer (we hold the lock)
         stale.unlink(missing_ok=True)
-    old = shards.old_index(path) if path.exists() else None
-    if old is not None or len(rows) >= shards.shard_min_rows():  # schema 4: see shards.py
-        shards.write(path, rows, classes, fingerprint, root, failed, dim, created_utc, old)
-        return
     _check_space(path, estimated_bytes([r.key for r in rows], failed, classes, dim))
     tmp = path.with_name(f".{staging_stem(path.name)}.tmp{os.getpid()}")  # within NAME_MAX
     sink = None
@@ -814,8 +807,6 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         if isinstance(e, OSError):
             raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
         raise
-    if shard_folder(path).exists():  # shards no index names any more (a killed sharded write, say)
-        shards.remove_unreferenced(path, set(), folder_too=True)
 
 
 def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) -> None:
