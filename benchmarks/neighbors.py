@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -202,8 +203,8 @@ def main() -> None:
                                      capture_output=True, text=True).stdout
                 results.append(json.loads(out.strip().splitlines()[-1]))
                 print_row(results[-1])
-            for p in Path(work).iterdir():
-                p.unlink()
+            for p in Path(work).iterdir():  # the cache, its shard folder (sharded from 50,000 rows), the index
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"neighbors-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
