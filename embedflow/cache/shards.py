@@ -100,24 +100,27 @@ def remove_unreferenced(path: Path, keep: set[str], folder_too: bool = False) ->
 
 
 def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
-                failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None) -> None:
+                failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None,
+                labels_csv: dict | None = None) -> None:
     """`cache.write`: a sharded cache (write, below) from shard_min_rows() rows on or when the cache at
     `path` is sharded already, else a single file (store.write). Raises CacheError as those do."""
     path = Path(path)
     old = old_index(path) if path.exists() else None
     if old is None and len(rows) < shard_min_rows():
-        store.write(path, rows, classes, fingerprint, root, failed, dim, created_utc)
+        store.write(path, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv)
         if shard_folder(path).exists():  # shards no index names any more (a killed sharded write, say)
             remove_unreferenced(path, set(), folder_too=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer
         stale.unlink(missing_ok=True)
-    write(path, sorted(rows, key=lambda r: r.key), classes, fingerprint, root, sorted(failed), dim, created_utc, old)
+    write(path, sorted(rows, key=lambda r: r.key), classes, fingerprint, root, sorted(failed), dim, created_utc, old,
+          labels_csv)
 
 
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
-          failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None, old=False) -> dict:
+          failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None, old=False,
+          labels_csv: dict | None = None) -> dict:
     """Write the cache sharded (see the module docstring). rows: sorted by key. Returns what was done:
     {"new_shards", "new_rows", "masked", "compacted"}. Raises CacheError like store.write, leaving the
     previous cache and no new shard or temporary file."""
@@ -176,7 +179,7 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
             sink = _Sink(fh)
             try:
                 _write_index(sink, folder.name, table, crc, columns, classes, fingerprint, root, failed, dim,
-                             created_utc)
+                             created_utc, labels_csv)
             except BaseException:
                 if sink.error is not None:
                     raise sink.error from None
@@ -254,7 +257,8 @@ def _write_shard(shard: Path, rows: list[Row], dim: int, fingerprint: dict, writ
 
 
 def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.ndarray, columns: dict,
-                 classes: list[str], fingerprint: dict, root: str, failed, dim: int, created_utc) -> None:
+                 classes: list[str], fingerprint: dict, root: str, failed, dim: int, created_utc,
+                 labels_csv: dict | None = None) -> None:
     h5py = _h5py()
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
@@ -264,6 +268,8 @@ def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.n
              "fingerprint_id": fingerprint["id"], "root": root,
              "embedflow_version": fingerprint.get("embedflow_version", ""),
              "created_utc": created_utc or now, "updated_utc": now}
+    if labels_csv:
+        attrs["labels_csv"] = json.dumps(labels_csv, sort_keys=True)
     with h5py.File(sink, "w", libver=("v108", "v110"), locking=False) as f:
         if n:
             layout = h5py.VirtualLayout((n, dim), np.float32)
