@@ -38,6 +38,10 @@ cache with "upgrade embedflow" instead of misreading it).
 Schema 1 caches (no checksums, no content_sha256) still open, with every structural check; they become
 schema 2 the next time `embed` writes them (or at once with `--rebuild`).
 
+Schema 4 is the sharded cache (see shards.py): the same columns plus /shards, /shard_rows and /mask in an
+index file whose /embeddings is a virtual dataset over immutable shard files in `<cache>.d/`; readers
+here read the shards directly and return only live (unmasked) rows.
+
 Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
 atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
 the new file. Readers therefore open it without HDF5's own file locking (which an NFS mount or another
