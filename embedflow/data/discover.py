@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, UsageError
+from .remote import RemotePath, is_url, list_objects, local_path_of, object_or_prefix
 
 # Extensions discovered as images (any case). HEIC/HEIF and AVIF are decoded when the installed Pillow
 # (and pillow-heif) can; otherwise each file is skipped with the format named, never silently.
@@ -29,7 +30,7 @@ LAYOUTS = ("class-folders", "splits", "unlabelled", "csv")
 @dataclass(frozen=True)
 class ImageRef:
     key: str  # path relative to the dataset root, "/"-separated, NFC: the identity of an image in a cache
-    path: Path  # where to read it now
+    path: Path | RemotePath  # where to read it now (a RemotePath: an object in an fsspec filesystem)
     label: str | None  # class name (NFC), None for unlabelled inputs
     refused: str | None = None  # why it must not be read (a cache key that leaves the dataset folder)
 
@@ -99,6 +100,8 @@ def _walk(folder: Path, guard: Path | None = None) -> _Walk:
     (a folder already walked, by (device, inode), is not walked again). With guard (the dataset root), a
     folder symlink whose target is the root, an ancestor of it, or another part of the dataset outside
     `folder` is not followed and is listed in loops."""
+    if isinstance(folder, _Prefix):
+        return folder.walk()
     out = _Walk()
     seen_dirs: set[tuple[int, int]] = set()
     top = str(folder)
@@ -144,6 +147,8 @@ def walk_images(folder: Path) -> list[tuple[Path, str]]:
 
 
 def _check_root(root: Path) -> None:
+    if isinstance(root, _Prefix):
+        return  # listed: it holds objects
     if not root.exists():
         raise DatasetError(f"folder not found: {root}")
     if not root.is_dir():
@@ -151,10 +156,14 @@ def _check_root(root: Path) -> None:
 
 
 def _subfolders(folder: Path) -> list[str]:
+    if isinstance(folder, _Prefix):
+        return sorted(d for d in folder.children()[0] if not d.startswith("."))
     return sorted(e for e in os.listdir(folder) if not e.startswith(".") and (folder / e).is_dir())
 
 
 def _loose_images(folder: Path) -> list[str]:
+    if isinstance(folder, _Prefix):
+        return sorted(f for f in folder.children()[1] if is_image_name(f))
     return sorted(f for f in os.listdir(folder) if is_image_name(f) and (folder / f).is_file())
 
 
@@ -190,7 +199,7 @@ def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = 
 
     Raises DatasetError when root is missing, is not a folder, or holds no image at all.
     """
-    root = Path(root)
+    root = _Prefix.listed(root) if is_url(root) else Path(local_path_of(root))
     _check_root(root)
     if labels_csv is not None:
         found = _discover_csv(root, Path(labels_csv))
@@ -257,7 +266,7 @@ def _class_folder(found: Discovery, root: Path, rel: str, label: str, split: str
 
 def _reenters(folder: Path, root: Path) -> bool:
     """A top-level folder that is a link to the root itself or to an ancestor of it."""
-    return folder.is_symlink() and _inside(os.path.realpath(root), os.path.realpath(folder))
+    return not isinstance(folder, _Prefix) and folder.is_symlink() and _inside(os.path.realpath(root), os.path.realpath(folder))
 
 
 def _record_walk(found: Discovery, walk: _Walk, rel: str) -> None:
@@ -339,8 +348,9 @@ def _discover_unlabelled(root: Path, nested: bool) -> Discovery:
 
 
 def _count_root_files(found: Discovery, root: Path) -> None:
-    for f in os.listdir(root):
-        if not f.startswith(".") and not is_image_name(f) and (root / f).is_file():
+    remote = isinstance(root, _Prefix)
+    for f in root.children()[1] if remote else os.listdir(root):
+        if not f.startswith(".") and not is_image_name(f) and (remote or (root / f).is_file()):
             ext = os.path.splitext(f)[1].lower()
             found.ignored[ext] = found.ignored.get(ext, 0) + 1
             if _is_image_like(f):
@@ -383,7 +393,7 @@ def _discover_csv(root: Path, labels_csv: Path) -> Discovery:
     labels, found.notes = read_labels_csv(labels_csv)
     walk = _walk(root, guard=root)
     here = os.path.realpath(labels_csv)
-    if any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
+    if not isinstance(root, _Prefix) and any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
         walk.other = [o for o in walk.other if os.path.realpath(root / o) != here]
         walk.ignored = Counter(os.path.splitext(o)[1].lower() for o in walk.other)
     _record_walk(found, walk, "")
@@ -420,6 +430,8 @@ def _note_ignored(found: Discovery) -> None:
 
 def _raw_name_is_key(ref: ImageRef) -> bool:
     """The file's own relative path is its key: valid UTF-8 and already NFC."""
+    if isinstance(ref.path, RemotePath):
+        return ref.path.url.endswith("/" + ref.key)
     parts = os.fsencode(ref.path).split(os.fsencode(os.sep))[-(ref.key.count("/") + 1):]
     try:
         return "/".join(p.decode("utf-8") for p in parts) == ref.key
@@ -439,7 +451,7 @@ def _without_key_collisions(images: list[ImageRef], found: Discovery) -> list[Im
         if not _raw_name_is_key(kept[-1]) and _raw_name_is_key(ref):
             kept[-1], ref = ref, kept[-1]
         try:
-            os.fsencode(ref.path).decode("utf-8")
+            str(ref.path) if isinstance(ref.path, RemotePath) else os.fsencode(ref.path).decode("utf-8")
             reason = (f"skipped {str(ref.path)!r}: its name differs from '{ref.key}' only by Unicode normalisation "
                       f"(NFD/NFC) and that name is taken by another file; rename it")
         except UnicodeDecodeError:
@@ -453,7 +465,11 @@ def _without_key_collisions(images: list[ImageRef], found: Discovery) -> list[Im
 def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:
     """Files and folders given on a command line (predict, neighbors): unlabelled, in the order given."""
     refs: list[ImageRef] = []
-    for p in map(Path, paths):
+    for p in paths:
+        if is_url(p):
+            refs.extend(ImageRef(str(rp), rp, None) for rp in object_or_prefix(p, is_image_name))
+            continue
+        p = Path(local_path_of(p))
         if p.is_dir():
             refs.extend(ImageRef(_key_for(str(f)), f, None) for f, _ in walk_images(p))
         elif p.exists() or p.is_symlink():
@@ -463,3 +479,71 @@ def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:
     if not refs:
         raise UsageError(f"no images found in: {', '.join(map(str, paths))}")
     return refs
+
+
+class _Prefix:
+    """A folder of a listed object store (what discover walks instead of a local folder): rel is its path
+    below the listed root ("" for the root), "/"-separated."""
+
+    def __init__(self, tree: dict, root: str, rel: str = ""):
+        self.tree, self.root, self.rel = tree, root, rel
+
+    @classmethod
+    def listed(cls, url: str) -> "_Prefix":
+        """The root of everything below url, listed once (raises DatasetError when it cannot be)."""
+        root, objects = list_objects(url)
+        tree: dict[str, tuple[set, list]] = {"": (set(), [])}
+        files = {}
+        for rel, rp in objects:
+            files[rel] = rp
+            parts = rel.split("/")
+            for i in range(len(parts) - 1):
+                d = "/".join(parts[:i])
+                tree.setdefault(d, (set(), []))[0].add(parts[i])
+            tree.setdefault("/".join(parts[:-1]), (set(), []))[1].append(parts[-1])
+        return cls({"dirs": tree, "files": files, "keys": sorted(files)}, root)
+
+    def __truediv__(self, name: str) -> "_Prefix | RemotePath":
+        rel = f"{self.rel}/{name}" if self.rel else name
+        return self.tree["files"].get(rel) or _Prefix(self.tree, self.root, rel)
+
+    def __str__(self) -> str:
+        return f"{self.root}/{self.rel}" if self.rel else self.root
+
+    def is_dir(self) -> bool:
+        return self.rel in self.tree["dirs"]
+
+    def exists(self) -> bool:
+        return self.is_dir() or self.is_file()
+
+    def is_file(self) -> bool:
+        return self.rel in self.tree["files"]
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def children(self) -> tuple[set, list]:
+        """(subfolder names, object names) directly in this folder."""
+        return self.tree["dirs"].get(self.rel, (set(), []))
+
+    def walk(self) -> _Walk:
+        """Every object below this folder, as _walk gives the files of a local one (hidden ones left out)."""
+        import bisect
+
+        out = _Walk()
+        keys, files = self.tree["keys"], self.tree["files"]
+        prefix = self.rel + "/" if self.rel else ""
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            sub = key[len(prefix):]
+            *dirs, f = sub.split("/")
+            if any(d.startswith(".") for d in dirs):
+                continue
+            if is_image_name(f):
+                out.files.append((files[key], sub))
+            elif not f.startswith("."):
+                out.ignored[os.path.splitext(f)[1].lower()] += 1
+                out.other.append(sub)
+        return out
