@@ -138,6 +138,7 @@ def list_objects(url: str) -> tuple[str, list[tuple[str, RemotePath]]]:
     fs, path = filesystem(url)
     path = path.rstrip("/")
     root = _safe(url).rstrip("/")
+    fs.invalidate_cache()  # listings cached by an earlier run in this process (any folder below) may be stale
     try:
         found = fs.find(path, detail=True, withdirs=False)
     except FileNotFoundError:
@@ -165,6 +166,7 @@ def object_or_prefix(url: str, wanted) -> list[RemotePath]:
     """[the object] when url names one, else the objects below it whose name passes wanted(name), sorted
     (hidden ones, under a folder starting with ".", left out). Raises UsageError when there is neither."""
     fs, path = filesystem(url)
+    fs.invalidate_cache()
     try:
         info = fs.info(path)
     except FileNotFoundError:
