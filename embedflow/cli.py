@@ -365,7 +365,7 @@ MethodOpt = typer.Option(None, "--exact/--index",
 @app.command()
 @handle_errors
 def neighbors(
-    images: Optional[List[Path]] = typer.Argument(None, help="Query image files and/or folders."),
+    images: Optional[List[str]] = typer.Argument(None, help="Query image files and/or folders, or object URLs/prefixes (s3://...)."),
     key: Optional[List[str]] = typer.Option(None, "--key", help="A cached image (its key, e.g. roses/123.jpg) as a query; repeatable."),
     k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
     cache: Optional[Path] = CacheOpt,
