@@ -130,6 +130,11 @@ def embed_folder(
     engine "local" embeds in this process; "ray" sends the images to embed to a Ray cluster
     (`address`, default: a new local one) and merges what comes back into the same cache.
 
+    root may be an fsspec URL (s3://bucket/prefix/, ...; see data.remote): its objects are listed once,
+    an object whose listed change detector (ETag + size on S3) is the recorded one keeps its hash unread,
+    any other is read once by whoever embeds it (a Ray worker with engine "ray": the driver reads none),
+    and the sha256 of those bytes is its identity.
+
     Only new or changed files (by sha256 of their bytes) are embedded; deleted ones are dropped;
     bad files are skipped with a reason. A file whose size, mtime, ctime and inode are those recorded
     when it was hashed is not read again (rehash=True reads every file). Raises FingerprintMismatch when the cache was made with
