@@ -209,6 +209,10 @@ def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = 
         found = _discover_splits(root)
     else:
         found = _discover_class_folders(root)
+    if isinstance(root, _Prefix):
+        for rel in root.tree["unusable"]:
+            _drop(found, rel, "file", f"object '{rel}' left out: a key with an empty, '.' or '..' part names no "
+                  "path inside the prefix")
     if not found.refs:
         raise DatasetError(_nothing_found(root, found.layout, labels_csv))
     found.refs.sort(key=lambda r: r.key)
@@ -493,15 +497,18 @@ class _Prefix:
         """The root of everything below url, listed once (raises DatasetError when it cannot be)."""
         root, objects = list_objects(url)
         tree: dict[str, tuple[set, list]] = {"": (set(), [])}
-        files = {}
+        files, unusable = {}, []
         for rel, rp in objects:
-            files[rel] = rp
             parts = rel.split("/")
+            if any(p in ("", ".", "..") for p in parts):  # legal in S3, but no path inside the prefix
+                unusable.append(rel)
+                continue
+            files[rel] = rp
             for i in range(len(parts) - 1):
                 d = "/".join(parts[:i])
                 tree.setdefault(d, (set(), []))[0].add(parts[i])
             tree.setdefault("/".join(parts[:-1]), (set(), []))[1].append(parts[-1])
-        return cls({"dirs": tree, "files": files, "keys": sorted(files)}, root)
+        return cls({"dirs": tree, "files": files, "keys": sorted(files), "unusable": unusable}, root)
 
     def __truediv__(self, name: str) -> "_Prefix | RemotePath":
         rel = f"{self.rel}/{name}" if self.rel else name

@@ -43,6 +43,14 @@ def test_class_folders_with_the_local_rules(store, tmp_path):
     assert read_bytes(remote.refs[0].path) == b"a/1.jpg"
 
 
+def test_object_keys_that_name_no_path_inside_the_prefix_are_left_out(store):
+    fs, prefix = store
+    put(fs, prefix, "a/1.jpg", "a/../b/2.jpg", "a/./3.jpg")
+    found = discover(f"memory://{prefix}")
+    assert [r.key for r in found.refs] == ["a/1.jpg"]
+    assert sorted(d.key for d in found.dropped) == ["a/../b/2.jpg", "a/./3.jpg"]
+
+
 def test_splits_and_unlabelled_layouts(store):
     fs, prefix = store
     put(fs, prefix, "s/train/x/1.jpg", "s/val/x/2.jpg", "s/test/y/3.jpg", "u/1.jpg", "u/2.png")
