@@ -3,9 +3,9 @@ for this checkout and a reference checkout (e.g. main before object-storage inpu
 
     python benchmarks/local_rerun.py --reference /tmp/main-export [--data ../shared/data/flowers-dev] [--repeats 7]
 
-Each checkout runs in its own process (PYTHONPATH=its root): a first embed with a stand-in embedder (the
-mean colour: decoding is real, inference is not, since only the rerun is timed), then `repeats` warm
-reruns; the median is reported. Writes benchmarks/results/local_rerun.json with the ratio this/reference.
+Each checkout runs in its own process (PYTHONPATH=its root), --rounds times, alternating, on one cache: the very first
+embed uses a stand-in embedder (the mean colour: decoding is real, inference is not, since only reruns are
+timed), then each process times `repeats` warm reruns; the median is reported. Writes benchmarks/results/local_rerun.json with the ratio this/reference.
 """
 
 from __future__ import annotations
@@ -44,12 +44,11 @@ print(json.dumps({"images": first.total, "rerun_seconds": times}))
 """
 
 
-def measure(root: Path, data: Path, repeats: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PYTHONPATH=str(root))
-        out = subprocess.run([sys.executable, "-c", MEASURE, str(data), str(Path(tmp) / "c.h5"), str(repeats)],
-                             env=env, capture_output=True, text=True, cwd=tmp, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+def measure(root: Path, data: Path, repeats: int, cache_path: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(data), str(cache_path), str(repeats)],
+                         env=env, capture_output=True, text=True, cwd=cache_path.parent, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
     result["median_seconds"] = statistics.median(result["rerun_seconds"])
     return result
 
@@ -59,13 +58,16 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "flowers-dev")
     ap.add_argument("--reference", type=Path, required=True, help="root of the reference checkout")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of the two checkouts")
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     # alternate the two, twice, so a busy machine weighs on both alike
+    # one cache for both (the first process embeds, every other run is warm): the cache format is the same
     runs = {"this": [], "reference": []}
-    for _ in range(2):
-        runs["this"].append(measure(HERE.parent, args.data, args.repeats))
-        runs["reference"].append(measure(args.reference, args.data, args.repeats))
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            runs["this"].append(measure(HERE.parent, args.data, args.repeats, Path(tmp) / "c.h5"))
+            runs["reference"].append(measure(args.reference, args.data, args.repeats, Path(tmp) / "c.h5"))
     med = {k: statistics.median(t for r in v for t in r["rerun_seconds"]) for k, v in runs.items()}
     result = {"started": started, "data": str(args.data), "images": runs["this"][0]["images"],
               "median_rerun_seconds": med, "ratio_this_to_reference": med["this"] / med["reference"], "runs": runs}
