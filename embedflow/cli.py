@@ -138,8 +138,9 @@ def main(version: bool = typer.Option(False, "--version", help="Show the version
 @app.command()
 @handle_errors
 def embed(
-    folder: Path = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
-                                  "unlabelled images)."),
+    folder: str = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
+                                 "unlabelled images); or an object-store prefix: s3://bucket/prefix/, gs://, az://, "
+                                 "memory://, file:// (pip install 'embedflow[s3]' for s3://)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of path,label rows (paths relative to FOLDER): "
                                           "the labels of the images below FOLDER."),
     unlabelled: bool = typer.Option(False, "--unlabelled", help="The images carry no labels (every image below FOLDER): "
@@ -291,7 +292,7 @@ def report(
 @handle_errors
 def predict(
     model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
-    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
+    inputs: List[str] = typer.Argument(..., help="Image files and/or folders, or object URLs/prefixes (s3://...)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many labels to show per image."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Reuse vectors of images already in this cache "
                                          "(default: one in cache/ made with the model's backbone)."),
@@ -373,7 +374,7 @@ MethodOpt = typer.Option(None, "--exact/--index",
 @app.command()
 @handle_errors
 def neighbors(
-    images: Optional[List[Path]] = typer.Argument(None, help="Query image files and/or folders."),
+    images: Optional[List[str]] = typer.Argument(None, help="Query image files and/or folders, or object URLs/prefixes (s3://...)."),
     key: Optional[List[str]] = typer.Option(None, "--key", help="A cached image (its key, e.g. roses/123.jpg) as a query; repeatable."),
     k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
     cache: Optional[Path] = CacheOpt,
