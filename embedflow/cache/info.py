@@ -10,14 +10,14 @@ import numpy as np
 
 from ..errors import CacheError
 from .journal import Journal
-from .store import load, read_meta
+from .store import SHARD_NAME, SHARDED_SCHEMA, load, read_meta, shard_folder
 
 
 @dataclass
 class CacheInfo:
     """A cache's attributes and contents, without its vectors. count (N) and dim (D) describe the float32
     (N, D) vector matrix; failed is the number of skipped files, listed in failed_files; size_bytes is the
-    file's size; pending_journal_chunks counts vectors of an interrupted run not merged yet.
+    file's size (with its shard files' for a sharded cache); pending_journal_chunks counts vectors of an interrupted run not merged yet.
     `to_dict()` is the CLI's JSON; item access (`info["count"]`) reads that dict."""
 
     path: str
@@ -69,4 +69,14 @@ def cache_info(cache_path: str | os.PathLike) -> CacheInfo:
         **{f.name: meta[f.name] for f in fields(CacheInfo) if f.name in meta},
         per_class={c: int(n) for c, n in zip(held.classes, counts)},
         failed_files=[{"key": k, "reason": r} for k, r, _ in held.failed],
-        size_bytes=after.st_size, pending_journal_chunks=len(journal), unlabelled=int((held.labels < 0).sum()))
+        size_bytes=after.st_size + _shard_bytes(cache_path) if meta.get("schema_version", 0) >= SHARDED_SCHEMA
+        else after.st_size, pending_journal_chunks=len(journal), unlabelled=int((held.labels < 0).sum()))
+
+
+def _shard_bytes(cache_path: Path) -> int:
+    """Bytes of a sharded cache's shard files."""
+    folder = shard_folder(cache_path)
+    try:
+        return sum(p.stat().st_size for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name))
+    except OSError:
+        return 0
