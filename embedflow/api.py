@@ -77,6 +77,7 @@ def _cache_for_model(loaded: models.Classifier) -> Path | None:
 
 def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None = None, *,
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
+                 precision: str | None = None,
                  rebuild: bool = False, runtime: str = "auto", batch_size: int | None = None, workers: int | None = None,
                  engine: str = "local", address: str | None = None, rehash: bool = False,
                  labels: str | os.PathLike | None = None, unlabelled: bool | None = None, strict: bool = False,
@@ -95,13 +96,29 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     protocol), with the same layouts and keys relative to the prefix; credentials come from the
     filesystem's own environment/config (README, *Images on object storage*).
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
-    without cache_path the cache is default_cache_for(the backbone)."""
+    without cache_path the cache is default_cache_for(the backbone).
+    precision: "fp32" or "int8" (a full-integer LiteRT backbone, Keras application backbones only; its
+    vectors have their own fingerprint, so they never mix with fp32 ones); None: the existing cache's
+    precision, else the default (backbones.DEFAULT_PRECISION)."""
     options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})
+    backbones.get_spec(backbone, image_size, weights, precision)  # a bad value is refused before the cache is read
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
+    if precision is None:  # an existing cache keeps its precision; a new one gets the default
+        precision = _cache_precision(cache_path) if not rebuild else None
+    spec = backbones.get_spec(backbone, image_size, weights, precision or backbones.DEFAULT_PRECISION)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
                          labels=labels, unlabelled=unlabelled, strict=strict, reporter=reporter)
+
+
+def _cache_precision(path: str | os.PathLike) -> str | None:
+    """The precision an existing cache was made with ("fp32" for caches older than --precision), None when
+    there is no readable cache there."""
+    try:
+        return cache.read_meta(Path(path))["fingerprint"].get("precision", "fp32") if Path(path).exists() else None
+    except (CacheError, KeyError, OSError):
+        return None
 
 
 def open_cache(path: str | os.PathLike | None = None, *, vectors: bool = False,

@@ -222,7 +222,7 @@ def _on_vectors(model, data: Path, cache_path, weights, name, split, reporter):
 
         spec = backbones.spec_from_fingerprint(model.fingerprint)
         if weights:
-            spec = backbones.get_spec(spec.arg, spec.image_size, weights)
+            spec = backbones.get_spec(spec.arg, spec.image_size, weights, spec.precision)
         summary = embed_folder(data, cache_path, spec=spec, runtime=getattr(model, "runtime", "auto"),
                                require_labels=True, reporter=reporter)
         reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")

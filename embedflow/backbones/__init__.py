@@ -13,12 +13,12 @@ from .runtimes import (CONVERTER_VERSION, KerasEmbedder, LiteRTEmbedder, build_k
                        has_gpu, make_embedder, make_interpreter, min_cosine, preprocessing_layers, run_tflite,
                        tflite_backbone_path)
 from .silence import quiet_tensorflow, stderr_fd_silenced
-from .spec import (DEFAULT_BACKBONE, EMBEDDING_VERSION, HUB_PREFIX, HUB_PREPROCESSING, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,
+from .spec import (DEFAULT_BACKBONE, DEFAULT_PRECISION, EMBEDDING_VERSION, PRECISIONS, HUB_PREFIX, HUB_PREPROCESSING, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,
                    MOBILENET_V2_ALPHAS, MOBILENET_V2_SIZES, REGISTRY, BackboneSpec, NotFineTunable,
                    require_fine_tunable)
 from .weights import digest_path, embedflow_home, file_sha256, local_weights
 
-__all__ = ["BackboneSpec", "CONVERTER_VERSION", "DEFAULT_BACKBONE", "EMBEDDING_VERSION", "HUB_PREFIX",
+__all__ = ["BackboneSpec", "CONVERTER_VERSION", "DEFAULT_BACKBONE", "DEFAULT_PRECISION", "PRECISIONS", "EMBEDDING_VERSION", "HUB_PREFIX",
            "HUB_PREPROCESSING", "HubEmbedder", "ID_SCHEME", "KerasEmbedder", "LiteRTEmbedder", "MAX_IMAGE_SIZE", "MIN_IMAGE_SIZE",
            "MOBILENET_V2_ALPHAS", "MOBILENET_V2_SIZES", "NotFineTunable", "REGISTRY", "build_keras_backbone",
            "check_compatible", "convert_to_tflite", "describe", "digest_path", "embedflow_home", "file_sha256",

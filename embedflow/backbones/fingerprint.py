@@ -24,6 +24,9 @@ def weights_digest(spec: BackboneSpec, weights_path: Path | None = None) -> str:
 ID_SCHEME = 2  # ids hash value codes (scheme 1, before: the prose fields; still recognised, see upgrade)
 _ID_FIELDS = ("backbone", "alpha", "image_size", "output_dim", "pixels", "pooling_code", "resize_code",
               "weights_sha256", "embedding_version")
+# Only a reduced-precision backbone adds these to the id: fp32 ids (and every cache made before) stay as they were.
+_PRECISION_FIELDS = ("precision", "calibration")
+INT8 = "int8: full-integer TFLite (uint8 pixels in, int8 weights and activations, float32 vectors out)"
 RESIZE = ("square-bilinear", "EXIF-rotated, RGB over white, bilinear to a square (no crop)")  # (code, prose)
 POOLING = {"keras": ("avg", "global average"), "hub": ("model", "the SavedModel's own feature vector")}
 
@@ -70,13 +73,22 @@ def fingerprint(spec: BackboneSpec, weights_path: Path | None = None) -> dict:
         "embedflow_version": __version__,
         "id_scheme": ID_SCHEME,
     }
+    if spec.precision != "fp32":
+        from .calibration import calibration_id
+
+        fp.update(precision=spec.precision, calibration=calibration_id(), quantization=INT8)
     fp["id"] = fingerprint_id(fp)
     return fp
 
 
+def id_fields(fp: dict) -> tuple[str, ...]:
+    """The fields a fingerprint's id hashes: _ID_FIELDS, plus precision and calibration when not fp32."""
+    return _ID_FIELDS + (_PRECISION_FIELDS if fp.get("precision", "fp32") != "fp32" else ())
+
+
 def fingerprint_id(fp: dict) -> str:
-    """16 hex digits of the sha256 over the value fields of a (scheme 2) fingerprint."""
-    ident = json.dumps({k: fp[k] for k in _ID_FIELDS}, sort_keys=True)
+    """16 hex digits of the sha256 over the value fields of a (scheme 2) fingerprint (id_fields)."""
+    ident = json.dumps({k: fp.get(k) for k in id_fields(fp)}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -119,7 +131,8 @@ def describe(fp: dict) -> str:
     """One line naming a fingerprint's backbone, for messages; missing fields show as '?'."""
     name = fp.get("backbone_arg") or fp.get("backbone") or "?"
     width = f"alpha {fp['alpha']}, " if fp.get("alpha") is not None and str(name).startswith("mobilenet_v2") else ""
-    return (f"{name} ({width}{fp.get('image_size', '?')}px, {fp.get('output_dim', '?')}-d, "
+    precision = f"{fp['precision']}, " if fp.get("precision", "fp32") != "fp32" else ""
+    return (f"{name} ({width}{precision}{fp.get('image_size', '?')}px, {fp.get('output_dim', '?')}-d, "
             f"weights {str(fp.get('weights_sha256') or '?')[:8]}, id {fp.get('id', '?')})")
 
 
@@ -128,6 +141,8 @@ def check_compatible(have: dict, want: dict, what: str, hint: str = "") -> None:
     if not same_backbone(have, want):
         have2, want2 = upgrade(have), upgrade(want)
         diffs = [k for k in _ID_FIELDS if have2.get(k) != want2.get(k)]
+        diffs += [k for k in _PRECISION_FIELDS if have2.get(k, "fp32" if k == "precision" else None)
+                  != want2.get(k, "fp32" if k == "precision" else None)]
         raise FingerprintMismatch(
             f"{what} was made with {describe(have)}, not {describe(want)} "
             f"(differs in: {', '.join(diffs) or 'id'}){'; ' + hint if hint else ''}"
@@ -137,7 +152,7 @@ def check_compatible(have: dict, want: dict, what: str, hint: str = "") -> None:
 def spec_from_fingerprint(fp: dict) -> BackboneSpec:
     """The spec an artifact was made with, to embed new images the same way. The weights found now
     (a Keras file, a --weights file, a hub SavedModel) must still be the ones the artifact recorded."""
-    spec = get_spec(fp.get("backbone_arg") or fp["backbone"], fp["image_size"])
+    spec = get_spec(fp.get("backbone_arg") or fp["backbone"], fp["image_size"], precision=fp.get("precision", "fp32"))
     weights = fp.get("weights_source", "imagenet")
     if fp["backbone"] != "hub" and weights != "imagenet":
         if not Path(weights).is_file():

@@ -11,7 +11,7 @@ from ..errors import UsageError, WeightsError
 from .hub import hub_spec, resolve_hub
 from .spec import (DEFAULT_BACKBONE, HUB_MAX_IMAGE_SIZE, HUB_MIN_IMAGE_SIZE, HUB_PREFIX, HUB_PREPROCESSING,
                    KERAS_WEIGHTS_ORIGIN, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, MOBILENET_V2_ALPHAS, MOBILENET_V2_SIZES,
-                   REGISTRY, BackboneSpec, _mobilenet_v2)
+                   PRECISIONS, REGISTRY, BackboneSpec, _mobilenet_v2)
 from .weights import _weights_candidates, local_weights
 
 
@@ -40,8 +40,26 @@ def parse_backbone(arg: str) -> BackboneSpec:
     return _mobilenet_v2(alpha, size)
 
 
-def get_spec(name: str | None = "mobilenet_v2", image_size: int | None = None, weights: str | None = None) -> BackboneSpec:
-    """The spec for a --backbone value, with --image-size (the input resize) and --weights (a file) applied."""
+def get_spec(name: str | None = "mobilenet_v2", image_size: int | None = None, weights: str | None = None,
+             precision: str | None = None) -> BackboneSpec:
+    """The spec for a --backbone value, with --image-size (the input resize), --weights (a file) and
+    --precision ("fp32" or "int8"; None: fp32) applied. Raises UsageError for a bad value (int8 of a hub
+    backbone included), WeightsError for a missing weights file."""
+    if precision not in (None, "fp32") and (name or "").strip().startswith(HUB_PREFIX):  # before any download
+        raise UsageError(f"--precision {precision} applies to Keras application backbones only, not {name}")
+    return _with_precision(_get_spec(name, image_size, weights), precision)
+
+
+def _with_precision(spec: BackboneSpec, precision: str | None) -> BackboneSpec:
+    precision = precision or "fp32"
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
+    if precision != "fp32" and spec.family != "keras":
+        raise UsageError(f"--precision {precision} applies to Keras application backbones only, not {spec.arg}")
+    return replace(spec, precision=precision) if precision != spec.precision else spec
+
+
+def _get_spec(name: str | None, image_size: int | None, weights: str | None) -> BackboneSpec:
     spec = parse_backbone(name or DEFAULT_BACKBONE)
     if spec.family == "hub":
         if weights is not None and weights != "imagenet":

@@ -34,8 +34,9 @@ def preprocessing_layers(spec: BackboneSpec) -> list:
     raise UsageError(f"no Keras preprocessing for '{spec.pixels}'")
 
 
-def build_keras_backbone(spec: BackboneSpec, weights_path: Path | None = None):
-    """keras.Model: uint8 pixels (N, s, s, 3) -> (N, output_dim) pooled features, preprocessing inside."""
+def build_keras_backbone(spec: BackboneSpec, weights_path: Path | None = None, input_dtype: str = "uint8"):
+    """keras.Model: uint8 pixels (N, s, s, 3) -> (N, output_dim) pooled features, preprocessing inside.
+    input_dtype "float32" takes the same pixel values as floats (what the int8 converter quantizes)."""
     require_fine_tunable(spec, "built as a Keras model (fine-tuned, fused or exported)")
     quiet_tensorflow()
     import keras
@@ -50,7 +51,7 @@ def build_keras_backbone(spec: BackboneSpec, weights_path: Path | None = None):
         base.load_weights(str(weights_path))
     except Exception as e:
         raise WeightsError(f"cannot load weights from {weights_path} into {spec.arg}: {e}") from None
-    inputs = keras.Input((size, size, 3), dtype="uint8", name="pixels")
+    inputs = keras.Input((size, size, 3), dtype=input_dtype, name="pixels")
     x = inputs
     for layer in preprocessing_layers(spec):
         x = layer(x)
@@ -72,13 +73,48 @@ def convert_to_tflite(model) -> bytes:
 CONVERTER_VERSION = 2  # part of the converted file's name: a new conversion recipe never reuses old files
 
 
-def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
-    """The converted (float32) backbone for this fingerprint, converting once and keeping it on disk.
+def convert_to_int8(model, representative: np.ndarray) -> bytes:
+    """Full-integer TFLite flatbuffer of a float-input Keras model: uint8 pixels in (scale 1, zero point 0
+    when the calibration pixels span 0..255), int8 weights and activations, float32 vectors out.
+    representative: uint8 (N, s, s, 3) calibration images."""
+    import io
+    import warnings
 
-    A fresh conversion is checked against the Keras model on a probe batch before it is kept."""
-    path = embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-float32-c{CONVERTER_VERSION}.tflite"
+    import tensorflow as tf
+
+    def samples():
+        for i in range(len(representative)):
+            yield [representative[i:i + 1].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.float32
+    with contextlib.redirect_stdout(io.StringIO()), _native_stderr_silenced(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()
+
+
+# Per probe image, int8 against Keras fp32: catches a broken conversion. ImageNet weights measure 0.996 on
+# average over flowers-dev photos (docs/performance.md); a random-weight test backbone about 0.87.
+INT8_MIN_COSINE = 0.8
+
+
+def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
+    """The converted backbone for this fingerprint (float32, or full-integer int8 when spec.precision is
+    "int8"), converting once and keeping it on disk (written beside, renamed into place).
+
+    A fresh conversion is checked against the Keras model on a probe batch before it is kept (float32:
+    cosine >= 0.9999 on random pixels; int8: >= INT8_MIN_COSINE on held-back calibration crops).
+    Raises WeightsError when the check fails, CacheError when the file cannot be written."""
+    kind = "int8" if spec.precision == "int8" else "float32"
+    path = embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-{kind}-c{CONVERTER_VERSION}.tflite"
     if path.is_file():
         return path
+    if kind == "int8":
+        return _int8_backbone(spec, path, reporter)
     if reporter:
         reporter.info(f"converting {spec.name} to TFLite once (kept in {path.parent})")
     reference, flatbuffer = _reference_and_flatbuffer(spec)
@@ -88,6 +124,25 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
     if min_cosine(got, want) < 0.9999:
         raise WeightsError(f"the TFLite conversion of {spec.name} disagrees with Keras "
                            f"(cosine {min_cosine(got, want):.4f}); use --runtime keras")
+    _write_beside(path, flatbuffer)
+    return path
+
+
+def _int8_backbone(spec: BackboneSpec, path: Path, reporter=None) -> Path:
+    from .calibration import calibration_images
+
+    require_fine_tunable(spec, "quantized to int8 (only Keras application backbones are)")
+    if reporter:
+        reporter.info(f"converting {spec.name} to full-integer int8 TFLite once (kept in {path.parent})")
+    quiet_tensorflow()
+    model = build_keras_backbone(spec, input_dtype="float32")
+    flatbuffer = convert_to_int8(model, calibration_images(spec.image_size))
+    probe = calibration_images(spec.image_size, n=4, seed=1)
+    want = np.asarray(model.predict_on_batch(probe.astype(np.float32)))
+    got = run_tflite(make_interpreter(model_content=flatbuffer), probe)
+    if min_cosine(got, want) < INT8_MIN_COSINE:
+        raise WeightsError(f"the int8 conversion of {spec.name} disagrees with Keras "
+                           f"(cosine {min_cosine(got, want):.4f}); use --precision fp32")
     _write_beside(path, flatbuffer)
     return path
 
@@ -229,6 +284,11 @@ def make_embedder(spec: BackboneSpec, fp: dict, runtime: str = "auto", reporter=
     if runtime not in ("auto", "keras", "litert"):
         raise UsageError(f"unknown runtime '{runtime}': use auto, keras or litert")
     asked_for_litert = runtime == "litert"
+    if spec.precision == "int8":  # a full-integer TFLite model: LiteRT is the only runtime that runs it
+        if runtime == "keras":
+            raise UsageError("--precision int8 runs on LiteRT only: use --runtime auto or litert "
+                             "(or --precision fp32 with --runtime keras)")
+        return LiteRTEmbedder(spec, fp, threads=threads, reporter=reporter)
     if runtime == "auto":
         runtime = "keras" if has_gpu() else "litert"
     if runtime == "keras":

@@ -18,6 +18,8 @@ DEFAULT_BACKBONE = "mobilenet_v2"
 HUB_PREFIX = "hub:"
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 96, 224
 HUB_MIN_IMAGE_SIZE, HUB_MAX_IMAGE_SIZE = 32, 512
+PRECISIONS = ("fp32", "int8")
+DEFAULT_PRECISION = "fp32"
 
 
 class NotFineTunable(UsageError):
@@ -39,6 +41,7 @@ class BackboneSpec:
     weights_origin: str = ""  # URL folder Keras downloads that file from
     weights_size: int = 224  # resolution the ImageNet weights were trained at (MobileNetV2 has several)
     fixed_size: bool = False  # hub: the SavedModel's signature only takes image_size x image_size images
+    precision: str = "fp32"  # "fp32", or "int8": a full-integer LiteRT backbone (its own fingerprint)
 
     @property
     def keras_weights_file(self) -> str:
@@ -65,7 +68,7 @@ class BackboneSpec:
             parts = [p for p in re.split(r"[/\\]+", self.weights.split("://", 1)[-1]) if p][-2:]
             readable = re.sub(r"[^A-Za-z0-9_.]+", "_", "-".join(parts)).strip("_.-")[:40]
             return f"hub-{readable}-{hashlib.sha256(self.weights.encode()).hexdigest()[:6]}"
-        return self.arg.replace(":", "-")
+        return self.arg.replace(":", "-") + ("-int8" if self.precision == "int8" else "")
 
 
 def _mobilenet_v2(alpha: float = 1.0, size: int = 224) -> BackboneSpec:

@@ -73,7 +73,7 @@ def decode_bytes(data: bytes, size: int, *, notes: list[str] | None = None) -> n
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_JPEG_PIXELS
             with Image.open(io.BytesIO(data)) as img:
-                arr = _decode(img, size, notes)
+                arr = _decode(img, size, notes, data)
     except BadImage:
         raise
     except UnidentifiedImageError:
@@ -116,24 +116,30 @@ def _register_heif(fmt: str) -> None:
     pillow_heif.register_heif_opener()
 
 
-def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
-    """An opened PIL image -> (size, size, 3) uint8."""
+def _decode(img, size: int, notes: list[str] | None, data: bytes | None = None) -> np.ndarray:
+    """An opened PIL image -> (size, size, 3) uint8. data: the file's bytes, which let a plain RGB or grey
+    JPEG be decoded by libjpeg-turbo directly (simplejpeg, see _turbo_jpeg); every other step is the same."""
     from PIL import Image
 
     w, h = img.size
     if w < 1 or h < 1:
         raise BadImage("image has no pixels")
+    fast = None
     if img.format in JPEG_FORMATS:
         # Decode at the smallest DCT scale still >= 2x the target: fast and memory-light.
         img.draft("RGB" if img.mode == "RGB" else None, (2 * size, 2 * size))
+        fast = _turbo_jpeg(img, data, (w, h)) if data is not None else None
     elif w * h > MAX_PIXELS:
         raise BadImage(f"{w}x{h} pixels: refused as a possible decompression bomb")
-    _eight_bit_colour_key(img)
-    img.load()
+    if fast is None:
+        _eight_bit_colour_key(img)
+        img.load()
     # Read after load, which is when a decoder that turns the picture upright itself (Pillow's TIFF) drops the
     # tag, so the orientation is applied exactly once; and before conversions, which drop the EXIF block.
     orientation = _orientation(img)
     icc = img.info.get("icc_profile")
+    if fast is not None:
+        img = fast
     img = _to_srgb(_eight_bit(img, _reduction(img.size, size)), icc, notes)
     img = _over_white(img)
     if orientation in _TRANSPOSE:
@@ -141,6 +147,34 @@ def _decode(img, size: int, notes: list[str] | None) -> np.ndarray:
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _turbo_jpeg(img, data: bytes, original: tuple[int, int]):
+    """The pixels PIL would decode for a JPEG after its draft(), decoded by simplejpeg (libjpeg-turbo, the
+    same library and settings: accurate integer DCT, fancy upsampling, the same DCT scale), as an RGB or L
+    PIL image; None (PIL decodes it) for anything else: CMYK/YCCK, a DCT scale simplejpeg would not pick, a
+    file libjpeg-turbo only warns about (truncated, corrupt: PIL then gives the bad-file reason), or
+    simplejpeg missing. Skips PIL's per-tile decoding, which costs about as much as the decode itself."""
+    if img.mode not in ("RGB", "L"):
+        return None
+    try:
+        import simplejpeg
+    except ImportError:  # pragma: no cover - simplejpeg is a dependency; PIL decodes the same pixels
+        return None
+    from PIL import Image
+
+    (w, h), (dw, dh) = original, img.size
+    scale = next((s for s in (1, 2, 4, 8) if (-(-w // s), -(-h // s)) == (dw, dh)), None)
+    if scale is None:
+        return None
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace="GRAY" if img.mode == "L" else "RGB", min_width=dw,
+                                     min_height=dh, min_factor=scale, strict=True)
+    except (ValueError, RuntimeError, MemoryError):
+        return None
+    if arr.shape[:2] != (dh, dw):
+        return None
+    return Image.fromarray(arr[..., 0] if arr.ndim == 3 and img.mode == "L" else arr, img.mode)
 
 
 def _eight_bit_colour_key(img) -> None:
@@ -241,13 +275,22 @@ def _to_srgb(img, icc: bytes | None, notes: list[str] | None):
     try:
         if img.mode != "CMYK" and _acts_as_srgb(bytes(icc)):
             return img
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
-                                         outputMode="RGBA" if img.mode == "RGBA" else "RGB")
+        return ImageCms.applyTransform(img, _srgb_transform(bytes(icc), img.mode))
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as e:
         if notes is not None:
             notes.append(f"colour profile unreadable ({str(e) or type(e).__name__}): colours taken as sRGB")
         return img
+
+
+@functools.lru_cache(maxsize=32)
+def _srgb_transform(icc: bytes, mode: str):
+    """The colour transform from an ICC profile to sRGB for `mode` images (what ImageCms.profileToProfile
+    builds on every call, 10-40 ms): built once per profile, so a folder of phone photos sharing one
+    Display P3 profile pays for it once. Thread-safe to apply (LittleCMS transforms are read-only)."""
+    from PIL import ImageCms
+
+    src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    return ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), mode, "RGBA" if mode == "RGBA" else "RGB")
 
 
 @functools.lru_cache(maxsize=32)

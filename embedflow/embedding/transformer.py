@@ -28,6 +28,8 @@ class Embedder(TransformerMixin, BaseEstimator):
     backbone, image_size, weights: as `embed --backbone/--image-size/--weights` (the default is
     MobileNetV2 at 224 px with Keras' ImageNet weights). runtime: "auto" (LiteRT on a CPU, Keras on a
     GPU), "litert" or "keras". batch_size: images per inference call (default: the runtime's own).
+    precision: "fp32" (default) or "int8" (a full-integer LiteRT backbone, as `embed --precision int8`:
+    the vectors of an int8 cache; runtime "keras" is refused).
 
     `images` (for fit and transform) is a list of paths, a list of PIL images, a list of uint8 (H, W, 3)
     arrays, or a uint8 array (N, H, W, 3); each is decoded (paths) and resized exactly as `embed` does.
@@ -38,10 +40,12 @@ class Embedder(TransformerMixin, BaseEstimator):
     ImageInputError naming the first image it cannot use.
     """
 
-    def __init__(self, backbone="mobilenet_v2", image_size=None, weights=None, runtime="auto", batch_size=None):
+    def __init__(self, backbone="mobilenet_v2", image_size=None, weights=None, runtime="auto", batch_size=None,
+                 precision="fp32"):
         self.backbone = backbone
         self.image_size = image_size
         self.weights = weights
+        self.precision = precision
         self.runtime = runtime
         self.batch_size = batch_size
 
@@ -52,7 +56,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise UsageError(f"batch_size must be at least 1, got {self.batch_size}")
         weights = None if self.weights is None else str(self.weights)
-        spec = backbones.get_spec(self.backbone, self.image_size, weights)
+        spec = backbones.get_spec(self.backbone, self.image_size, weights, self.precision)
         fingerprint = backbones.fingerprint(spec)
         if getattr(self, "fingerprint_", {}).get("id") != fingerprint["id"]:
             self._runner = None  # another backbone than the one a runner was made for

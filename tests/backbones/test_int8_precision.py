@@ -1,0 +1,106 @@
+"""--precision int8: a full-integer LiteRT backbone with its own fingerprint (precision + calibration set),
+converted once under EMBEDFLOW_HOME, never mixed with fp32 vectors; fp32 keeps today's fingerprint."""
+
+from __future__ import annotations
+
+import importlib
+
+import h5py
+import numpy as np
+import pytest
+
+from embedflow import api, backbones, cache
+from embedflow.backbones.calibration import CALIBRATION_NAME, calibration_id, calibration_images
+from embedflow.errors import FingerprintMismatch, UsageError
+from tests.conftest import SIZE
+
+DEFAULT_SHA = "ae4e50beb0eca359853b053c48fbcf2401902451edfa03c0561853ed0d64228d"  # the ImageNet no-top file
+
+
+def test_fp32_keeps_todays_id_and_int8_gets_its_own(monkeypatch):
+    fingerprints = importlib.import_module("embedflow.backbones.fingerprint")
+    monkeypatch.setattr(fingerprints, "weights_digest", lambda spec, path=None: DEFAULT_SHA)
+    fp32 = backbones.fingerprint(backbones.get_spec("mobilenet_v2"))
+    assert fp32["id"] == "249c58134fc94b4e"  # the default id before --precision existed (caches keep working)
+    assert "precision" not in fp32 and backbones.get_spec("mobilenet_v2", precision="fp32") == backbones.get_spec()
+    int8 = backbones.fingerprint(backbones.get_spec("mobilenet_v2", precision="int8"))
+    assert int8["precision"] == "int8" and int8["calibration"] == calibration_id()
+    assert int8["calibration"].startswith(CALIBRATION_NAME)
+    assert int8["id"] != fp32["id"] and not backbones.same_backbone(int8, fp32)
+    with pytest.raises(FingerprintMismatch, match=r"differs in: precision, calibration"):
+        backbones.check_compatible(fp32, int8, "cache c.h5")
+    assert backbones.spec_from_fingerprint(int8).precision == "int8"
+    other_calibration = {**int8, "calibration": CALIBRATION_NAME + ":128:000000000000"}
+    other_calibration["id"] = backbones.fingerprint_id(other_calibration)
+    assert other_calibration["id"] != int8["id"]  # the calibration set is part of the identity
+
+
+def test_bad_precisions_are_refused():
+    with pytest.raises(UsageError, match="unknown precision 'int4'"):
+        backbones.get_spec(precision="int4")
+    with pytest.raises(UsageError, match="Keras application backbones only"):
+        backbones.get_spec("hub:/nowhere", precision="int8")
+
+
+def test_the_calibration_set_is_fixed_and_deterministic():
+    a, b = calibration_images(SIZE, n=6), calibration_images(SIZE, n=6)
+    assert a.shape == (6, SIZE, SIZE, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert a.min() == 0 and a.max() == 255  # spans the uint8 range: the input quantization is the identity
+    assert len({x.tobytes() for x in a}) == 6
+
+
+def test_embed_int8_converts_once_keeps_its_own_cache_and_refuses_fp32_mixing(cli, dataset, weights_file,
+                                                                             embedflow_home):
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8")
+    held8 = cache.load("c8.h5")
+    assert held8.fingerprint["precision"] == "int8" and len(held8) == 18
+    files = sorted((embedflow_home / "backbones").glob(f"*-{held8.fingerprint['id']}-int8-*.tflite"))
+    assert len(files) == 1 and not list((embedflow_home / "backbones").glob(".*.tmp"))
+    stamp = files[0].stat().st_mtime_ns
+    cli("embed", dataset, "--cache", "c32.h5")
+    held32 = cache.load("c32.h5")
+    assert "precision" not in held32.fingerprint
+    cos = (held8.embeddings * held32.embeddings).sum(1) / (
+        np.linalg.norm(held8.embeddings, axis=1) * np.linalg.norm(held32.embeddings, axis=1))
+    assert held8.keys == held32.keys and cos.mean() > 0.9, cos  # close to fp32, not equal to it
+    assert not np.allclose(held8.embeddings, held32.embeddings)
+    # mixing is refused with one line; a rerun without --precision follows the cache's precision
+    result = cli("embed", dataset, "--cache", "c8.h5", "--precision", "fp32", expect=None)
+    assert result.exit_code != 0 and "differs in: precision, calibration" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    cli("embed", dataset, "--cache", "c8.h5")
+    assert files[0].stat().st_mtime_ns == stamp  # converted once, reused
+    with h5py.File("c8.h5") as f:
+        assert f["embeddings"].shape == (18, held8.embeddings.shape[1])
+
+
+def test_an_int8_model_predicts_with_int8_vectors(cli, dataset, weights_file):
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8")
+    cli("fit", "--cache", "c8.h5", "--head", "logreg", "--out", "m8")
+    model = api.load_model("m8")
+    assert model.fingerprint["precision"] == "int8"
+    img = sorted(dataset.rglob("*.jpg"))[0]
+    held = cache.load("c8.h5")
+    row = held.keys.index(img.relative_to(dataset).as_posix())
+    got = model.backbone_embedder()(np.stack([api_pixels(img)]))
+    np.testing.assert_allclose(got[0], held.embeddings[row], rtol=1e-5, atol=1e-5)
+    with pytest.raises(UsageError, match="LiteRT only"):
+        backbones.make_embedder(backbones.spec_from_fingerprint(model.fingerprint), model.fingerprint, runtime="keras")
+
+
+def api_pixels(path):
+    from embedflow.data import load_image
+
+    return load_image(path, SIZE)
+
+
+def test_the_embedder_takes_a_precision(weights_file, dataset):
+    from embedflow import Embedder
+
+    paths = [str(p) for p in sorted(dataset.rglob("*.jpg"))[:3]]
+    e8 = Embedder(image_size=SIZE, weights=str(weights_file), precision="int8").fit(paths)
+    e32 = Embedder(image_size=SIZE, weights=str(weights_file)).fit(paths)
+    assert e8.fingerprint_["precision"] == "int8" and e8.fingerprint_["id"] != e32.fingerprint_["id"]
+    v8, v32 = e8.transform(paths), e32.transform(paths)
+    assert v8.shape == v32.shape and not np.allclose(v8, v32)
