@@ -38,6 +38,7 @@ class CliReporter:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.warnings = 0
+        self.skip_warnings = 0  # "skipped KEY: reason" lines
         self._progress = None
         self._task = None
 
@@ -53,6 +54,7 @@ class CliReporter:
 
     def warn(self, message: str) -> None:
         self.warnings += 1
+        self.skip_warnings += message.startswith("skipped ")
         self.console.print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def start(self, description: str, total: int) -> None:
@@ -180,14 +182,21 @@ def embed(
         what = (f"{s.total} unlabelled images" if s.layout == "unlabelled" else f"{s.total} images in {len(s.classes)} classes"
                 + ("".join(f", {n} {split}" for split, n in s.split_counts.items()) if s.split_counts else ""))
         typer.echo(f"{s.cache_path}: {what}; embedded {s.embedded}, "
-                   f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.failed)} "
+                   f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.skipped)} "
                    f"in {s.seconds:.1f}s{rate}")
-    if s.failed:
-        if not rep.warnings:  # failures remembered from an earlier run were not printed one by one
-            for key, reason in s.failed[:20]:
+    if s.skipped:
+        if s.failed and not rep.skip_warnings:
+            for key, reason in s.failed[:20]:  # failures remembered from an earlier run were not printed one by one
                 rep.warn(f"skipped {key}: {reason}")
-        warn_skipped(rep, len(s.failed), f"{len(s.failed)} file(s) skipped; `embedflow info --cache {s.cache_path}` "
-                     "lists them", strict)
+        left_out = len(s.skipped) - len(s.failed)
+        if not left_out:
+            message = f"{len(s.failed)} file(s) skipped; `embedflow info --cache {s.cache_path}` lists them"
+        else:
+            undecoded = (f"{len(s.failed)} not decoded (`embedflow info --cache {s.cache_path}` lists them), "
+                         if s.failed else "")
+            message = (f"{len(s.skipped)} file(s) skipped: {undecoded}{left_out} left out by discovery (the warnings "
+                       "above say why; `embed --json` lists them as skipped)")
+        warn_skipped(rep, len(s.skipped), message, strict)
 
 
 @app.command()

@@ -155,6 +155,10 @@ def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, spl
     report["model"], report["data"] = name, str(data)
     vectors = extra.pop("_vectors", None)
     report.update(extra)
+    report["trained_on"] = _trained_on(getattr(model, "manifest", {}) or {}, extra.get("root"), keys)
+    if report["trained_on"]:
+        reporter.warn(f"{report['trained_on']} of the {len(keys)} images scored were used to train {name}: the score "
+                      "is optimistic; --split val or test scores only the others")
     add_to_report(report, keys, y_true, proba, model.classes)
     if vectors is not None:
         from .insight import model_rejector
@@ -169,6 +173,28 @@ def _evaluate(model: Classifier, data: Path, cache_path, weights, name, out, spl
     if out is not None:
         result.write(out, f"{Path(name).name} on {data.name}")
     return result
+
+
+def _trained_on(manifest: dict, root: str | None, keys: list[str]) -> int | None:
+    """How many of the scored keys the model was trained on, by its manifest's split record, when the data
+    is the folder it was fitted on (the same root): every image but the recorded validation ones (all of them
+    after a refit on all) and, for train/val/test folders, test/. None when that cannot be known (another
+    folder, a model without a split record)."""
+    from .data.discover import SPLIT_NAMES
+
+    data_root = (manifest.get("data") or {}).get("root")
+    split = manifest.get("split") or {}
+    if not data_root or not root or "val_keys" not in split or os.path.abspath(root) != os.path.abspath(data_root):
+        return None
+    val = set(split["val_keys"])
+    folders = split.get("from") == "train/val/test folders"
+
+    def trained(key: str) -> bool:
+        if folders and SPLIT_NAMES.get(key.split("/")[0].lower()) not in ("train", "val"):
+            return False
+        return bool(split.get("refit_on_all")) or key not in val
+
+    return sum(map(trained, keys))
 
 
 def _split_rows(splits: list[str] | None, split: str | None, data: Path, reporter: Reporter) -> np.ndarray | None:

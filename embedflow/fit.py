@@ -165,7 +165,8 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     else:
         train, val, grouping = models.leak_free_split(X, y, cache.hashes, cache.classes, val_split, seed, reporter)
     pool = np.sort(np.concatenate([train, val]))  # every row fit may learn from (never test/)
-    check_trainable(head, estimator, y[train], cache.classes)
+    check_trainable(head, estimator, y[train], cache.classes, held_out=bool(val_split) and len(val) > 0
+                    and (cache.splits is None or not (np.asarray(cache.splits)[val] == "val").all()))
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
     estimator.fit(X[train], y[train])
     report = val_proba = None

@@ -17,7 +17,8 @@ Schema (format "embedflow.cache", schema_version 2 or 3), readable with plain h5
     /splits           utf-8 str (N,)   "train", "val" or "test": the split folder each image came from
                                        (data/train|val|validation|test/<class>/...). Schema 3, optional.
     attrs: format, schema_version, fingerprint (JSON), fingerprint_id, root, embedflow_version,
-           created_utc, updated_utc, content_sha256
+           created_utc, updated_utc, content_sha256; labels_csv (JSON {"path", "sha256"}: the labels file of
+           `embed --labels`, absolute path and sha256 of its bytes; only in caches labelled from a CSV)
 
 Integrity (schema 2): /embeddings, /labels and /file_stats are chunked with HDF5's fletcher32 filter,
 so a damaged chunk cannot be read; the file is written in the HDF5 1.8 format, whose superblock and
@@ -176,6 +177,8 @@ def content_digest(attrs: dict, shape: tuple, keys: list[str], labels: np.ndarra
 
     for name in DIGEST_ATTRS:
         put(name, str(attrs.get(name, "")).encode("utf-8", "surrogatepass"))
+    if attrs.get("labels_csv"):  # only when present: the digests of caches without it are unchanged
+        put("labels_csv", str(attrs["labels_csv"]).encode("utf-8", "surrogatepass"))
     put("shape", f"{int(shape[0])}x{int(shape[1])}".encode())
     strings("keys", keys)
     put("labels", np.ascontiguousarray(labels, "<i8").tobytes(), len(labels))
@@ -260,7 +263,7 @@ SPLITS = ("train", "val", "test")
 
 def _validated(f, path) -> _Validated:
     """Every column but the vectors, checked for consistency (and against content_sha256 in schema 2)."""
-    attrs = {name: f.attrs.get(name) for name in (*DIGEST_ATTRS, "content_sha256")}
+    attrs = {name: f.attrs.get(name) for name in (*DIGEST_ATTRS, "labels_csv", "content_sha256")}
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
     shape = _vectors_dataset(f, path).shape
     keys, hashes, classes = (_string_column(f, n, path) for n in ("keys", "hashes", "classes"))
@@ -367,6 +370,15 @@ def _checked_vectors(block: np.ndarray, path, first_row: int = 0) -> np.ndarray:
     if bad.any():
         raise _damaged(path, f"{int(bad.sum())} non-finite or out-of-range vector(s), e.g. row {first_row + int(np.argmax(bad))}")
     return block
+
+
+def labels_csv(path: str | os.PathLike) -> dict | None:
+    """The labels file a cache's labels came from ({"path": absolute path, "sha256": hex}, see `embed
+    --labels`), None when they did not come from one. Raises CacheError when the cache cannot be read."""
+    with _reading(Path(path)) as f:
+        _validated(f, Path(path))  # the attribute is covered by content_sha256
+        value = f.attrs.get("labels_csv")
+        return json.loads(value) if value else None
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -610,8 +622,10 @@ class _Sink:
 
 
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
-          failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None) -> None:
+          failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None,
+          labels_csv: dict | None = None) -> None:
     """Write a complete new cache (schema 2) to a temporary file and rename it over `path` atomically.
+    labels_csv ({"path": absolute path, "sha256": hex}) records the labels file the labels came from.
 
     Raises CacheError, leaving the previous cache and no temporary file, when the folder lacks the
     space (checked before writing), the disk fills or fails while writing, or a source of vectors (the
@@ -628,7 +642,7 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         with open(tmp, "wb+") as fh:
             sink = _Sink(fh)
             try:
-                _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc)
+                _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv)
             except BaseException:
                 if sink.error is not None:  # h5py's own error is a consequence of ours
                     raise sink.error from None
@@ -646,7 +660,7 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         raise
 
 
-def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) -> None:
+def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv=None) -> None:
     h5py = _h5py()
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
@@ -662,6 +676,8 @@ def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc) 
              "fingerprint_id": fingerprint["id"], "root": root,
              "embedflow_version": fingerprint.get("embedflow_version", ""),
              "created_utc": created_utc or now, "updated_utc": now}
+    if labels_csv:
+        attrs["labels_csv"] = json.dumps(labels_csv, sort_keys=True)
 
     def checked(rows_per_chunk, width=None):  # chunked + fletcher32; an empty dataset has nothing to check
         if not n:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadImage
+from .formats import identify, sniff_format
 from .hashing import read_bytes
 
 # Images above this many pixels are refused as possible decompression bombs (PIL's default is 89M,
@@ -36,28 +37,6 @@ _DEEP_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # EXIF orientation -> the transposition that displays the picture upright (what browsers do).
 _TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
               7: "TRANSVERSE", 8: "ROTATE_90"}
-_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
-                b"hevx": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"heif": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The name of a format Pillow may not know, from a file's first bytes (64 are enough): "HEIC",
-    "HEIF", "AVIF" (ISO-BMFF ftyp brands; other brands are "MP4" or "QuickTime" videos), "JPEG XL", "PDF",
-    "SVG"; None for anything else."""
-    if head[4:8] == b"ftyp":
-        brands = [head[8:12]] + [head[i:i + 4] for i in range(16, min(len(head), int.from_bytes(head[:4], "big")), 4)]
-        names = {_HEIF_BRANDS[b] for b in brands if b in _HEIF_BRANDS}
-        for name in ("AVIF", "HEIC", "HEIF"):  # mif1 is generic: a more precise brand wins
-            if name in names:
-                return name
-        return "QuickTime" if head[8:12] == b"qt  " else "MP4"  # isom, mp41, mp42, M4V ...: a video
-    if head.startswith(b"\xff\x0a") or head[4:12] == b"JXL \r\n\x87\n":
-        return "JPEG XL"
-    if head.startswith(b"%PDF"):
-        return "PDF"
-    if head.lstrip().startswith(b"<svg") or (head.lstrip().startswith(b"<?xml") and b"<svg" in head):
-        return "SVG"
-    return None
 
 
 def load_image(path: Path, size: int, *, notes: list[str] | None = None) -> np.ndarray:
@@ -97,9 +76,12 @@ def decode_bytes(data: bytes, size: int, *, notes: list[str] | None = None) -> n
     except BadImage:
         raise
     except UnidentifiedImageError:
-        if fmt:
+        if fmt and not fmt.startswith("camera RAW"):
             kind = {"PDF": "document", "SVG": "document", "MP4": "video", "QuickTime": "video"}.get(fmt, "image")
             raise BadImage(f"{fmt} {kind}: not supported (the installed Pillow cannot decode it)") from None
+        named = identify(data[:64])  # a Photoshop file, a camera RAW, ... named .jpg
+        if named and named[0] == "unsupported":
+            raise BadImage(f"{named[1]}: not supported") from None
         raise BadImage("not an image file (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(f"refused as a possible decompression bomb ({e})") from None

@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError, UsageError
+from .formats import DECODED, UNSUPPORTED, UNSUPPORTED_EXTENSIONS, identify_file
 
 # Extensions discovered as images (any case). HEIC/HEIF and AVIF are decoded when the installed Pillow
 # (and pillow-heif) can; otherwise each file is skipped with the format named, never silently.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                               ".avif", ".heic", ".heif"})
-# Pictures in formats embedflow does not decode (raw camera files, layered or vector documents, ...):
-# ignored like any other file, but listed in Discovery.dropped so that --strict can refuse to go on.
-IMAGE_LIKE_EXTENSIONS = frozenset({".psd", ".psb", ".xcf", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw",
-                                   ".orf", ".rw2", ".raf", ".pef", ".srw", ".svg", ".jxl", ".jp2", ".j2k", ".jpx",
-                                   ".ico", ".tga", ".exr", ".hdr", ".pcx", ".ppm", ".pgm", ".pbm", ".pnm", ".eps"})
+# Pictures and documents in formats embedflow does not decode (raw camera files, layered or vector documents,
+# ...): left out with the format named, and listed in Discovery.dropped so that --strict can refuse to go on.
+# Any file without an image extension is also identified by its first bytes (embedflow.data.formats): a JPEG
+# or PNG without an extension, or named .dat, is embedded; a Photoshop file named .bin is left out as one.
+IMAGE_LIKE_EXTENSIONS = frozenset(UNSUPPORTED_EXTENSIONS)
 # Split folder names (any case) -> the split: Kaggle's valid/, Training/ + Testing/, dev/ are common too.
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "testing": "test"}
@@ -49,9 +50,12 @@ class Discovery:
 
     refs: images sorted by key (label None in the unlabelled layout); classes: sorted NFC class names;
     notes: warnings for the user, one line each; layout: one of LAYOUTS; split_of: key -> "train" | "val" |
-    "test" for the images of a splits layout (empty otherwise); ignored: extension -> number of files that
-    are not images by extension ("" for none); dropped: image-like files, classes and folders left out
-    (the caller's --strict refuses to go on when it is not empty).
+    "test" for the images of a splits layout (empty otherwise); ignored: extension -> number of files not
+    embedded ("" for none: files that are not pictures, and pictures in formats embedflow does not decode);
+    ignored_why: extension -> {reason -> count} for the same files ("not an image", "Photoshop PSD: not
+    supported", ...); by_content: (key, format) of the files embedded by their content although their
+    extension is not an image's; dropped: image-like files, classes and folders left out (the caller's
+    --strict refuses to go on when it is not empty).
     """
 
     refs: list[ImageRef]
@@ -61,6 +65,8 @@ class Discovery:
     split_of: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)
     dropped: list[Dropped] = field(default_factory=list)
+    ignored_why: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_content: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _nfc(text: str) -> str:
@@ -76,8 +82,18 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _is_image_like(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_LIKE_EXTENSIONS
+NOT_AN_IMAGE = "not an image"
+
+
+def _classify(path: str, name: str) -> tuple[str, str | None] | None:
+    """How a (not hidden) file is taken: ("image", None) by its extension, ("image", format) by its content,
+    (UNSUPPORTED, format) for a picture embedflow does not decode, None for a file that is not a picture."""
+    if is_image_name(name):
+        return "image", None
+    found = identify_file(path, os.path.splitext(name)[1].lower())
+    if found is None:
+        return None
+    return ("image", found[1]) if found[0] == DECODED else found
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -90,7 +106,10 @@ class _Walk:
 
     files: list[tuple[Path, str]] = field(default_factory=list)
     ignored: Counter = field(default_factory=Counter)
-    other: list[str] = field(default_factory=list)  # relative paths of non-image files (image-like or not)
+    other: list[str] = field(default_factory=list)  # relative paths of the files not embedded (image-like or not)
+    why: dict[str, str] = field(default_factory=dict)  # relative path in other -> reason (NOT_AN_IMAGE, ...)
+    unsupported: list[tuple[str, str]] = field(default_factory=list)  # (relative path, format) of pictures left out
+    by_content: list[tuple[str, str]] = field(default_factory=list)  # (relative path, format): images by content
     loops: list[str] = field(default_factory=list)  # relative paths of folder links back into the dataset
 
 
@@ -127,13 +146,37 @@ def _walk(folder: Path, guard: Path | None = None) -> _Walk:
             kept.append(d)
         dirnames[:] = kept
         for f in filenames:
-            rel = os.path.join(rel_dir, f) if rel_dir else f
-            if is_image_name(f):
-                out.files.append((Path(dirpath, f), rel))
-            elif not f.startswith("."):
-                out.ignored[os.path.splitext(f)[1].lower()] += 1
-                out.other.append(rel)
+            if not f.startswith("."):
+                _take(out, os.path.join(dirpath, f), os.path.join(rel_dir, f) if rel_dir else f)
     out.files.sort(key=lambda item: item[1])  # by the relative path: comparing Paths is slow
+    out.unsupported.sort()
+    out.by_content.sort()
+    return out
+
+
+def _take(out: _Walk, full: str, rel: str) -> None:
+    """Adds one (not hidden) file to a walk: as an image, or as a file left out, with why."""
+    kind = _classify(full, os.path.basename(rel))
+    if kind is not None and kind[0] == "image":
+        out.files.append((Path(full), rel))
+        if kind[1] is not None:
+            out.by_content.append((rel, kind[1]))
+        return
+    out.ignored[os.path.splitext(rel)[1].lower()] += 1
+    out.other.append(rel)
+    if kind is None:
+        out.why[rel] = NOT_AN_IMAGE
+    else:
+        out.why[rel] = f"{kind[1]}: not supported"
+        out.unsupported.append((rel, kind[1]))
+
+
+def _loose(folder: Path) -> _Walk:
+    """The files directly in folder (not below it), taken as _walk takes them."""
+    out = _Walk()
+    for f in sorted(os.listdir(folder)):
+        if not f.startswith(".") and (folder / f).is_file():
+            _take(out, str(folder / f), f)
     return out
 
 
@@ -155,7 +198,7 @@ def _subfolders(folder: Path) -> list[str]:
 
 
 def _loose_images(folder: Path) -> list[str]:
-    return sorted(f for f in os.listdir(folder) if is_image_name(f) and (folder / f).is_file())
+    return [rel for _, rel in _loose(folder).files]
 
 
 def _split_layout(root: Path) -> bool:
@@ -264,9 +307,11 @@ def _record_walk(found: Discovery, walk: _Walk, rel: str) -> None:
     for ext, n in walk.ignored.items():
         found.ignored[ext] = found.ignored.get(ext, 0) + n
     for other in walk.other:
-        if _is_image_like(other):
-            key = _key_for(os.path.join(rel, other))
-            found.dropped.append(Dropped(key, "file", f"{os.path.splitext(other)[1].lower()} files are not decoded"))
+        why = found.ignored_why.setdefault(os.path.splitext(other)[1].lower(), {})
+        why[walk.why[other]] = why.get(walk.why[other], 0) + 1
+    for other, name in walk.unsupported:
+        found.dropped.append(Dropped(_key_for(os.path.join(rel, other)), "file", f"{name}: not supported"))
+    found.by_content.extend((_key_for(os.path.join(rel, f)), name) for f, name in walk.by_content)
     for loop in walk.loops:
         key = _key_for(os.path.join(rel, loop))
         _drop(found, key, "folder", f"folder link '{key}' leads back into the dataset: not followed")
@@ -280,12 +325,15 @@ def _drop(found: Discovery, key: str, kind: str, reason: str) -> None:
 def _discover_class_folders(root: Path) -> Discovery:
     found = Discovery(refs=[], classes=[], layout="class-folders")
     loose = _loose_images(root)
-    if loose:
-        found.notes.append(f"{len(loose)} image(s) directly in {root} ignored: put them in a class subfolder")
-        found.dropped.extend(Dropped(_key_for(f), "file", "image directly in the dataset folder") for f in loose)
     for entry in _subfolders(root):
         _class_folder(found, root, entry, _key_for(entry))
     found.classes.sort()
+    if loose:
+        few = (f" (it has {len(found.classes)} class folder{'s' if len(found.classes) > 1 else ''}: "
+               f"{_some(found.classes, 3)})" if len(found.classes) < 2 else "")
+        found.notes.insert(0, f"{len(loose)} image(s) directly in {root} ignored: put them in a class subfolder, or "
+                              f"embed with --unlabelled if the folder has no classes{few}")
+        found.dropped[:0] = [Dropped(_key_for(f), "file", "image directly in the dataset folder") for f in loose]
     return found
 
 
@@ -331,73 +379,150 @@ def _discover_unlabelled(root: Path, nested: bool) -> Discovery:
         _record_walk(found, walk, "")
         files = walk.files
     else:
-        files = [(root / f, f) for f in _loose_images(root)]
+        walk = _loose(root)
+        _record_walk(found, walk, "")
+        files = walk.files
         found.notes.append(f"no class folders in {root}: {len(files)} image(s) taken as unlabelled")
-        _count_root_files(found, root)
     found.refs.extend(ImageRef(_key_for(rel), path, None) for path, rel in files)
     return found
 
 
-def _count_root_files(found: Discovery, root: Path) -> None:
-    for f in os.listdir(root):
-        if not f.startswith(".") and not is_image_name(f) and (root / f).is_file():
-            ext = os.path.splitext(f)[1].lower()
-            found.ignored[ext] = found.ignored.get(ext, 0) + 1
-            if _is_image_like(f):
-                found.dropped.append(Dropped(_key_for(f), "file", f"{ext} files are not decoded"))
+# Header names (any case) of the two columns of a labels CSV.
+PATH_COLUMNS = ("path", "filepath", "file_path", "filename", "file_name", "file", "image", "image_path", "img",
+                "relative_path", "fname")
+LABEL_COLUMNS = ("label", "class", "class_name", "classname", "category", "target", "species", "labels")
+_DELIMITERS = (",", ";", "\t", "|")
+_EXPECTED = ("expected path,label rows (paths relative to the dataset folder; separated by , ; tab or |; a header "
+             "naming the columns, e.g. path,label or filename,class, is optional)")
 
 
-def read_labels_csv(path: Path) -> tuple[dict[str, str], list[str]]:
-    """(key -> label, notes) from a CSV of path,label rows (header optional); keys NFC, "/"-separated."""
+def _csv_rows(text: str) -> tuple[list[list[str]], str]:
+    """The non-empty rows of a CSV and its delimiter: the one of , ; tab | that splits every row into the same
+    number (>= 2) of fields, else the one that gives most rows 2 or more fields (comma on a tie)."""
     import csv
+    import io
 
-    labels: dict[str, str] = {}
-    notes: list[str] = []
+    best = None
+    for d in _DELIMITERS:
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=d) if r and any(c.strip() for c in r)]
+        widths = {len(r) for r in rows}
+        score = (len(widths) == 1 and min(widths, default=0) >= 2, sum(len(r) >= 2 for r in rows))
+        if best is None or score > best[0]:
+            best = (score, rows, d)
+    return best[1], best[2]
+
+
+def _column(header: list[str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    return None
+
+
+def read_labels_csv(path: Path, known: set[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    labels, notes, _ = _read_labels_csv(path, known)
+    return labels, notes
+
+
+def _read_labels_csv(path: Path, known: set[str] | None = None
+                     ) -> tuple[dict[str, str], list[str], dict[str, list[str]]]:
+    """(key -> label, notes) from a labels CSV; keys NFC, "/"-separated, relative to the dataset folder.
+
+    Read right: UTF-8 with or without a BOM, CRLF or LF line ends, quoted fields (a path holding commas), the
+    delimiter , ; tab or | (detected), a header naming the path column (PATH_COLUMNS, any case) and the label
+    column (LABEL_COLUMNS) in any order and among other columns, or no header: then two columns, the path
+    column being the one whose values name files of `known` (the keys of the images below the folder; without
+    it the first), and a first row that names no file while others do taken as a header.
+    Raises DatasetError (exit 2), with one line saying what was expected, for a file that cannot be read,
+    is empty, has one column, or more than two columns without a header naming them; and, given `known`,
+    when no row names an image. (The private form also returns key -> labels of the paths given more than one
+    label, which are left out.)"""
+    path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8-sig")
     except OSError as e:
         raise DatasetError(f"cannot read labels file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
-        raise DatasetError(f"labels file {path} is not UTF-8 text") from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        raise DatasetError(f"labels file {path} is not UTF-8 text: {_EXPECTED}") from None
+    rows, delimiter = _csv_rows(text)
+    notes: list[str] = []
+    if not rows:
+        raise DatasetError(f"labels file {path} is empty: {_EXPECTED}")
+    if max(len(r) for r in rows) < 2:
+        raise DatasetError(f"labels file {path} has one column (first row: {rows[0][0]!r}): {_EXPECTED}")
+
+    def key_of(cell: str) -> str:
+        return _nfc(cell.strip().replace("\\", "/")).removeprefix("./")
+
+    header = [c.strip().lower() for c in rows[0]]
+    pcol, lcol = _column(header, PATH_COLUMNS), _column(header, LABEL_COLUMNS)
+    if pcol is not None or lcol is not None:  # a header: the other column of two is the missing one
+        if len(header) == 2:
+            pcol = 1 - lcol if pcol is None else pcol
+            lcol = 1 - pcol if lcol is None else lcol
+        if pcol is None or lcol is None or pcol == lcol:
+            raise DatasetError(f"labels file {path}: its header {','.join(rows[0])!r} names no "
+                               f"{'path' if pcol is None else 'label'} column: {_EXPECTED}")
         rows = rows[1:]
-    conflicts = set()
+    else:
+        widths = {len(r) for r in rows}
+        if max(widths) > 2:
+            raise DatasetError(f"labels file {path} has {max(widths)} columns and no header naming them (first row: "
+                               f"{delimiter.join(rows[0])!r}): {_EXPECTED}")
+        pcol, lcol = 0, 1
+        if known is not None:
+            hits = [sum(len(r) > c and key_of(r[c]) in known for r in rows) for c in (0, 1)]
+            if hits[1] > hits[0]:
+                pcol, lcol = 1, 0
+                notes.append(f"{path.name}: no header; its second column names the files: read as label,path rows")
+            first = rows[0]
+            if len(rows) > 1 and hits[pcol] and not any(key_of(c) in known for c in first):
+                notes.append(f"{path.name}: first row {delimiter.join(first)!r} names no file: taken as a header")
+                rows = rows[1:]
+    labels: dict[str, str] = {}
+    conflicts: dict[str, list[str]] = {}
     for row in rows:
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            notes.append(f"{path.name}: row {','.join(row)!r} ignored: expected path,label")
+        if len(row) <= max(pcol, lcol) or not row[pcol].strip() or not row[lcol].strip():
+            notes.append(f"{path.name}: row {delimiter.join(row)!r} ignored: it has no path or no label")
             continue
-        key = _nfc(row[0].strip().replace("\\", "/")).removeprefix("./")
-        label = _nfc(row[1].strip())
-        if labels.get(key, label) != label:
-            conflicts.add(key)
+        key, label = key_of(row[pcol]), _nfc(row[lcol].strip())
+        if labels.get(key, label) != label or key in conflicts:
+            conflicts[key] = sorted(set(conflicts.get(key, [labels[key]])) | {label})
         labels[key] = label
     for key in sorted(conflicts):
-        notes.append(f"{path.name}: {key} has more than one label: left out")
+        notes.append(f"{path.name}: {key} has more than one label ({', '.join(conflicts[key])}): left out")
         del labels[key]
-    return labels, notes
+    if known is not None and known and not set(labels) & known:
+        example = next(iter(labels), None)
+        raise DatasetError(f"labels file {path}: none of its {len(labels)} path(s) names an image below the dataset "
+                           f"folder" + (f" (e.g. {example!r})" if example else "") + f": {_EXPECTED}")
+    return labels, notes, conflicts
 
 
 def _discover_csv(root: Path, labels_csv: Path) -> Discovery:
     found = Discovery(refs=[], classes=[], layout="csv")
-    labels, found.notes = read_labels_csv(labels_csv)
     walk = _walk(root, guard=root)
     here = os.path.realpath(labels_csv)
     if any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
         walk.other = [o for o in walk.other if os.path.realpath(root / o) != here]
         walk.ignored = Counter(os.path.splitext(o)[1].lower() for o in walk.other)
+    labels, found.notes, conflicts = _read_labels_csv(labels_csv, {_key_for(rel) for _, rel in walk.files})
     _record_walk(found, walk, "")
     missing = []
     for path, rel in walk.files:
         key = _key_for(rel)
         if key in labels:
             found.refs.append(ImageRef(key, path, labels[key]))
+        elif key in conflicts:
+            found.dropped.append(Dropped(key, "file", f"{labels_csv.name} gives it more than one label: "
+                                                      f"{', '.join(conflicts[key])}"))
         else:
             missing.append(key)
     found.dropped.extend(Dropped(k, "file", f"not in {labels_csv.name}") for k in missing)
     if missing:
         found.notes.append(f"{len(missing)} image(s) not in {labels_csv.name}, left out: {_some(missing)}")
-    unknown = sorted(set(labels) - {_key_for(rel) for _, rel in walk.files})
+    unknown = sorted((set(labels) | set(conflicts)) - {_key_for(rel) for _, rel in walk.files})
     if unknown:
         found.notes.append(f"{len(unknown)} path(s) in {labels_csv.name} not found in {root}: {_some(unknown)}")
     found.classes = sorted({r.label for r in found.refs})
@@ -409,13 +534,22 @@ def _some(items: list[str], n: int = 5) -> str:
 
 
 def _note_ignored(found: Discovery) -> None:
-    """One note for every file that is not an image by extension: how many of each extension."""
+    """One note for the files embedded by their content (extension not an image's), one for every file not
+    embedded: how many of each extension, and why (not an image, or the picture format not supported)."""
+    if found.by_content:
+        shown = ", ".join(f"{key} ({name})" for key, name in found.by_content[:5])
+        more = f" and {len(found.by_content) - 5} more" if len(found.by_content) > 5 else ""
+        found.notes.append(f"{len(found.by_content)} file(s) without an image extension embedded by their content: "
+                           f"{shown}{more}")
     if not found.ignored:
         return
     total = sum(found.ignored.values())
-    parts = ", ".join(f"{ext or '(no extension)'} {n}" for ext, n in sorted(found.ignored.items(),
-                                                                         key=lambda item: (-item[1], item[0])))
-    found.notes.append(f"{total} file(s) that are not images by extension ignored: {parts}")
+    parts = []
+    for ext, n in sorted(found.ignored.items(), key=lambda item: (-item[1], item[0])):
+        why = found.ignored_why.get(ext) or {NOT_AN_IMAGE: n}
+        reasons = next(iter(why)) if len(why) == 1 else ", ".join(f"{r} {c}" for r, c in sorted(why.items()))
+        parts.append(f"{ext or '(no extension)'} {n} ({reasons})")
+    found.notes.append(f"{total} file(s) not embedded, by extension: {', '.join(parts)}")
 
 
 def _raw_name_is_key(ref: ImageRef) -> bool:

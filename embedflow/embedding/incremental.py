@@ -36,6 +36,11 @@ class EmbedSummary:
     unlabelled: int = 0  # images without a class in the cache (the unlabelled layout)
     split_counts: dict[str, int] = field(default_factory=dict)  # train/val/test images of a splits layout
     dropped: list[tuple[str, str, str]] = field(default_factory=list)  # (key, kind, reason) left out by discovery
+    # (key, reason) of every file not embedded that was taken for a picture: failed (could not be decoded or
+    # read) plus the files discovery left out (a format not supported, a name that differs from another only
+    # by Unicode normalisation, an image outside a class folder or missing from the labels CSV, ...)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    labels_csv: str = ""  # the labels file of a csv layout (given, or recorded in the cache by an earlier run)
     seconds: float = 0.0
     runtime: str = ""
     fingerprint_id: str = ""
@@ -131,7 +136,12 @@ def embed_folder(
     spec = spec or backbones.get_spec()
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)
+    if labels is None and unlabelled is None and not rebuild:
+        labels = _recorded_labels(cache_path, reporter)
     found = discover(root, labels_csv=labels, unlabelled=unlabelled)
+    labels_source = None
+    if labels is not None:
+        labels_source = {"path": os.path.abspath(labels), "sha256": hash_file(Path(labels))}
     if require_labels and found.layout == "unlabelled":
         raise DatasetError(f"{root} holds no class folders (its images are unlabelled): this needs one subfolder "
                            "per class, or labels from a CSV")
@@ -144,7 +154,8 @@ def embed_folder(
     images, classes = found.refs, found.classes
     fp = backbones.fingerprint(spec)
     summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"], layout=found.layout,
-                           dropped=[(d.key, d.kind, d.reason) for d in found.dropped])
+                           dropped=[(d.key, d.kind, d.reason) for d in found.dropped],
+                           labels_csv=str(labels) if labels is not None else "")
     class_index: dict[str | None, int] = {c: i for i, c in enumerate(classes)}
     class_index[None] = -1  # an unlabelled image
     split_of = found.split_of
@@ -170,7 +181,7 @@ def embed_folder(
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
             old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
-                            old_tags)
+                            old_tags, cache.labels_csv(cache_path))
             del old
         journal = cache.Journal(cache_path, fp["id"])  # opened for writing by its first append only
         journaled = journal.vectors_by_hash()
@@ -206,7 +217,7 @@ def embed_folder(
         summary.removed = sum(1 for k in old_by_key if k not in current)
         tags = sorted((r.key, classes[r.label] if r.label >= 0 else None, split_of.get(r.key, "")) for r in rows)
         must_write = bool(todo) or restat or len(rows) != summary.kept or (
-            classes, sorted(failed), os.path.abspath(root), summary.kept, True, tags) != unchanged_if
+            classes, sorted(failed), os.path.abspath(root), summary.kept, True, tags, labels_source) != unchanged_if
         if must_write:  # refuse before the work, not after it
             lock.require_writable(f"{len(todo)} file(s) must be embedded" if todo else "it must be updated")
             journal_bytes = len(todo) * (spec.output_dim * 4 + 200)
@@ -220,11 +231,13 @@ def embed_folder(
             summary.embedded = len(pending_rows)
             rows.extend(pending_rows)
         summary.failed = [(key, reason) for key, reason, _ in failed]
+        summary.skipped = summary.failed + [(d.key, d.reason) for d in found.dropped if d.kind == "file"]
         for row in rows:
             row.stat = stats.get(row.key, NO_STAT)
             row.split = split_of.get(row.key, "")
         if must_write:
-            cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created)
+            cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created,
+                        labels_source)
         if lock.writable:
             journal.clear()
 
@@ -236,6 +249,27 @@ def embed_folder(
             summary.split_counts[split] = n
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _recorded_labels(cache_path: Path, reporter: Reporter) -> Path | None:
+    """The labels file an existing cache was labelled from (embed --labels), for a rerun that names none:
+    kept, with a warning saying so; None when the cache has none (or cannot be read: loading it later says
+    why). Raises DatasetError when the recorded file is gone."""
+    if not cache_path.exists():
+        return None
+    try:
+        recorded = cache.labels_csv(cache_path)
+    except cache.CacheError:
+        return None
+    if not recorded:
+        return None
+    path = Path(recorded["path"])
+    if not path.is_file():
+        raise DatasetError(f"cache {cache_path} holds the labels of {path} (embed --labels), which is gone: give "
+                           "--labels FILE again, or --unlabelled, or --rebuild to start over from the folder's layout")
+    reporter.warn(f"labels from {path}, as recorded in {cache_path} by an earlier `embed --labels` (--labels FILE "
+                  "takes another file, --unlabelled drops the labels, --rebuild starts over)")
+    return path
 
 
 def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary):

@@ -40,12 +40,13 @@ SVM_DEFAULT_C = {"rbf": 10.0, "linear": 1.0}
 SVM_KERNELS = ("auto", "rbf", "linear")
 
 
-def check_trainable(kind: str, estimator, y, classes: list[str]):
+def check_trainable(kind: str, estimator, y, classes: list[str], *, held_out: bool = False):
     """Make `estimator` (a fresh head of `kind`) fit for training labels y (int class indices into classes):
     the SVM's kernel is chosen (kernel "auto": RBF up to SVM_RBF_MAX_CLASSES classes, linear above) and
     its calibration folds become min(5 (RBF) or 2 (linear), smallest class count). Raises DatasetError, before any
     training, naming the smallest class when it has fewer training images than the head's minimum
-    (MIN_PER_CLASS). Returns the estimator."""
+    (MIN_PER_CLASS); its advice names --val-split only when held_out (a validation fraction was taken from
+    the training images, so a smaller one leaves more). Returns the estimator."""
     y = np.asarray(y, dtype=np.int64)
     counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), int)
     present = np.flatnonzero(counts)
@@ -56,8 +57,9 @@ def check_trainable(kind: str, estimator, y, classes: list[str]):
     need = MIN_PER_CLASS.get(kind, 1)
     if n < need:
         raise DatasetError(f"class '{classes[smallest]}' has {n} training image(s); the {kind} head needs at least "
-                           f"{need} per class (its probability calibration cross-validates): add images, use "
-                           "another --val-split, or another --head (logreg, dense and knn need 1)")
+                           f"{need} per class (its probability calibration cross-validates): add images, "
+                           + ("use a smaller --val-split, " if held_out else "")
+                           + "or use another --head (logreg, dense and knn need 1)")
     if kind == "svm":
         configure_svm(estimator, len(present), n)
     return estimator

@@ -31,13 +31,14 @@ def test_strict_exits_7_before_embedding_when_discovery_leaves_something_out(cli
     (data / "limes" / "readme.txt").write_text("x")
     r = cli("embed", data, "--strict", expect=7)
     err = one_line(r, 7)
-    assert "--strict" in err and ".psd files are not decoded" in err
+    assert "--strict" in err and "Photoshop PSD: not supported" in err
     assert not (tmp_path / "cache" / "embeddings.h5").exists()  # refused before any work
-    # The per-extension warning is printed once, naming each extension and its count
-    ignored = [line for line in r.stderr.splitlines() if "not images by extension" in line]
-    assert ignored == ["warning: 3 file(s) that are not images by extension ignored: .txt 2, .psd 1"], r.stderr
+    # The per-extension warning is printed once, naming each extension, its count and why
+    ignored = [line for line in r.stderr.splitlines() if "not embedded, by extension" in line]
+    assert ignored == ["warning: 3 file(s) not embedded, by extension: .txt 2 (not an image), .psd 1 (Photoshop PSD: "
+                       "not supported)"], r.stderr
     r = cli("embed", data)  # without --strict: embedded, warned once
-    assert sum("not images by extension" in line for line in r.stderr.splitlines()) == 1
+    assert sum("not embedded, by extension" in line for line in r.stderr.splitlines()) == 1
     assert "9 images in 3 classes" in r.stdout
 
 
@@ -112,7 +113,7 @@ def test_labels_from_a_csv_report_unknown_and_missing_paths(cli, tmp_path):
     assert "7 images in 2 classes" in r.stdout
     assert "1 image(s) not in labels.csv, left out: 2024/p7.jpg" in r.stderr
     assert "1 path(s) in labels.csv not found in" in r.stderr and "2023/gone.jpg" in r.stderr
-    assert "not images by extension" not in r.stderr  # the labels file itself is no stray file
+    assert "not embedded, by extension" not in r.stderr  # the labels file itself is no stray file
     held = cache.load(tmp_path / "cache" / "embeddings.h5", vectors=False)
     assert held.classes == ["green", "red"] and held.labelled
     assert dict(zip(held.keys, (held.classes[i] for i in held.labels)))["2024/p1.jpg"] == "red"

@@ -163,8 +163,8 @@ def test_ignored_files_are_counted_per_extension_in_one_note(tmp_path):
     (tmp_path / "cats" / ".DS_Store").write_bytes(b"x")  # hidden: not counted
     found = discover(tmp_path)
     assert found.ignored == {".txt": 3, ".raw": 2, ".psd": 1, "": 1}
-    assert found.notes == ["7 file(s) that are not images by extension ignored: .txt 3, .raw 2, (no extension) 1, "
-                           ".psd 1"]
+    assert found.notes == ["7 file(s) not embedded, by extension: .txt 3 (not an image), .raw 2 (camera RAW (RAW): "
+                           "not supported), (no extension) 1 (not an image), .psd 1 (Photoshop PSD: not supported)"]
     assert sorted(d.key for d in found.dropped) == ["cats/d.psd", "cats/e.raw", "cats/f.RAW"]  # image-like only
 
 
@@ -223,3 +223,145 @@ def test_an_extra_folder_or_a_loose_image_beside_the_splits_is_dropped_with_a_re
     assert sorted((d.key, d.kind) for d in found.dropped) == [("stray.jpg", "file"), ("unlabeled", "folder")]
     assert any("'unlabeled' beside the split folders is not a split" in n for n in found.notes)
     assert any("1 image(s) directly in" in n and "beside the split folders" in n for n in found.notes)
+
+
+def _png(path, colour=(10, 20, 30), fmt="PNG"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), colour).save(path, format=fmt)
+    return path
+
+
+# (file name, first bytes, format named): pictures embedflow does not decode, by their content or extension
+UNSUPPORTED_FILES = [
+    ("layers.psd", b"8BPS\x00\x01" + bytes(40), "Photoshop PSD"),
+    ("IMG_1.CR2", b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(40), "camera RAW (CR2)"),
+    ("IMG_2.dng", b"II*\x00\x08\x00\x00\x00" + bytes(40), "camera RAW (DNG)"),  # TIFF inside: named by its extension
+    ("IMG_3.cr3", b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom" + bytes(40), "camera RAW (CR3)"),
+    ("photo.jxl", b"\xff\x0a" + bytes(40), "JPEG XL"),
+    ("logo.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>', "SVG drawing"),
+    ("scan.pdf", b"%PDF-1.7\n" + bytes(40), "PDF document"),
+    ("export", b"8BPS\x00\x01" + bytes(40), "Photoshop PSD"),  # no extension: named by its content
+    ("raw.bin", b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(40), "camera RAW (CR2)"),
+]
+
+
+def test_formats_are_found_by_content_not_by_extension(tmp_path):
+    """Issue 16: an extension-less JPEG, a PNG named .dat or without extension are images (embedded, with a
+    note naming their format); .psd, RAW, .jxl, .svg, .pdf are left out with the format named, in
+    Discovery.dropped (--strict) and in the one per-extension note, whose wording is true for each kind."""
+    img(tmp_path / "cats" / "1.jpg")
+    _png(tmp_path / "cats" / "IMG_0001", fmt="JPEG")
+    _png(tmp_path / "cats" / "pixels.dat")
+    _png(tmp_path / "cats" / "pixels")
+    for name, head, _ in UNSUPPORTED_FILES:
+        (tmp_path / "cats" / name).write_bytes(head)
+    (tmp_path / "cats" / "notes.txt").write_text("not a picture")
+    (tmp_path / "cats" / "LICENSE").write_text("not a picture either")
+    found = discover(tmp_path)
+    assert keys(found) == ["cats/1.jpg", "cats/IMG_0001", "cats/pixels", "cats/pixels.dat"]
+    assert found.by_content == [("cats/IMG_0001", "JPEG"), ("cats/pixels", "PNG"), ("cats/pixels.dat", "PNG")]
+    assert sorted((d.key, d.reason) for d in found.dropped) == sorted(
+        (f"cats/{name}", f"{fmt}: not supported") for name, _, fmt in UNSUPPORTED_FILES)
+    assert found.notes[0] == ("3 file(s) without an image extension embedded by their content: cats/IMG_0001 (JPEG), "
+                              "cats/pixels (PNG), cats/pixels.dat (PNG)")
+    assert found.notes[1] == (
+        "11 file(s) not embedded, by extension: (no extension) 2 (Photoshop PSD: not supported 1, not an image 1), "
+        ".bin 1 (camera RAW (CR2): not supported), .cr2 1 (camera RAW (CR2): not supported), .cr3 1 (camera RAW "
+        "(CR3): not supported), .dng 1 (camera RAW (DNG): not supported), .jxl 1 (JPEG XL: not supported), .pdf 1 "
+        "(PDF document: not supported), .psd 1 (Photoshop PSD: not supported), .svg 1 (SVG drawing: not supported), "
+        ".txt 1 (not an image)")
+    assert len(found.notes) == 2
+
+
+def test_a_class_of_extensionless_photos_is_a_class(tmp_path):
+    for i in range(3):
+        _png(tmp_path / "owls" / f"owl{i}", (i, 2, 3), fmt="JPEG")
+    img(tmp_path / "cats" / "1.jpg")
+    found = discover(tmp_path)
+    assert found.classes == ["cats", "owls"] and found.dropped == []
+    loose = tmp_path / "loose"
+    _png(loose / "a", fmt="JPEG")
+    _png(loose / "b.dat")
+    assert discover(loose).layout == "unlabelled" and keys(discover(loose)) == ["a", "b.dat"]
+
+
+def _photos(root):
+    for name in ["2024/a.jpg", "2024/b, the second.jpg", "2024/c.jpg", "2024/d.jpg"]:
+        img(root / name)
+    return root
+
+
+# (CSV bytes, what it is): every one of these must give a.jpg=red, "b, the second.jpg"=green, c.jpg=red, d.jpg=green
+GOOD_CSVS = [
+    (b'path,label\n2024/a.jpg,red\n"2024/b, the second.jpg",green\n2024/c.jpg,red\n2024/d.jpg,green\n', "plain"),
+    (b'path;label\n2024/a.jpg;red\n2024/b, the second.jpg;green\n2024/c.jpg;red\n2024/d.jpg;green\n', "semicolons"),
+    (b'label,path\nred,2024/a.jpg\ngreen,"2024/b, the second.jpg"\nred,2024/c.jpg\ngreen,2024/d.jpg\n', "swapped"),
+    (b'red,2024/a.jpg\ngreen,"2024/b, the second.jpg"\nred,2024/c.jpg\ngreen,2024/d.jpg\n', "swapped, no header"),
+    (b'2024/a.jpg,red\n"2024/b, the second.jpg",green\n2024/c.jpg,red\n2024/d.jpg,green\n', "no header"),
+    (b'\xef\xbb\xbfpath,label\r\n2024/a.jpg,red\r\n"2024/b, the second.jpg",green\r\n2024/c.jpg,red\r\n'
+     b'2024/d.jpg,green\r\n', "BOM and CRLF"),
+    (b'id\tFilename\tClass\n1\t2024/a.jpg\tred\n2\t2024/b, the second.jpg\tgreen\n3\t2024/c.jpg\tred\n'
+     b'4\t2024/d.jpg\tgreen\n', "tabs, three named columns"),
+    (b'image_id,species\n2024/a.jpg,red\n"2024/b, the second.jpg",green\n2024/c.jpg,red\n2024/d.jpg,green\n',
+     "a header of other names"),
+]
+
+
+@pytest.mark.parametrize("data,what", GOOD_CSVS, ids=[w for _, w in GOOD_CSVS])
+def test_labels_csv_variants_are_read_right(tmp_path, data, what):
+    root = _photos(tmp_path / "photos")
+    (tmp_path / "labels.csv").write_bytes(data)
+    found = discover(root, labels_csv=tmp_path / "labels.csv")
+    got = {r.key: r.label for r in found.refs}
+    assert got == {"2024/a.jpg": "red", "2024/b, the second.jpg": "green", "2024/c.jpg": "red", "2024/d.jpg": "green"}
+    assert found.dropped == [], found.notes
+
+
+BAD_CSVS = [
+    (b"2024/a.jpg red\n2024/c.jpg red\n", "has one column"),
+    (b"1,2024/a.jpg,red,x\n2,2024/c.jpg,red,y\n", "has 4 columns and no header naming them"),
+    (b"path,size,date\n2024/a.jpg,12,2024-01-01\n", "names no label column"),
+    (b"a.jpg,red\nc.jpg,red\n", "none of its 2 path(s) names an image below the dataset folder (e.g. 'a.jpg')"),
+    (b"", "is empty"),
+    (b"\xff\xfep\x00a\x00", "is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("data,why", BAD_CSVS, ids=[w for _, w in BAD_CSVS])
+def test_labels_csv_that_cannot_be_read_right_is_refused_saying_what_was_expected(tmp_path, data, why):
+    root = _photos(tmp_path / "photos")
+    (tmp_path / "labels.csv").write_bytes(data)
+    with pytest.raises(DatasetError) as e:
+        discover(root, labels_csv=tmp_path / "labels.csv")
+    msg = str(e.value)
+    assert why in msg and "expected path,label rows" in msg and "no image" not in msg.replace("names an image", "")
+    assert "\n" not in msg
+
+
+def test_a_path_given_two_labels_is_one_warning_with_its_true_reason(tmp_path):
+    """Tester (#16): a path listed as daisy and as roses got a second, false warning "not in C.csv" and that
+    reason in dropped."""
+    root = _photos(tmp_path / "photos")
+    (tmp_path / "C.csv").write_text('path,label\n2024/a.jpg,daisy\n2024/a.jpg,roses\n"2024/b, the second.jpg",daisy\n'
+                                    "2024/c.jpg,roses\n2024/d.jpg,daisy\n")
+    found = discover(root, labels_csv=tmp_path / "C.csv")
+    assert found.notes == ["C.csv: 2024/a.jpg has more than one label (daisy, roses): left out"]
+    assert [(d.key, d.reason) for d in found.dropped] == [("2024/a.jpg", "C.csv gives it more than one label: "
+                                                           "daisy, roses")]
+
+
+def test_a_photo_library_with_images_at_the_top_and_one_subfolder_suggests_unlabelled(tmp_path):
+    """Tester (#16): F/ (8 photos) + F/sub/ (8 photos) became one class `sub` with "put them in a class
+    subfolder", and fit then refused. Not detected (a one-class folder with a stray photo is evaluate's
+    input too): the warning names --unlabelled."""
+    for i in range(8):
+        img(tmp_path / f"top{i}.jpg", i)
+        img(tmp_path / "sub" / f"s{i}.jpg", i)
+    found = discover(tmp_path)
+    assert found.layout == "class-folders" and found.classes == ["sub"]
+    assert found.notes == [f"8 image(s) directly in {tmp_path} ignored: put them in a class subfolder, or embed with "
+                           "--unlabelled if the folder has no classes (it has 1 class folder: sub)"]
+    found = discover(tmp_path, unlabelled=True)
+    assert len(found.refs) == 16 and found.layout == "unlabelled"

@@ -66,7 +66,7 @@ def test_same_pixels_as_a_viewer_shows_give_the_same_vector(tmp_path, cli):
     for key, twin, _ in pairs[:2]:
         assert _cosine(vec, key, twin) >= 0.9999, f"{key}: cosine {_cosine(vec, key, twin):.5f}"
     assert _cosine(vec, "apples/keyed.png", "apples/keyed_as_stored.png") < 0.9999  # the check can fail
-    assert "1 file(s) that are not images by extension ignored: .txt 1" in result.stderr
+    assert "1 file(s) not embedded, by extension: .txt 1 (not an image)" in result.stderr
 
 
 @pytest.mark.realdata

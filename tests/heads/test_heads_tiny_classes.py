@@ -93,3 +93,16 @@ def test_cli_svm_on_6_6_2_is_one_line_never_a_traceback(cli, tmp_path):
     r = cli("fit", "--cache", tmp_path / "one.h5", "--head", "svm", "--val-split", "0", expect=2)
     assert r.stderr.startswith("error: class 'c2' has 1 training image(s); the svm head needs at least 2")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_minimum_message_suggests_val_split_only_where_it_can_help(tmp_path):
+    """Tester (#16): with --val-split 0 already, "use another --val-split" cannot help."""
+    path = tiny_cache(tmp_path / "c.h5", (6, 6, 1))
+    with pytest.raises(DatasetError) as e:
+        api.fit_head(path, "svm", val_split=0, reporter=None)
+    assert str(e.value).endswith("the svm head needs at least 2 per class (its probability calibration "
+                                 "cross-validates): add images, or use another --head (logreg, dense and knn need 1)")
+    path = tiny_cache(tmp_path / "d.h5", (6, 6, 2))
+    with pytest.raises(DatasetError) as e:
+        api.fit_head(path, "svm", val_split=0.5, reporter=None)
+    assert "use a smaller --val-split" in str(e.value)
