@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedflow import cache  # noqa: E402
+from embedflow.cache import shards  # noqa: E402
 from embedflow import search as neighbors  # noqa: E402
+from embedflow.search.exact import SEARCH_ROWS  # noqa: E402
+from embedflow.search.index import index_search  # noqa: E402
 
 DIM, K, N_QUERIES, GEN_ROWS = 1280, 10, 200, 4096
 FINGERPRINT = {"backbone": "synthetic", "id": "synthetic0000000", "embedflow_version": "bench"}
@@ -42,15 +46,32 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("km")) * scale)
 
 
+APPEND_ROWS = 65_536  # a large cache is written in appends of this many rows (disk: the cache + one piece)
+
+
 def write_synthetic_cache(path: Path, n: int, seed: int = 0) -> None:
-    """A clustered cache of n vectors, generated and written GEN_ROWS at a time (memory stays flat)."""
+    """A clustered cache of n vectors, generated and written GEN_ROWS at a time (memory stays flat). From
+    the sharded cache's threshold on, it is written as a series of incremental appends of APPEND_ROWS
+    rows (each a new shard), so the generated chunks never take more disk than one append."""
     rng = np.random.default_rng(seed)
     n_clusters = max(10, n // 500)
     centres = np.abs(rng.normal(0, 1, (n_clusters, DIM))).astype(np.float32)
     basis = rng.normal(0, 1 / np.sqrt(64), (64, DIM)).astype(np.float32)
     chunks = Path(str(path) + ".gen")
     chunks.mkdir(parents=True, exist_ok=True)
-    rows = []
+    piece = n if n < shards.shard_min_rows() else APPEND_ROWS
+    rows: list = []
+
+    def flush() -> None:
+        kept = []
+        if path.exists():
+            old = cache.load(path, vectors=False)
+            kept = [cache.Row(k, h, int(lab), path, i) for i, (k, h, lab) in enumerate(zip(old.keys, old.hashes, old.labels))]
+        cache.write(path, kept + rows, [f"class{c:02d}" for c in range(20)], FINGERPRINT, "/synthetic", [], DIM)
+        for chunk in chunks.iterdir():
+            chunk.unlink()
+        rows.clear()
+
     for start in range(0, n, GEN_ROWS):
         m = min(GEN_ROWS, n - start)
         which = rng.integers(0, n_clusters, m)
@@ -62,9 +83,10 @@ def write_synthetic_cache(path: Path, n: int, seed: int = 0) -> None:
         for i in range(m):  # keys sort in generation order: every written block reads one chunk file
             label = (start + i) * 20 // n
             rows.append(cache.Row(f"class{label:02d}/{start + i:08d}.jpg", hashes[i], label, chunk, i))
-    cache.write(path, rows, [f"class{c:02d}" for c in range(20)], FINGERPRINT, "/synthetic", [], DIM)
-    for chunk in chunks.iterdir():
-        chunk.unlink()
+        if len(rows) >= piece:
+            flush()
+    if rows:
+        flush()
     chunks.rmdir()
 
 
@@ -92,12 +114,12 @@ def run_one(path: Path, kind: str) -> dict:
     row_codes, query_codes = neighbors.hash_codes(columns.hashes, [columns.hashes[r] for r in query_rows])
 
     t = time.perf_counter()
-    truth = neighbors.search_exact_chunked(queries, lambda: cache.iter_vector_blocks(path, neighbors.SEARCH_ROWS),
+    truth = neighbors.search_exact_chunked(queries, lambda: cache.iter_vector_blocks(path, SEARCH_ROWS),
                                            K, row_codes, query_codes)
     exact_batch_s = time.perf_counter() - t
     n_single = 20 if n <= 100_000 else 3
     exact_times, _ = timed_single_queries(
-        lambda q, c: neighbors.exact_search(q, cache.iter_vector_blocks(path, neighbors.SEARCH_ROWS), K, row_codes, c),
+        lambda q, c: neighbors.exact_search(q, cache.iter_vector_blocks(path, SEARCH_ROWS), K, row_codes, c),
         queries[:n_single], query_codes[:n_single])
 
     t = time.perf_counter()
@@ -122,8 +144,8 @@ def build_kind(kind: str, path: Path, columns, row_codes):
     """A search(query (1, D), query codes) -> Hits function for one index kind."""
     if kind == "embedflow":
         index = neighbors.load_index(path, columns)
-        return lambda q, c: neighbors.index_search(index, q, K, row_codes, c)
-    vectors = np.vstack([neighbors.normalise(b) for _, b in cache.iter_vector_blocks(path, neighbors.SEARCH_ROWS)])
+        return lambda q, c: index_search(index, q, K, row_codes, c)
+    vectors = np.vstack([neighbors.normalise(b) for _, b in cache.iter_vector_blocks(path, SEARCH_ROWS)])
     if kind == "faiss-hnsw":
         import faiss
 
@@ -181,8 +203,8 @@ def main() -> None:
                                      capture_output=True, text=True).stdout
                 results.append(json.loads(out.strip().splitlines()[-1]))
                 print_row(results[-1])
-            for p in Path(work).iterdir():
-                p.unlink()
+            for p in Path(work).iterdir():  # the cache, its shard folder (sharded from 50,000 rows), the index
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"neighbors-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"

@@ -91,6 +91,9 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
 
     engine="ray" embeds on a Ray cluster (`address`, e.g. "auto" or "ray://host:10001"; default a new
     local one) with `workers` actors; the cache is the same as a local run's.
+    root may be an object-store URL ("s3://bucket/prefix/", gs://, az://, memory://: any installed fsspec
+    protocol), with the same layouts and keys relative to the prefix; credentials come from the
+    filesystem's own environment/config (README, *Images on object storage*).
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
     without cache_path the cache is default_cache_for(the backbone)."""
     options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})

@@ -138,8 +138,9 @@ def main(version: bool = typer.Option(False, "--version", help="Show the version
 @app.command()
 @handle_errors
 def embed(
-    folder: Path = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
-                                  "unlabelled images)."),
+    folder: str = typer.Argument(..., help="Folder with one subfolder per class (or train/ val/ test/ of them, or "
+                                 "unlabelled images); or an object-store prefix: s3://bucket/prefix/, gs://, az://, "
+                                 "memory://, file:// (pip install 'embedflow[s3]' for s3://)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of path,label rows (paths relative to FOLDER): "
                                           "the labels of the images below FOLDER."),
     unlabelled: bool = typer.Option(False, "--unlabelled", help="The images carry no labels (every image below FOLDER): "
@@ -294,7 +295,7 @@ def report(
 @handle_errors
 def predict(
     model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
-    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
+    inputs: List[str] = typer.Argument(..., help="Image files and/or folders, or object URLs/prefixes (s3://...)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many labels to show per image."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Reuse vectors of images already in this cache "
                                          "(default: one in cache/ made with the model's backbone)."),
@@ -376,7 +377,7 @@ MethodOpt = typer.Option(None, "--exact/--index",
 @app.command()
 @handle_errors
 def neighbors(
-    images: Optional[List[Path]] = typer.Argument(None, help="Query image files and/or folders."),
+    images: Optional[List[str]] = typer.Argument(None, help="Query image files and/or folders, or object URLs/prefixes (s3://...)."),
     key: Optional[List[str]] = typer.Option(None, "--key", help="A cached image (its key, e.g. roses/123.jpg) as a query; repeatable."),
     k: int = typer.Option(5, "--k", "-k", help="Neighbours per query."),
     cache: Optional[Path] = CacheOpt,
@@ -442,8 +443,20 @@ def info(cache: Optional[Path] = CacheOpt, as_json: bool = JsonOpt):
     """What a cache holds: backbone fingerprint, classes and counts, skipped files."""
     from . import api
     from .backbones import describe
+    from .errors import CacheDamaged
 
-    i = api.info(cache)
+    try:
+        i = api.info(cache)
+    except CacheDamaged as e:  # say what is wrong: one line per problem (stdout), then the one error line
+        if as_json:
+            emit_json({"path": e.path, "problems": e.problems})
+        else:
+            typer.echo(f"cache      {e.path}: damaged, {len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}")
+            for p in e.problems:
+                rows = f": {p['count']} row{'s' if p['count'] != 1 else ''}" if "count" in p else ""
+                keys = f", e.g. {', '.join(p['keys'])}" if p.get("keys") else ""
+                typer.echo(f"problem    {p['problem']}{rows}{keys}")
+        raise
     if as_json:
         emit_json(i.to_dict())
         return

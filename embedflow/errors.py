@@ -29,6 +29,17 @@ class CacheError(EmbedflowError):
     exit_code = 4
 
 
+class CacheDamaged(CacheError):
+    """The cache is inconsistent or damaged. `problems`: what is wrong, each a dict with `problem` (in
+    words) and, for problems of rows, `count` and `keys` (a few of them); `path`: the cache."""
+
+    def __init__(self, path, problems: list[dict]):
+        self.path, self.problems = str(path), list(problems)
+        first = problems[0]["problem"] if problems else "no problem named"
+        more = f"; and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''}" if len(problems) > 1 else ""
+        super().__init__(f"cache {path} is damaged ({first}{more}); embed again with --rebuild")
+
+
 class CacheLocked(CacheError):
     """Another process is writing the cache."""
 

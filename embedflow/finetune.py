@@ -23,7 +23,6 @@ estimate for the saved one, which saw 25% more data.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -93,10 +92,12 @@ class FinetuneResult:
         return models.load_model(self.model_dir)
 
 
-def build_model(spec, n_classes: int, dropout: float, weights_path=None):
+def build_model(spec, n_classes: int, dropout: float, weights_path=None, backbone=None):
+    """(model, backbone, base, head layers): the backbone (built from spec, or the one given) with a
+    dropout + softmax head of n_classes."""
     import keras
 
-    backbone = backbones.build_keras_backbone(spec, weights_path)
+    backbone = backbone if backbone is not None else backbones.build_keras_backbone(spec, weights_path)
     pre, base, _ = split_parts(backbone)
     head = [keras.layers.Dropout(dropout, name="head_dropout"),
             keras.layers.Dense(n_classes, activation="softmax", name="probabilities")]
@@ -108,14 +109,20 @@ def set_trainable(base, unfreeze_top: int, unfreeze_from: str | None = None) -> 
     on), BatchNormalization excepted; returns how many layers with weights train."""
     import keras
 
-    names = [layer.name for layer in base.layers]
-    if unfreeze_from and unfreeze_from not in names:
-        raise UsageError(f"--unfreeze-from: the base has no layer '{unfreeze_from}' (e.g. block_13_expand, Conv_1)")
+    names = check_unfreeze_from(base, unfreeze_from)
     base.trainable = True
     cut = names.index(unfreeze_from) if unfreeze_from else max(0, len(base.layers) - unfreeze_top)
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
     return sum(1 for layer in base.layers if layer.trainable and layer.weights)
+
+
+def check_unfreeze_from(base, unfreeze_from: str | None) -> list[str]:
+    """The base's layer names; UsageError (exit 2) when `unfreeze_from` is given and names none of them."""
+    names = [layer.name for layer in base.layers]
+    if unfreeze_from and unfreeze_from not in names:
+        raise UsageError(f"--unfreeze-from: the base has no layer '{unfreeze_from}' (e.g. block_13_expand, Conv_1)")
+    return names
 
 
 def augmenter(p: dict, seed: int):
@@ -312,9 +319,11 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
     p = {**DEFAULTS, **{k: v for k, v in (params or {}).items() if v is not None}}
     _check_params(p)
     fp = backbones.fingerprint(spec)
-    data = decode_streamed(root, spec.image_size, scratch / "images.u8", reporter)
     keras.utils.set_random_seed(seed)
-    model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"])
+    backbone = backbones.build_keras_backbone(spec)
+    check_unfreeze_from(split_parts(backbone)[1], p["unfreeze_from"])  # before decoding any image
+    data = decode_streamed(root, spec.image_size, scratch / "images.u8", reporter)
+    model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"], backbone=backbone)
     features, grouping = None, None
     if data.splits is not None:  # train/ val/ test/ folders are the split; test/ is never trained on
         keep, train_rows, val_rows, n_test = models.without_test_rows(data.splits, data.labels, data.hashes,

@@ -101,8 +101,17 @@ class WriterLock:
         self._nested = False
 
     def __enter__(self) -> "WriterLock":
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; go on as on a filesystem without locks
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # as _open would
+            except OSError as e:
+                if e.errno not in READ_ONLY:
+                    raise self.failed(f"cannot create the folder of {self.path}: {e.strerror or e}") from None
+                self.writable = False
+            self._no_locks("this system has no flock")
+            return self
         if self.reentrant:
             with _held_guard:
                 held = _held.get(os.path.abspath(self.path))
@@ -129,15 +138,18 @@ class WriterLock:
         """No flock: on a filesystem without locks warn once and go on; else raise busy or failed."""
         if e.errno in NO_LOCKS:
             os.close(fd)
-            if self.reporter is not None:
-                self.reporter.warn(f"cannot lock {self.path} ({e.strerror}): this filesystem has no file locks; "
-                                   f"make sure no other run writes {self.what} at the same time")
+            self._no_locks(e.strerror)
             return self
         holder = _holder_pid(fd)
         os.close(fd)
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise self.busy(f"{self.what} is in use by process {holder}; {self.hint}") from None
         raise self.failed(f"cannot lock {self.path}: {e.strerror or e}") from None
+
+    def _no_locks(self, why: str) -> None:
+        if self.reporter is not None:
+            self.reporter.warn(f"cannot lock {self.path} ({why}): this filesystem has no file locks; "
+                               f"make sure no other run writes {self.what} at the same time")
 
     def _held(self, fd: int) -> "WriterLock":
         self._fd, self.locked = fd, True
@@ -211,8 +223,12 @@ def _holder_pid(fd: int) -> str:
 
 
 def lock_holder(lock_path: Path) -> int | None:
-    """Pid of the process holding the lock file (-1 when it is unknown), or None."""
-    import fcntl
+    """Pid of the process holding the lock file (-1 when it is unknown), or None (also where the system
+    has no flock)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
 
     try:
         fd = os.open(lock_path, os.O_RDONLY)

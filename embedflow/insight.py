@@ -180,8 +180,7 @@ class Rejector:
     def from_dict(cls, d: dict, arrays: dict[str, np.ndarray]) -> "Rejector":
         if d.get("method") not in REJECT_METHODS:
             raise UsageError(f"unknown rejector method {d.get('method')!r}; known: {', '.join(REJECT_METHODS)}")
-        needed = {"knn_cosine": ["reference"], "mahalanobis": ["means", "precision"],
-                  "relative_mahalanobis": ["means", "precision", "background_mean", "background_precision"]}
+        from .models.manifest import REJECTOR_ARRAYS as needed
         missing = [name for name in needed[d["method"]] if name not in arrays]
         if missing:
             raise UsageError(f"rejector arrays missing: {', '.join(missing)}")

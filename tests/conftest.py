@@ -129,6 +129,23 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def run_litert(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """A TFLite model's outputs (float32 rows) on inputs, one row at a time through the LiteRT interpreter,
+    each input cast to the model's input tensor dtype (uint8 pixels for embedflow's exports, float32
+    vectors for a bare head)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for x in inputs:
+        interpreter.set_tensor(inp["index"], x[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(out["index"])[0].copy())
+    return np.asarray(rows)
+
+
 def invoke(*args, expect=0):
     """Run `embedflow ARGS` in-process (typer's CliRunner) and check its exit code (None: any)."""
     from typer.testing import CliRunner
@@ -184,3 +201,39 @@ def embed_and_fit(root: Path, weights_file: Path) -> Path:
     api.embed_folder(root / "data", root / "cache" / "embeddings.h5", image_size=SIZE, weights=str(weights_file))
     api.fit_head(root / "cache" / "embeddings.h5", "logreg").save(root / "models" / "logreg")
     return root
+
+
+# The fake credentials of the local S3 server: the secret is distinctive so that tests can prove it never
+# reaches an output, a log, a cache or a manifest.
+S3_SECRET = "embedflow-test-SECRET-7f3a9c1e5b"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API (moto's standalone server) on 127.0.0.1 and a free port, started and stopped here;
+    s3fs (and botocore) reach it through AWS_ENDPOINT_URL and fake credentials in the environment, so
+    child processes (the CLI, Ray workers) find it too. Yields the endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    endpoint = f"http://127.0.0.1:{port}"
+    values = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+              "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+              "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

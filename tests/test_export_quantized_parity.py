@@ -11,21 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import CLASS_COLOURS, SIZE, make_image
-
-
-def _run_tflite(content: bytes, X: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=content)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    rows = []
-    for x in X:
-        interp.set_tensor(inp["index"], x[None].astype(np.float32))
-        interp.invoke()
-        rows.append(interp.get_tensor(out["index"])[0])
-    return np.array(rows)
+from .conftest import CLASS_COLOURS, SIZE, make_image, run_litert
 
 
 def test_a_logreg_head_quantizes_faithfully_only_with_its_scaler_unfolded():
@@ -53,7 +39,7 @@ def test_a_logreg_head_quantizes_faithfully_only_with_its_scaler_unfolded():
             x = layer(x)
         model = keras.Model(inputs, x)
         assert np.allclose(model.predict_on_batch(X), head.predict_proba(X), atol=1e-4)  # float: the same head
-        return float(np.mean(_run_tflite(export.to_tflite(model, "dynamic"), X).argmax(1) == want))
+        return float(np.mean(run_litert(export.to_tflite(model, "dynamic"), X).argmax(1) == want))
 
     assert agreement(export.logreg_layers(head, 3, dim)) == 1.0
     assert agreement([export.logreg_dense_layer(head, 3, dim)]) < 0.9  # the folded form this export no longer quantizes

@@ -15,6 +15,8 @@ import pytest
 
 from embedflow.errors import ModelError
 
+from .conftest import run_litert
+
 LABELS = ["red rose", "green fern", "blue iris"]  # output column order: the dominant channel
 SIZE = 32
 INFO = dict(name="embedflow test classifier", version="1.2.3", description="Which colour dominates.",
@@ -90,27 +92,13 @@ def models() -> dict[str, bytes]:
     return out
 
 
-def _litert(model: bytes, pixels: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    rows = []
-    for image in pixels:
-        interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(out["index"])[0].copy())
-    return np.asarray(rows)
-
-
 @pytest.mark.parametrize("quantize", ["none", "dynamic", "float16", "int8"])
 def test_metadata_round_trips_and_the_model_computes_the_same(models, quantize):
     from embedflow.models.tflite_metadata import read_metadata
 
     raw, with_metadata = models[quantize]
     pixels, classes = _images()
-    before, after = _litert(raw, pixels), _litert(with_metadata, pixels)
+    before, after = run_litert(raw, pixels), run_litert(with_metadata, pixels)
     np.testing.assert_array_equal(before, after)
     assert (after.argmax(1) == classes).all()  # the tiny model does classify by colour
 
@@ -152,7 +140,7 @@ def test_mediapipe_image_classifier_returns_the_label_names(models, quantize):
 
     _, with_metadata = models[quantize]
     pixels, classes = _images()
-    litert = _litert(with_metadata, pixels).argmax(1)
+    litert = run_litert(with_metadata, pixels).argmax(1)
     options = ImageClassifierOptions(base_options=BaseOptions(model_asset_buffer=with_metadata), max_results=3)
     with ImageClassifier.create_from_options(options) as classifier:
         for image, want, got_litert in zip(pixels, classes, litert):

@@ -7,7 +7,8 @@ from .journal import Journal
 from .lock import CacheLock, is_locked
 from .view import Cache, open_cache
 from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, CacheColumns, CacheData, Row, check_space, estimated_bytes,
-                    iter_vector_blocks, label_names, labels_csv, load, load_columns, read_meta, read_vectors, vectors_for_hashes, write)
+                    iter_vector_blocks, label_names, labels_csv, load, load_columns, read_meta, read_vectors, vectors_for_hashes)
+from .shards import write_cache as write
 
 __all__ = ["BLOCK_ROWS", "Cache", "CacheError", "CacheInfo", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns",
            "CacheData", "CacheLock", "Journal", "Row", "cache_info", "check_space", "estimated_bytes", "is_locked",

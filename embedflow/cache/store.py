@@ -38,6 +38,10 @@ cache with "upgrade embedflow" instead of misreading it).
 Schema 1 caches (no checksums, no content_sha256) still open, with every structural check; they become
 schema 2 the next time `embed` writes them (or at once with `--rebuild`).
 
+Schema 4 is the sharded cache (see shards.py): the same columns plus /shards, /shard_rows and /mask in an
+index file whose /embeddings is a virtual dataset over immutable shard files in `<cache>.d/`; readers
+here read the shards directly and return only live (unmasked) rows.
+
 Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
 atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
 the new file. Readers therefore open it without HDF5's own file locking (which an NFS mount or another
@@ -61,11 +65,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones
-from ..errors import CacheError, EmbedflowError
-from ..fsio import staging_stem
+from ..errors import CacheDamaged, CacheError, EmbedflowError
+from ..fsio import sibling, staging_stem
 
 FORMAT = "embedflow.cache"
-SCHEMA_VERSION = 3  # the newest schema read and written (2 is written when 3 is not needed)
+SCHEMA_VERSION = 3  # the newest single-file schema read and written (2 is written when 3 is not needed)
+SHARDED_SCHEMA = 4  # an index file over immutable shard files (see shards.py), the newest schema read
 BLOCK_ROWS = 4096  # rows copied at a time when writing (a multiple of VECTOR_BLOCK): memory stays flat
 VECTOR_BLOCK = 1024  # rows per /vector_crc32 entry (and per HDF5 chunk of /embeddings)
 MAX_ABS = 1e15  # a larger vector component is damage: float32 norms and dot products would overflow
@@ -109,8 +114,8 @@ class CacheData:
         return len(self.keys)
 
 
-def _damaged(path, what: str) -> CacheError:
-    return CacheError(f"cache {path} is damaged ({what}); embed again with --rebuild")
+def _damaged(path, what: str) -> CacheDamaged:
+    return CacheDamaged(path, [{"problem": what}])
 
 
 def _open_read(path: Path):
@@ -136,7 +141,7 @@ def _open_read(path: Path):
             raise CacheError(f"{path} is not an embedflow cache")
         raise CacheError(f"cache {path} is damaged (its format attribute is {None if fmt is None else str(fmt)[:40]!r}); "
                          "embed again with --rebuild")
-    if version > SCHEMA_VERSION:
+    if version > SHARDED_SCHEMA:
         f.close()
         raise CacheError(f"{path} has cache schema {version}; upgrade embedflow to read it")
     return f
@@ -161,7 +166,7 @@ def _reading(path: Path):
 
 def content_digest(attrs: dict, shape: tuple, keys: list[str], labels: np.ndarray, hashes: list[str],
                    classes: list[str], failed: list[tuple[str, str, str]], file_stats: np.ndarray | None,
-                   vector_crc32: np.ndarray, splits: list[str] | None = None) -> str:
+                   vector_crc32: np.ndarray, splits: list[str] | None = None, sharded: tuple | None = None) -> str:
     """sha256 (hex) of what a cache holds besides its vectors: the attributes in DIGEST_ATTRS, the shape
     of /embeddings, and every other dataset (strings NUL-joined, which HDF5 strings cannot contain;
     integers as little-endian int64; /splits only when the cache has it)."""
@@ -192,6 +197,11 @@ def content_digest(attrs: dict, shape: tuple, keys: list[str], labels: np.ndarra
     put("vector_crc32", np.ascontiguousarray(vector_crc32, "<i8").tobytes(), len(vector_crc32))
     if splits is not None:
         strings("splits", splits)
+    if sharded is not None:  # schema 4: (shard names, their row counts, the mask)
+        names, rows, mask = sharded
+        strings("shards", names)
+        put("shard_rows", np.ascontiguousarray(rows, "<i8").tobytes(), len(rows))
+        put("mask", np.ascontiguousarray(mask, "<i8").tobytes(), len(mask))
     return h.hexdigest()
 
 
@@ -226,8 +236,8 @@ def _int_column(f, name: str, path, ndim: int) -> np.ndarray:
 
 def _vectors_dataset(f, path):
     emb = _dataset(f, "embeddings", path)
-    if emb.ndim != 2 or emb.dtype.kind != "f" or emb.shape[1] < 1:
-        raise _damaged(path, f"/embeddings must be a 2-d float matrix, not {emb.dtype} of shape {emb.shape}")
+    if emb.ndim != 2 or emb.dtype != np.float32 or emb.shape[1] < 1:  # embedflow writes float32 only
+        raise _damaged(path, f"/embeddings must be a 2-d float32 matrix, not {emb.dtype} of shape {emb.shape}")
     return emb
 
 
@@ -256,80 +266,326 @@ class _Validated:
     fingerprint: dict
     vector_crc32: np.ndarray | None  # None in schema 1
     splits: list[str] | None = None  # schema 3, optional
+    # schema 4 (sharded): the shard table and, for each live row, its row in the virtual matrix (None: all
+    # rows are live, in order); all_keys/all_hashes are the columns before the mask was applied
+    shards: list[tuple[str, int]] | None = None
+    live: np.ndarray | None = None
+    all_keys: list[str] | None = None
+    all_hashes: list[str] | None = None
 
 
 SPLITS = ("train", "val", "test")
 
 
-def _validated(f, path) -> _Validated:
-    """Every column but the vectors, checked for consistency (and against content_sha256 in schema 2)."""
+EXAMPLES = 3  # keys named per problem by `diagnose`
+
+
+def _validated(f, path, found: list | None = None) -> _Validated | None:
+    """Every column but the vectors, checked for consistency (and against content_sha256 in schema 2).
+    Raises CacheDamaged at the first problem; with `found` (a list), appends every problem to it instead
+    (see `diagnose`) and returns None when there was one."""
+
+    def fail(what: str, rows=None, many: str | None = None) -> None:
+        if found is None:
+            raise _damaged(path, what)
+        item: dict = {"problem": many or what}
+        if rows is not None:
+            rows = np.asarray(rows)
+            item["count"] = int(len(rows))
+            item["keys"] = [keys[int(i)] for i in rows[:EXAMPLES]] if keys is not None and len(keys) == n else []
+        found.append(item)
+
+    def column(read, name: str, *args):
+        if found is None:
+            return read(f, name, path, *args)
+        try:
+            return read(f, name, path, *args)
+        except CacheDamaged as e:
+            found.extend(e.problems)
+        except Exception as e:  # an unreadable dataset (checksum, damaged header)
+            found.append({"problem": f"/{name} cannot be read ({_reason(e)})"})
+        return None
+
+    keys = None
+    n = -1
     attrs = {name: f.attrs.get(name) for name in (*DIGEST_ATTRS, "labels_csv", "content_sha256")}
     attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-    shape = _vectors_dataset(f, path).shape
-    keys, hashes, classes = (_string_column(f, n, path) for n in ("keys", "hashes", "classes"))
-    labels = _int_column(f, "labels", path, 1)
-    failed_cols = [_string_column(f, f"failed/{n}", path) for n in ("keys", "reasons", "hashes")]
-    file_stats = _int_column(f, "file_stats", path, 2) if "file_stats" in f else None
+    emb = column(lambda f, name, path: _vectors_dataset(f, path), "embeddings")
+    shape = emb.shape if emb is not None else None
+    keys, hashes, classes = (column(_string_column, name) for name in ("keys", "hashes", "classes"))
+    labels = column(_int_column, "labels", 1)
+    failed_cols = [column(_string_column, f"failed/{name}") for name in ("keys", "reasons", "hashes")]
+    file_stats = column(_int_column, "file_stats", 2) if "file_stats" in f else None
     version = int(attrs.get("schema_version") or 0)
-    splits = _string_column(f, "splits", path) if version >= 3 and "splits" in f else None
-    n = len(keys)
-    counts = {"embeddings": shape[0], "keys": n, "labels": len(labels), "hashes": len(hashes)}
-    if file_stats is not None:
-        counts["file_stats"] = len(file_stats)
-    if splits is not None:
-        counts["splits"] = len(splits)
-    if len(set(counts.values())) != 1:
-        raise _damaged(path, "row counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    splits = column(_string_column, "splits") if version >= 3 and "splits" in f else None
+    sharded = column(lambda f, name, path: _shard_table(f, path), "shards") if version >= SHARDED_SCHEMA else None
+    counts = {name: len(c) for name, c in (("keys", keys), ("labels", labels), ("hashes", hashes)) if c is not None}
+    if shape is not None:
+        counts = {"embeddings": shape[0], **counts}
+    if sharded is not None:
+        counts["mask"] = len(sharded[2])
+        counts["shard_rows"] = int(sum(sharded[1]))
+    counts.update({name: len(c) for name, c in (("file_stats", file_stats), ("splits", splits)) if c is not None})
+    if len(set(counts.values())) > 1:
+        fail("row counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    elif counts:
+        n = next(iter(counts.values()))
     if file_stats is not None and file_stats.shape[1] != 4:
-        raise _damaged(path, f"/file_stats has {file_stats.shape[1]} columns, not 4")
-    if len({len(c) for c in failed_cols}) != 1:
-        raise _damaged(path, "the /failed columns differ in length")
-    crc = _vector_crc32(f, path, shape[0])
-    if crc is not None:
+        fail(f"/file_stats has {file_stats.shape[1]} columns, not 4")
+    if len({len(c) for c in failed_cols if c is not None}) > 1:
+        fail("the /failed columns differ in length")
+    crc = column(lambda f, name, path: _vector_crc32(f, path, shape[0], None if sharded is None else sharded[1]),
+                 "vector_crc32") if shape is not None else None
+    complete = not found and n >= 0 and all(c is not None for c in (keys, hashes, classes, labels, *failed_cols))
+    if crc is not None and complete:
         want = attrs.get("content_sha256")
         got = content_digest(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, crc,
-                             splits)
+                             splits, sharded)
         if want != got:
-            raise _damaged(path, "content checksum mismatch" if want else "no content checksum")
+            fail("content checksum mismatch" if want else "no content checksum")
+    live = all_keys = all_hashes = None
+    if sharded is not None and complete and not found:  # from here on only live rows: masked ones are history
+        live = np.flatnonzero(sharded[2] == 0)
+        all_keys, all_hashes = keys, hashes
+        keys, hashes, labels = [keys[i] for i in live], [hashes[i] for i in live], labels[live]
+        file_stats = None if file_stats is None else file_stats[live]
+        splits = None if splits is None else [splits[i] for i in live]
+        n, shape = len(live), (len(live), shape[1])
+    fingerprint = None
     try:
         fingerprint = json.loads(attrs["fingerprint"])
         if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("id"), str):
             raise ValueError("no id")
     except (TypeError, ValueError):
-        raise _damaged(path, "its fingerprint attribute is not a fingerprint") from None
-    if attrs.get("fingerprint_id") not in (None, fingerprint["id"]):
-        raise _damaged(path, "fingerprint_id disagrees with the fingerprint")
-    dim = fingerprint.get("output_dim")
-    if isinstance(dim, int) and dim != shape[1]:
-        raise _damaged(path, f"{shape[1]}-d vectors, but the fingerprint says {dim}")
+        fingerprint = None
+        fail("its fingerprint attribute is not a fingerprint")
+    if fingerprint is not None:
+        if attrs.get("fingerprint_id") not in (None, fingerprint["id"]):
+            fail("fingerprint_id disagrees with the fingerprint")
+        dim = fingerprint.get("output_dim")
+        if isinstance(dim, int) and shape is not None and dim != shape[1]:
+            fail(f"{shape[1]}-d vectors, but the fingerprint says {dim}")
     lowest = -1 if version >= 3 else 0  # schema 3: -1 marks an unlabelled image
-    if n and not classes and (version < 3 or labels.max() >= 0):
-        raise _damaged(path, f"{n} rows but an empty class table")
-    if len(set(classes)) != len(classes) or not all(classes):
-        raise _damaged(path, "the class table has empty or repeated names")
-    if n and (labels.min() < lowest or labels.max() >= len(classes)):
-        raise _damaged(path, f"labels outside {lowest}..{len(classes) - 1}")
+    if classes is not None:
+        if labels is not None and len(labels) and not classes and (version < 3 or labels.max() >= 0):
+            fail(f"{len(labels)} rows but an empty class table")
+        if len(set(classes)) != len(classes) or not all(classes):
+            fail("the class table has empty or repeated names")
+        elif labels is not None and len(labels) and classes and (labels.min() < lowest or labels.max() >= len(classes)):
+            fail(f"labels outside {lowest}..{len(classes) - 1}",
+                 np.flatnonzero((labels < lowest) | (labels >= len(classes))))
     if splits is not None and not set(splits) <= set(SPLITS):
-        raise _damaged(path, f"/splits holds names other than {', '.join(SPLITS)}")
-    if len(set(keys)) != n:
-        raise _damaged(path, "repeated keys")
-    unsafe = _unsafe_key(keys)
-    if unsafe is not None:
-        raise _damaged(path, f"key {unsafe!r} leaves the dataset root")
-    if not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes)):
-        raise _damaged(path, "a content hash is not a sha256")
+        fail(f"/splits holds names other than {', '.join(SPLITS)}",
+             [i for i, s in enumerate(splits) if s not in SPLITS])
+    if keys is not None:
+        if len(set(keys)) != len(keys):
+            seen: dict[str, int] = {}
+            for k in keys:
+                seen[k] = seen.get(k, 0) + 1
+            fail("repeated keys", [i for i, k in enumerate(keys) if seen[k] > 1])
+        unsafe = _unsafe_key(keys)
+        if unsafe is not None:
+            fail(f"key {unsafe!r} leaves the dataset root", [i for i, k in enumerate(keys) if _UNSAFE_KEY.search(k)],
+                 many="keys whose path leaves the dataset root")
+    if hashes is not None and (not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes))):
+        fail("a content hash is not a sha256", [i for i, h in enumerate(hashes) if len(h) != 64 or not _HEX.fullmatch(h)],
+             many="content hashes that are not a sha256")
+    if found:
+        return None
     return _Validated(attrs, shape, keys, labels, hashes, classes, list(zip(*failed_cols)), file_stats, fingerprint,
-                      crc, splits)
+                      crc, splits, None if sharded is None else list(zip(*sharded[:2])), live, all_keys, all_hashes)
 
 
-def _vector_crc32(f, path, n: int) -> np.ndarray | None:
-    """The block checksums of a schema-2 cache (None for schema 1), of the right length."""
+def diagnose(path: str | os.PathLike) -> list[dict]:
+    """Every problem of a cache, not just the first: each a dict with `problem` (what is wrong, in words)
+    and, for problems of rows, `count` (rows affected) and `keys` (the first few of their keys). Reads
+    every column and every vector (in blocks of BLOCK_ROWS rows: memory stays bounded), checking block
+    checksums (schema 2) and that vectors are finite. [] for a sound cache. Raises CacheError when the
+    file cannot be opened as a cache at all (missing, not HDF5, not a cache, a newer schema)."""
+    path = Path(path)
+    found: list[dict] = []
+    with _open_read(path) as f:
+        try:
+            v = _validated(f, path, found)
+            keys = (v.all_keys if v.all_keys is not None else v.keys) if v is not None else None  # every row
+            if keys is None:  # name the rows of bad vectors by key where the keys column can be read
+                with contextlib.suppress(Exception):
+                    keys = _string_column(f, "keys", path)
+            emb = f.get("embeddings")
+            if v is not None or (emb is not None and not any(p["problem"].startswith("/embeddings") for p in found)):
+                # schema 4's checksums run per shard (readers check them); here: finite values only
+                crc = v.vector_crc32 if v is not None and v.live is None else None
+                found.extend(_vector_problems(emb, crc, keys))
+        except Exception as e:  # anything h5py throws at a damaged file
+            found.append({"problem": _reason(e)})
+    return found
+
+
+def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None) -> list[dict]:
+    """Blocks failing their checksum and non-finite (or absurdly large) vectors of /embeddings."""
+    unreadable, failing, bad_rows = [], [], []
+    n = emb.shape[0]
+    for start in range(0, n, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, n)
+        try:
+            block = np.asarray(emb[start:stop], dtype=np.float32)
+        except Exception:  # a chunk failing fletcher32
+            unreadable.extend(range(start, stop))
+            continue
+        if crc is not None:
+            for b, got in enumerate(block_crc32(block)):
+                if got != crc[start // VECTOR_BLOCK + b]:
+                    failing.extend(range(start + b * VECTOR_BLOCK, min(start + (b + 1) * VECTOR_BLOCK, stop)))
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(block) <= MAX_ABS).all(axis=1) if block.size else np.zeros(len(block), bool)
+        bad_rows.extend(start + int(i) for i in np.flatnonzero(bad))
+
+    def item(what: str, rows: list[int]) -> dict:
+        return {"problem": what, "count": len(rows),
+                "keys": [keys[i] for i in rows[:EXAMPLES]] if keys is not None and len(keys) == n else []}
+
+    return [item(what, rows) for what, rows in (("vectors that cannot be read (HDF5 checksum)", unreadable),
+                                                ("vectors failing their block checksum", failing),
+                                                ("non-finite or out-of-range vectors", bad_rows)) if rows]
+
+
+SHARD_NAME = re.compile(r"shard-[0-9]{5,12}\.h5")
+
+
+def _shard_table(f, path) -> tuple[list[str], list[int], np.ndarray]:
+    """(shard file names, their row counts, the mask (N,) uint8) of a sharded (schema 4) index file."""
+    names = _string_column(f, "shards", path)
+    rows = _int_column(f, "shard_rows", path, 1)
+    mask = _int_column(f, "mask", path, 1)
+    if len(rows) != len(names) or (len(rows) and rows.min() < 1):
+        raise _damaged(path, "the shard table is inconsistent")
+    if not all(SHARD_NAME.fullmatch(name) for name in names) or len(set(names)) != len(names):
+        raise _damaged(path, "the shard table names files other than shard-NNNNN.h5")
+    if len(mask) and not set(np.unique(mask).tolist()) <= {0, 1}:
+        raise _damaged(path, "/mask holds values other than 0 and 1")
+    return names, [int(r) for r in rows], mask
+
+
+def shard_folder(path: str | os.PathLike) -> Path:
+    """The folder of a sharded cache's shard files: `<cache>.d` beside it (shortened like `<cache>.lock`)."""
+    return sibling(path, ".d")
+
+
+def _vector_crc32(f, path, n: int, shard_rows: list[int] | None = None) -> np.ndarray | None:
+    """The block checksums of a schema-2 cache (None for schema 1), of the right length (schema 4: the
+    blocks of each shard, one after another)."""
     if int(f.attrs.get("schema_version", 0)) < 2:
         return None
     crc = _int_column(f, "vector_crc32", path, 1)
-    if len(crc) != -(-n // VECTOR_BLOCK):
+    want = -(-n // VECTOR_BLOCK) if shard_rows is None else sum(-(-r // VECTOR_BLOCK) for r in shard_rows)
+    if len(crc) != want:
         raise _damaged(path, f"{len(crc)} vector checksums for {n} rows")
     return crc
+
+
+@dataclass
+class _Segment:
+    """Rows start..start+rows-1 of the (virtual) vector matrix: a dataset and the CRC-32s of its blocks."""
+
+    emb: object
+    start: int
+    rows: int
+    crc: np.ndarray | None
+    where: object  # the file named in errors
+
+
+class _Matrix:
+    """The vectors of a cache's live rows, read from the single file or straight from its shard files
+    (opened here, at once, so a shard removed by a later compaction stays readable to this snapshot;
+    the virtual dataset is there for plain h5py, not used by embedflow)."""
+
+    def __init__(self, f, path: Path, v: _Validated, stack: contextlib.ExitStack):
+        self.path, self.live, self.dim = path, v.live, int(v.shape[1])
+        if v.shards is None:
+            emb = _vectors_dataset(f, path)
+            self.segments = [_Segment(emb, 0, emb.shape[0], v.vector_crc32, path)]
+            self.n = emb.shape[0]
+            return
+        folder, start, first_block = shard_folder(path), 0, 0
+        self.segments = []
+        identity = _identity(os.fstat(f.id.get_vfd_handle()))
+        for name, rows in v.shards:
+            sf = _open_shard(folder / name, path, identity)
+            stack.enter_context(sf)
+            emb = _vectors_dataset(sf, folder / name)
+            if emb.shape != (rows, self.dim):
+                raise _damaged(path, f"shard {name} holds {emb.shape}, the index says ({rows}, {self.dim})")
+            blocks = -(-rows // VECTOR_BLOCK)
+            self.segments.append(_Segment(emb, start, rows, v.vector_crc32[first_block:first_block + blocks],
+                                          folder / name))
+            start, first_block = start + rows, first_block + blocks
+        self.n = start
+
+    def _range(self, lo: int, hi: int) -> np.ndarray:
+        """Virtual rows lo..hi-1, checked."""
+        parts = [_verified_rows(s.emb, s.crc, s.where, max(lo, s.start) - s.start, min(hi, s.start + s.rows) - s.start)
+                 for s in self.segments if max(lo, s.start) < min(hi, s.start + s.rows)]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def _virtual_rows(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self.dim), np.float32)
+        for s in self.segments:
+            mine = (rows >= s.start) & (rows < s.start + s.rows)
+            if mine.any():
+                out[mine] = _rows(s.emb, s.crc, s.where, rows[mine] - s.start)
+        return out
+
+    def __len__(self) -> int:
+        return self.n if self.live is None else len(self.live)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of sorted unique live rows."""
+        return self._virtual_rows(rows if self.live is None else self.live[rows])
+
+    def blocks(self, size: int):
+        """(first live row, vectors of the next `size` live rows), in order."""
+        for start in range(0, len(self), size):
+            stop = min(start + size, len(self))
+            if self.live is None:
+                yield start, self._range(start, stop)
+                continue
+            want = self.live[start:stop]
+            block = self._range(int(want[0]), int(want[-1]) + 1)
+            yield start, block if len(block) == len(want) else block[want - want[0]]
+
+    def all(self) -> np.ndarray:
+        if self.live is None and len(self.segments) == 1:
+            return self._range(0, self.n)
+        out = np.empty((len(self), self.dim), np.float32)
+        for start, block in self.blocks(BLOCK_ROWS):
+            out[start:start + len(block)] = block
+        return out
+
+
+def _open_shard(shard: Path, path: Path, identity: tuple):
+    try:
+        sf = _h5py().File(shard, "r", locking=False)
+    except Exception as e:
+        try:
+            replaced = _identity(os.stat(path)) != identity
+        except OSError:
+            replaced = True
+        if replaced:
+            raise CacheError(f"cache {path} was replaced by another run while it was being read; "
+                             "run the command again") from None
+        raise _damaged(path, f"its shard {shard.name} cannot be read ({_reason(e)})") from None
+    try:
+        if sf.attrs.get("format") != SHARD_FORMAT:
+            raise ValueError("not a shard")
+    except Exception:
+        sf.close()
+        raise _damaged(path, f"{shard.name} is not a shard of it") from None
+    return sf
+
+
+SHARD_FORMAT = "embedflow.cache-shard"
 
 
 def _verified_rows(emb, crc: np.ndarray | None, path, lo: int, hi: int) -> np.ndarray:
@@ -409,12 +665,10 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
     empty (0, D) array), which is cheap for a cache of any size. Raises CacheError when the cache is
     missing, damaged or inconsistent (see the module docstring)."""
     path = Path(path)
-    with _reading(path) as f:
+    with _reading(path) as f, contextlib.ExitStack() as stack:
         v = _validated(f, path)
-        emb = _vectors_dataset(f, path)
         return CacheData(
-            embeddings=_verified_rows(emb, v.vector_crc32, path, 0, v.shape[0]) if vectors
-            else np.zeros((0, v.shape[1]), np.float32),
+            embeddings=_Matrix(f, path, v, stack).all() if vectors else np.zeros((0, v.shape[1]), np.float32),
             labels=v.labels,
             keys=v.keys,
             hashes=v.hashes,
@@ -436,7 +690,7 @@ def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint: d
     if not wanted or not path.exists():
         return {}
     try:
-        with _reading(path) as f:
+        with _reading(path) as f, contextlib.ExitStack() as stack:
             v = _validated(f, path)
             if not backbones.same_backbone(fingerprint, v.fingerprint):
                 return {}
@@ -444,7 +698,7 @@ def vectors_for_hashes(path: str | os.PathLike, wanted: set[str], fingerprint: d
             if not rows:
                 return {}
             idx = np.array(sorted(set(rows.values())))
-            block = _rows(_vectors_dataset(f, path), v.vector_crc32, path, idx)
+            block = _Matrix(f, path, v, stack).rows(idx)
             where = {i: j for j, i in enumerate(idx)}
             return {h: block[where[i]] for h, i in rows.items()}
     except CacheError:
@@ -513,28 +767,39 @@ def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS, snapshot
     CacheError when it is reached. `snapshot`: the CacheColumns.snapshot the caller read names from; a
     file replaced since (a writer renamed a new cache over it) raises CacheError before any block."""
     path = Path(path)
-    with _reading(path) as f:
+    with _reading(path) as f, contextlib.ExitStack() as stack:
         if snapshot and _identity(os.fstat(f.id.get_vfd_handle())) != snapshot:
             raise CacheError(f"cache {path} was replaced by another run while it was being read; "
                              "run the command again")
-        emb = _vectors_dataset(f, path)
-        crc = _vector_crc32(f, path, emb.shape[0])
-        for start in range(0, emb.shape[0], rows):
-            yield start, _verified_rows(emb, crc, path, start, min(start + rows, emb.shape[0]))
+        yield from _Matrix(f, path, _matrix_columns(f, path), stack).blocks(rows)
 
 
 def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
     """The vectors of the given rows (any order, repeats allowed)."""
     path = Path(path)
     rows = np.asarray(rows, dtype=np.int64)
-    with _reading(path) as f:
-        emb = _vectors_dataset(f, path)
+    with _reading(path) as f, contextlib.ExitStack() as stack:
+        matrix = _Matrix(f, path, _matrix_columns(f, path), stack)
         if not len(rows):
-            return np.zeros((0, emb.shape[1]), np.float32)
-        if rows.min() < 0 or rows.max() >= emb.shape[0]:
-            raise _damaged(path, f"row {int(rows.max())} asked of a {emb.shape[0]}-row matrix")
+            return np.zeros((0, matrix.dim), np.float32)
+        if rows.min() < 0 or rows.max() >= len(matrix):
+            raise _damaged(path, f"row {int(rows.max())} asked of a {len(matrix)}-row matrix")
         uniq, inverse = np.unique(rows, return_inverse=True)
-        return _rows(emb, _vector_crc32(f, path, emb.shape[0]), path, uniq)[inverse]
+        return matrix.rows(uniq)[inverse]
+
+
+def _matrix_columns(f, path) -> _Validated:
+    """What _Matrix needs: for a single file only the block checksums (cheap: the columns are not read
+    again), for a sharded cache the validated shard table and mask."""
+    emb = _vectors_dataset(f, path)
+    if int(f.attrs.get("schema_version", 0)) >= SHARDED_SCHEMA:  # the shard table, mask and checksums only
+        names, rows, mask = _shard_table(f, path)
+        if not len(mask) == sum(rows) == emb.shape[0]:
+            raise _damaged(path, "row counts differ: " + f"embeddings {emb.shape[0]}, mask {len(mask)}, shards {sum(rows)}")
+        live = np.flatnonzero(mask == 0)
+        return _Validated({}, (len(live), emb.shape[1]), [], np.zeros(0), [], [], [], None, {},
+                          _vector_crc32(f, path, emb.shape[0], rows), shards=list(zip(names, rows)), live=live)
+    return _Validated({}, emb.shape, [], np.zeros(0), [], [], [], None, {}, _vector_crc32(f, path, emb.shape[0]))
 
 
 @dataclass
@@ -624,7 +889,8 @@ class _Sink:
 def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
           failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None,
           labels_csv: dict | None = None) -> None:
-    """Write a complete new cache (schema 2) to a temporary file and rename it over `path` atomically.
+    """Write a complete new single-file cache (schema 2) to a temporary file and rename it over `path`
+    atomically (`cache.write`, i.e. shards.write_cache, decides between this and a sharded write).
     labels_csv ({"path": absolute path, "sha256": hex}) records the labels file the labels came from.
 
     Raises CacheError, leaving the previous cache and no temporary file, when the folder lacks the

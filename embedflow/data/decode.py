@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import BadImage
 from .formats import identify, sniff_format
 from .hashing import read_bytes
+from .remote import RemotePath
 
 # Images above this many pixels are refused as possible decompression bombs (PIL's default is 89M,
 # and it only warns up to twice that). JPEGs are decoded at reduced scale, so they may be larger.
@@ -42,13 +43,13 @@ _TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "T
 def load_image(path: Path, size: int, *, notes: list[str] | None = None) -> np.ndarray:
     """Decode one file into a (size, size, 3) uint8 array (see decode_bytes). Raises BadImage with a
     reason on failure (unreadable, not an image, corrupt, ...)."""
-    return decode_bytes(read_bytes(Path(path)), size, notes=notes)
+    return decode_bytes(read_bytes(path if isinstance(path, RemotePath) else Path(path)), size, notes=notes)
 
 
 def read_image(path: Path, size: int, *, notes: list[str] | None = None) -> tuple[str, np.ndarray]:
     """(sha256 hex of the file's bytes, (size, size, 3) uint8 pixels decoded from those same bytes): one
     read, so the hash always names what was decoded. Raises BadImage with a reason on failure."""
-    data = read_bytes(Path(path))
+    data = read_bytes(path if isinstance(path, RemotePath) else Path(path))
     return hashlib.sha256(data).hexdigest(), decode_bytes(data, size, notes=notes)
 
 

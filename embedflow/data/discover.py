@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import DatasetError, UsageError
 from .formats import DECODED, UNSUPPORTED, UNSUPPORTED_EXTENSIONS, identify_file
+from .remote import RemotePath, is_url, list_objects, local_path_of, object_or_prefix
 
 # Extensions discovered as images (any case). HEIC/HEIF and AVIF are decoded when the installed Pillow
 # (and pillow-heif) can; otherwise each file is skipped with the format named, never silently.
@@ -30,7 +31,7 @@ LAYOUTS = ("class-folders", "splits", "unlabelled", "csv")
 @dataclass(frozen=True)
 class ImageRef:
     key: str  # path relative to the dataset root, "/"-separated, NFC: the identity of an image in a cache
-    path: Path  # where to read it now
+    path: Path | RemotePath  # where to read it now (a RemotePath: an object in an fsspec filesystem)
     label: str | None  # class name (NFC), None for unlabelled inputs
     refused: str | None = None  # why it must not be read (a cache key that leaves the dataset folder)
 
@@ -118,6 +119,8 @@ def _walk(folder: Path, guard: Path | None = None) -> _Walk:
     (a folder already walked, by (device, inode), is not walked again). With guard (the dataset root), a
     folder symlink whose target is the root, an ancestor of it, or another part of the dataset outside
     `folder` is not followed and is listed in loops."""
+    if isinstance(folder, _Prefix):
+        return folder.walk()
     out = _Walk()
     seen_dirs: set[tuple[int, int]] = set()
     top = str(folder)
@@ -173,6 +176,8 @@ def _take(out: _Walk, full: str, rel: str) -> None:
 
 def _loose(folder: Path) -> _Walk:
     """The files directly in folder (not below it), taken as _walk takes them."""
+    if isinstance(folder, _Prefix):
+        return folder.walk(deep=False)
     out = _Walk()
     for f in sorted(os.listdir(folder)):
         if not f.startswith(".") and (folder / f).is_file():
@@ -187,6 +192,8 @@ def walk_images(folder: Path) -> list[tuple[Path, str]]:
 
 
 def _check_root(root: Path) -> None:
+    if isinstance(root, _Prefix):
+        return  # listed: it holds objects
     if not root.exists():
         raise DatasetError(f"folder not found: {root}")
     if not root.is_dir():
@@ -194,6 +201,8 @@ def _check_root(root: Path) -> None:
 
 
 def _subfolders(folder: Path) -> list[str]:
+    if isinstance(folder, _Prefix):
+        return sorted(d for d in folder.children()[0] if not d.startswith("."))
     return sorted(e for e in os.listdir(folder) if not e.startswith(".") and (folder / e).is_dir())
 
 
@@ -233,7 +242,7 @@ def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = 
 
     Raises DatasetError when root is missing, is not a folder, or holds no image at all.
     """
-    root = Path(root)
+    root = _Prefix.listed(root) if is_url(root) else Path(local_path_of(root))
     _check_root(root)
     if labels_csv is not None:
         found = _discover_csv(root, Path(labels_csv))
@@ -243,6 +252,10 @@ def discover(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = 
         found = _discover_splits(root)
     else:
         found = _discover_class_folders(root)
+    if isinstance(root, _Prefix):
+        for rel in root.tree["unusable"]:
+            _drop(found, rel, "file", f"object '{rel}' left out: a key with an empty, '.' or '..' part names no "
+                  "path inside the prefix")
     if not found.refs:
         raise DatasetError(_nothing_found(root, found.layout, labels_csv))
     found.refs.sort(key=lambda r: r.key)
@@ -300,7 +313,7 @@ def _class_folder(found: Discovery, root: Path, rel: str, label: str, split: str
 
 def _reenters(folder: Path, root: Path) -> bool:
     """A top-level folder that is a link to the root itself or to an ancestor of it."""
-    return folder.is_symlink() and _inside(os.path.realpath(root), os.path.realpath(folder))
+    return not isinstance(folder, _Prefix) and folder.is_symlink() and _inside(os.path.realpath(root), os.path.realpath(folder))
 
 
 def _record_walk(found: Discovery, walk: _Walk, rel: str) -> None:
@@ -504,7 +517,7 @@ def _discover_csv(root: Path, labels_csv: Path) -> Discovery:
     found = Discovery(refs=[], classes=[], layout="csv")
     walk = _walk(root, guard=root)
     here = os.path.realpath(labels_csv)
-    if any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
+    if not isinstance(root, _Prefix) and any(os.path.realpath(root / o) == here for o in walk.other):  # the labels file itself is no stray file
         walk.other = [o for o in walk.other if os.path.realpath(root / o) != here]
         walk.ignored = Counter(os.path.splitext(o)[1].lower() for o in walk.other)
     labels, found.notes, conflicts = _read_labels_csv(labels_csv, {_key_for(rel) for _, rel in walk.files})
@@ -554,6 +567,8 @@ def _note_ignored(found: Discovery) -> None:
 
 def _raw_name_is_key(ref: ImageRef) -> bool:
     """The file's own relative path is its key: valid UTF-8 and already NFC."""
+    if isinstance(ref.path, RemotePath):
+        return ref.path.url.endswith("/" + ref.key)
     parts = os.fsencode(ref.path).split(os.fsencode(os.sep))[-(ref.key.count("/") + 1):]
     try:
         return "/".join(p.decode("utf-8") for p in parts) == ref.key
@@ -573,7 +588,7 @@ def _without_key_collisions(images: list[ImageRef], found: Discovery) -> list[Im
         if not _raw_name_is_key(kept[-1]) and _raw_name_is_key(ref):
             kept[-1], ref = ref, kept[-1]
         try:
-            os.fsencode(ref.path).decode("utf-8")
+            str(ref.path) if isinstance(ref.path, RemotePath) else os.fsencode(ref.path).decode("utf-8")
             reason = (f"skipped {str(ref.path)!r}: its name differs from '{ref.key}' only by Unicode normalisation "
                       f"(NFD/NFC) and that name is taken by another file; rename it")
         except UnicodeDecodeError:
@@ -587,7 +602,11 @@ def _without_key_collisions(images: list[ImageRef], found: Discovery) -> list[Im
 def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:
     """Files and folders given on a command line (predict, neighbors): unlabelled, in the order given."""
     refs: list[ImageRef] = []
-    for p in map(Path, paths):
+    for p in paths:
+        if is_url(p):
+            refs.extend(ImageRef(str(rp), rp, None) for rp in object_or_prefix(p, is_image_name))
+            continue
+        p = Path(local_path_of(p))
         if p.is_dir():
             refs.extend(ImageRef(_key_for(str(f)), f, None) for f, _ in walk_images(p))
         elif p.exists() or p.is_symlink():
@@ -597,3 +616,83 @@ def discover_inputs(paths: list[str | os.PathLike]) -> list[ImageRef]:
     if not refs:
         raise UsageError(f"no images found in: {', '.join(map(str, paths))}")
     return refs
+
+
+class _Prefix:
+    """A folder of a listed object store (what discover walks instead of a local folder): rel is its path
+    below the listed root ("" for the root), "/"-separated."""
+
+    def __init__(self, tree: dict, root: str, rel: str = ""):
+        self.tree, self.root, self.rel = tree, root, rel
+
+    @classmethod
+    def listed(cls, url: str) -> "_Prefix":
+        """The root of everything below url, listed once (raises DatasetError when it cannot be)."""
+        root, objects = list_objects(url)
+        tree: dict[str, tuple[set, list]] = {"": (set(), [])}
+        files, unusable = {}, []
+        for rel, rp in objects:
+            parts = rel.split("/")
+            if any(p in ("", ".", "..") for p in parts):  # legal in S3, but no path inside the prefix
+                unusable.append(rel)
+                continue
+            files[rel] = rp
+            for i in range(len(parts) - 1):
+                d = "/".join(parts[:i])
+                tree.setdefault(d, (set(), []))[0].add(parts[i])
+            tree.setdefault("/".join(parts[:-1]), (set(), []))[1].append(parts[-1])
+        return cls({"dirs": tree, "files": files, "keys": sorted(files), "unusable": unusable}, root)
+
+    def __truediv__(self, name: str) -> "_Prefix | RemotePath":
+        rel = f"{self.rel}/{name}" if self.rel else name
+        return self.tree["files"].get(rel) or _Prefix(self.tree, self.root, rel)
+
+    def __str__(self) -> str:
+        return f"{self.root}/{self.rel}" if self.rel else self.root
+
+    def is_dir(self) -> bool:
+        return self.rel in self.tree["dirs"]
+
+    def exists(self) -> bool:
+        return self.is_dir() or self.is_file()
+
+    def is_file(self) -> bool:
+        return self.rel in self.tree["files"]
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def children(self) -> tuple[set, list]:
+        """(subfolder names, object names) directly in this folder."""
+        return self.tree["dirs"].get(self.rel, (set(), []))
+
+    def walk(self, deep: bool = True) -> _Walk:
+        """Every object below this folder (directly in it: deep=False), as _walk gives the files of a local
+        one (hidden ones left out). Formats are told by extension only: naming the content of an object
+        with another extension would cost a request per object."""
+        import bisect
+
+        out = _Walk()
+        keys, files = self.tree["keys"], self.tree["files"]
+        prefix = self.rel + "/" if self.rel else ""
+        for i in range(bisect.bisect_left(keys, prefix), len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            sub = key[len(prefix):]
+            *dirs, f = sub.split("/")
+            if (dirs and not deep) or any(d.startswith(".") for d in dirs) or f.startswith("."):
+                continue
+            if is_image_name(f):
+                out.files.append((files[key], sub))
+                continue
+            ext = os.path.splitext(f)[1].lower()
+            out.ignored[ext] += 1
+            out.other.append(sub)
+            if ext in UNSUPPORTED_EXTENSIONS:
+                out.why[sub] = f"{UNSUPPORTED_EXTENSIONS[ext]}: not supported"
+                out.unsupported.append((sub, UNSUPPORTED_EXTENSIONS[ext]))
+            else:
+                out.why[sub] = NOT_AN_IMAGE
+        out.unsupported.sort()
+        return out

@@ -9,11 +9,15 @@ import stat
 from pathlib import Path
 
 from ..errors import BadImage
+from .remote import RemotePath
 
 
 def file_stat(path: Path) -> tuple[int, int, int, int]:
     """(size, mtime_ns, ctime_ns, inode) of a regular file: unchanged values mean unchanged bytes in practice
-    (git relies on the same). Raises BadImage when the file cannot be used."""
+    (git relies on the same). Raises BadImage when the file cannot be used. For an object (RemotePath): the
+    change detector its listing gave (see data.remote.detector)."""
+    if isinstance(path, RemotePath):
+        return path.stat
     with _read_errors(path):
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device named .jpg would block or never end
@@ -22,7 +26,10 @@ def file_stat(path: Path) -> tuple[int, int, int, int]:
 
 
 def hash_file(path: Path) -> str:
-    """sha256 of the file's bytes, hex. Raises BadImage when it cannot be read (file_stat's checks first)."""
+    """sha256 of the file's (or object's) bytes, hex. Raises BadImage when it cannot be read (file_stat's
+    checks first)."""
+    if isinstance(path, RemotePath):
+        return hashlib.sha256(path.read()).hexdigest()
     file_stat(path)
     with _read_errors(path), open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -46,7 +53,10 @@ def _read_errors(path: Path):
 
 
 def read_bytes(path: Path) -> bytes:
-    """All the bytes of a regular file. Raises BadImage when it cannot be read (file_stat's checks first)."""
+    """All the bytes of a regular file (or an object). Raises BadImage when it cannot be read (file_stat's
+    checks first)."""
+    if isinstance(path, RemotePath):
+        return path.read()
     file_stat(path)
     with _read_errors(path), open(path, "rb") as f:
         return f.read()

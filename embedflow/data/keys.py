@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from ..errors import BadImage
+from .remote import RemotePath, is_url, join
 
 
 def key_problem(key) -> str | None:
@@ -23,9 +24,12 @@ def key_problem(key) -> str | None:
     return None
 
 
-def key_path(root: str | Path, key) -> Path:
-    """root/key for a cache key; raises BadImage with the reason when the key would leave the root."""
+def key_path(root: str | Path, key) -> Path | RemotePath:
+    """root/key for a cache key (a RemotePath when root is an object-store URL such as s3://bucket/prefix);
+    raises BadImage with the reason when the key would leave the root."""
     problem = key_problem(key)
     if problem:
         raise BadImage(f"refused key {key!r}: {problem}; a cache key must be a path inside its dataset folder")
+    if is_url(root):
+        return RemotePath(join(root, key))
     return Path(root) / key

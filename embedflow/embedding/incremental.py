@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import backbones, cache
-from ..data import BadImage, ImageRef, discover, file_stat, hash_file
+from ..data import BadImage, ImageRef, RemotePath, discover, file_stat, hash_file, source_id
 from ..errors import DatasetError, Interrupted, StrictModeError, UsageError
 from ..progress import SILENT, Reporter, as_reporter
 from .mapper import CHANGED, RAY_BATCH, embed_stream, preferred_batch
@@ -56,6 +56,7 @@ class EmbedSummary:
 
 
 NO_STAT = (0, 0, 0, 0)
+REMOTE_INODE = -1  # data.remote.REMOTE_INODE
 
 
 RACY_NS = 2_000_000_000  # a file modified this close to a run may change again within its mtime granularity
@@ -67,10 +68,15 @@ def hash_all(refs: list[ImageRef], workers: int, known: dict[str, tuple[tuple, s
 
     `known` maps a key to the (stat, sha256) recorded when it was last hashed; a file whose stat
     (size, mtime_ns, ctime_ns, inode) is unchanged keeps that hash without being read again, as git does.
+    An object (RemotePath) is never read here: its listed change detector (data.remote.detector) keeps the
+    recorded hash, or its hash is "" (unknown: the one read that decodes it will hash it).
     """
     known = known or {}
 
     def one(ref: ImageRef):
+        if isinstance(ref.path, RemotePath):
+            st, recorded = ref.path.stat, known.get(ref.key)
+            return ref, recorded[1] if recorded and st != NO_STAT and recorded[0] == st else "", st, None
         try:
             st = file_stat(ref.path)  # never NO_STAT: an unknown recorded stat matches no file
             recorded = known.get(ref.key)
@@ -90,7 +96,10 @@ def hash_all(refs: list[ImageRef], workers: int, known: dict[str, tuple[tuple, s
 
 def trusted_stat(st: tuple, started_ns: int) -> tuple:
     """The stat to record with a hash: unknown (re-hash next time) when the file was modified so close to
-    this run that a further change could keep the same mtime ("racily clean" in git's words)."""
+    this run that a further change could keep the same mtime ("racily clean" in git's words). An object's
+    detector (inode column REMOTE_INODE) is kept as it is: it is no time."""
+    if st[3] == REMOTE_INODE:
+        return st
     return st if st[1] < started_ns - RACY_NS else NO_STAT
 
 
@@ -125,6 +134,11 @@ def embed_folder(
 
     engine "local" embeds in this process; "ray" sends the images to embed to a Ray cluster
     (`address`, default: a new local one) and merges what comes back into the same cache.
+
+    root may be an fsspec URL (s3://bucket/prefix/, ...; see data.remote): its objects are listed once,
+    an object whose listed change detector (ETag + size on S3) is the recorded one keeps its hash unread,
+    any other is read once by whoever embeds it (a Ray worker with engine "ray": the driver reads none),
+    and the sha256 of those bytes is its identity.
 
     Only new or changed files (by sha256 of their bytes) are embedded; deleted ones are dropped;
     bad files are skipped with a reason. A file whose size, mtime, ctime and inode are those recorded
@@ -177,8 +191,8 @@ def embed_folder(
             if old.file_stats is not None:
                 known = {k: (tuple(st), h) for k, h, st in zip(old.keys, old.hashes, old.file_stats.tolist())}
             created = cache.read_meta(cache_path)["created_utc"]
-            if old.root and os.path.abspath(root) != old.root:
-                reporter.info(f"cache {cache_path} held {old.root}; it now follows {os.path.abspath(root)}")
+            if old.root and source_id(root) != old.root:
+                reporter.info(f"cache {cache_path} held {old.root}; it now follows {source_id(root)}")
             old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
                             old_tags, cache.labels_csv(cache_path))
@@ -197,6 +211,8 @@ def embed_folder(
             if h is None:
                 failed.append((ref.key, reason, ""))
                 reporter.warn(f"skipped {ref.key}: {reason}")
+            elif h == "":  # an object not read yet: the one read that decodes it hashes it (see _resolve)
+                todo.append((ref, h))
             elif ref.key in old_by_key and old_by_key[ref.key][0] == h:
                 rows.append(cache.Row(ref.key, h, label, cache_path, old_by_key[ref.key][1]))
                 summary.kept += 1
@@ -217,7 +233,7 @@ def embed_folder(
         summary.removed = sum(1 for k in old_by_key if k not in current)
         tags = sorted((r.key, classes[r.label] if r.label >= 0 else None, split_of.get(r.key, "")) for r in rows)
         must_write = bool(todo) or restat or len(rows) != summary.kept or (
-            classes, sorted(failed), os.path.abspath(root), summary.kept, True, tags, labels_source) != unchanged_if
+            classes, sorted(failed), source_id(root), summary.kept, True, tags, labels_source) != unchanged_if
         if must_write:  # refuse before the work, not after it
             lock.require_writable(f"{len(todo)} file(s) must be embedded" if todo else "it must be updated")
             journal_bytes = len(todo) * (spec.output_dim * 4 + 200)
@@ -225,10 +241,16 @@ def embed_folder(
                 [r.key for r in rows] + [ref.key for ref, _ in todo], failed, classes, spec.output_dim))
 
         if todo:
+            # Content this run need not embed again, for objects hashed by the read that decodes them.
+            have: dict[str, tuple] = {h: ("failed", r) for h, r in old_failed.values()}
+            have.update({h: ("row", cache_path, i) for h, i in old_by_hash.items()})
+            have.update({h: ("row", src, i) for h, (src, i) in journaled.items()})
             stream_for = _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter,
-                                         embedder_factory, summary)
-            pending_rows = _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed)
-            summary.embedded = len(pending_rows)
+                                         embedder_factory, summary, have if any(not h for _, h in todo) else {})
+            pending_rows, counts = _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed,
+                                                       have, {k: h for k, (h, _) in old_by_key.items()})
+            summary.embedded, summary.reused = counts["embedded"], summary.reused + counts["reused"]
+            summary.kept += counts["kept"]
             rows.extend(pending_rows)
         summary.failed = [(key, reason) for key, reason, _ in failed]
         summary.skipped = summary.failed + [(d.key, d.reason) for d in found.dropped if d.kind == "file"]
@@ -236,7 +258,7 @@ def embed_folder(
             row.stat = stats.get(row.key, NO_STAT)
             row.split = split_of.get(row.key, "")
         if must_write:
-            cache.write(cache_path, rows, classes, fp, os.path.abspath(root), failed, spec.output_dim, created,
+            cache.write(cache_path, rows, classes, fp, source_id(root), failed, spec.output_dim, created,
                         labels_source)
         if lock.writable:
             journal.clear()
@@ -272,14 +294,16 @@ def _recorded_labels(cache_path: Path, reporter: Reporter) -> Path | None:
     return path
 
 
-def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary):
-    """A function (ref, hash) items -> iterator of BatchResult, for the chosen engine."""
+def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary,
+                    known=()):
+    """A function (ref, hash) items -> iterator of BatchResult, for the chosen engine. Items of hash "" whose
+    content hash is in known come back in BatchResult.known, not embedded."""
     if engine == "ray":
         from .ray_engine import ray_stream
 
         summary.runtime = f"ray ({'litert' if runtime == 'auto' else runtime})"
         return lambda items: ray_stream(items, spec, fp, address=address, workers=workers,
-                                        batch_size=batch_size or RAY_BATCH, runtime=runtime)
+                                        batch_size=batch_size or RAY_BATCH, runtime=runtime, known=known)
     if engine != "local":
         raise UsageError(f"unknown engine '{engine}': use local or ray")
 
@@ -287,16 +311,21 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
         embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
         summary.runtime = getattr(embedder, "runtime", "custom")
         return embed_stream(items, embedder, spec.image_size, spec.output_dim,
-                            batch_size=batch_size or preferred_batch(embedder), workers=workers)
+                            batch_size=batch_size or preferred_batch(embedder), workers=workers, known=known)
 
     return local
 
 
-def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed) -> list[cache.Row]:
-    """Embed the todo list, committing to the journal every few seconds. Returns the rows to write."""
+def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed, have=None, old_hash_of=None
+                        ) -> tuple[list[cache.Row], dict[str, int]]:
+    """Embed the todo list, committing to the journal every few seconds. Returns the rows to write and how
+    many were embedded, kept or reused (items of hash "", objects hashed by the read that decodes them, can
+    turn out to hold content `have` knows: hash -> ("row", source, index) or ("failed", reason))."""
+    have, old_hash_of = have or {}, old_hash_of or {}
     done: dict[str, np.ndarray] = {}  # hash -> vector, not yet committed
     reason_for: dict[str, str] = {}  # hash -> why the file decoded for it was skipped
     committed: dict[str, tuple[Path, int]] = {}
+    hash_of: dict[int, str] = {}  # id(ref) -> content hash, for the items of hash ""
     keys_for: list[tuple[ImageRef, str]] = []
     last_commit = time.monotonic()
 
@@ -310,8 +339,11 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         last_commit = time.monotonic()
 
     def on_bad(ref, h, reason):
+        if h:
+            hash_of[id(ref)] = h
         failed.append((ref.key, reason, "" if reason == CHANGED else h))  # "": not remembered, retried next run
-        reason_for[h] = reason
+        if h:
+            reason_for[h] = reason
         reporter.warn(f"skipped {ref.key}: {reason}")
         reporter.advance(1)
 
@@ -320,7 +352,9 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         unique, seen = [], set()
         for ref, h in todo:
             keys_for.append((ref, h))
-            if h not in seen:
+            if not h:
+                unique.append((ref, h))
+            elif h not in seen:
                 seen.add(h)
                 unique.append((ref, h))
         for batch in stream_for(unique):
@@ -330,7 +364,10 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
                 reporter.warn(f"{ref.key}: {note}")
             for (ref, h), v in zip(batch.ok, batch.vectors):
                 done[h] = v
-            reporter.advance(len(batch.ok))
+                hash_of[id(ref)] = h
+            for ref, h in batch.known:
+                hash_of[id(ref)] = h
+            reporter.advance(len(batch.ok) + len(batch.known))
             if len(done) >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS:
                 commit()
         commit()
@@ -344,11 +381,20 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         reporter.finish()
     # Files sharing content were decoded once: give each its row, or its copy of the failure.
     failed_keys = {key for key, _, _ in failed}
-    rows = []
+    rows, counts = [], {"embedded": 0, "kept": 0, "reused": 0}
     for ref, h in keys_for:
+        h = h or hash_of.get(id(ref), "")
         if h in committed:
             src, i = committed[h]
             rows.append(cache.Row(ref.key, h, class_index[ref.label], src, i))
-        elif ref.key not in failed_keys and h in reason_for:
+            counts["embedded"] += 1
+        elif ref.key in failed_keys:
+            continue
+        elif h in reason_for:
             failed.append((ref.key, reason_for[h], "" if reason_for[h] == CHANGED else h))
-    return rows
+        elif h in have and have[h][0] == "row":
+            rows.append(cache.Row(ref.key, h, class_index[ref.label], have[h][1], have[h][2]))
+            counts["kept" if old_hash_of.get(ref.key) == h else "reused"] += 1
+        elif h in have:
+            failed.append((ref.key, have[h][1], h))
+    return rows, counts

@@ -12,40 +12,52 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .. import backbones
-from ..data import ImageRef
+from ..data import ImageRef, source_path
 from ..errors import UsageError
 from .mapper import BatchResult, checked, map_batch
 
 # Environment that workers need to find weights and converted backbones the way the driver does.
-FORWARDED_ENV = ("KERAS_HOME", "EMBEDFLOW_HOME", "TFHUB_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
+# Where objects are (an S3-compatible endpoint, a region) travels too; credentials never do: each node finds
+# its own in its environment or config (an instance role, ~/.aws), as the filesystem's docs describe.
+FORWARDED_ENV = ("KERAS_HOME", "EMBEDFLOW_HOME", "TFHUB_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 class EmbedActor:
-    """Ray Data actor: decodes a batch of paths and embeds it with its own LiteRT interpreter."""
+    """Ray Data actor: reads and decodes a batch of paths (or object URLs: read here, on the worker, never
+    through the driver) and embeds it with its own LiteRT interpreter."""
 
-    def __init__(self, spec: backbones.BackboneSpec, fp: dict, runtime: str, threads: int):
+    known: frozenset = frozenset()  # content hashes not to embed again (see map_batch)
+
+    def __init__(self, spec: backbones.BackboneSpec, fp: dict, runtime: str, threads: int, known=frozenset()):
         self.spec = spec
+        self.known = known
         self.embedder = backbones.make_embedder(spec, fp, runtime=runtime, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        """One row per input path: its hash, "" or the reason it was skipped, "" or the note of a file decoded
-        with a warning, its vector (zeros if skipped)."""
-        items = [(ImageRef(str(path), Path(path), None), h) for path, h in zip(batch["path"], batch["hash"])]
-        result = map_batch(items, self.spec.image_size, self.embedder, self.spec.output_dim)
+        """One row per input path: its id, its hash (that of the bytes read when it came without one), "" or
+        the reason it was skipped, "" or the note of a file decoded with a warning, whether its content was
+        in `known` (not embedded), its vector (zeros if skipped or known)."""
+        items = [(ImageRef(str(path), source_path(str(path)), None), str(h)) for path, h in zip(batch["path"], batch["hash"])]
+        result = map_batch(items, self.spec.image_size, self.embedder, self.spec.output_dim, self.known)
+        digest = {id(ref): h for ref, h in result.ok + result.known}
+        digest.update({id(ref): h for ref, h, _ in result.bad})
         reasons = {id(ref): reason for ref, _, reason in result.bad}
-        good = np.array([id(ref) not in reasons for ref, _ in items], dtype=bool)
+        seen = {id(ref) for ref, _ in result.known}
+        good = np.array([id(ref) not in reasons and id(ref) not in seen for ref, _ in items], dtype=bool)
         vectors = np.zeros((len(items), self.spec.output_dim), np.float32)
         vectors[good] = result.vectors
         errors = np.array([reasons.get(id(ref), "") for ref, _ in items], dtype=object)
         said = {id(ref): note for ref, note in result.notes}
         notes = np.array([said.get(id(ref), "") for ref, _ in items], dtype=object)
-        return {"hash": batch["hash"], "error": errors, "note": notes, "vector": vectors}
+        hashes = np.array([digest.get(id(ref), h) or "" for ref, h in items], dtype=object)
+        known = np.array([id(ref) in seen for ref, _ in items], dtype=bool)
+        return {"id": batch.get("id", np.arange(len(items))), "hash": hashes, "error": errors, "note": notes, "known": known, "vector": vectors}
 
 
 def _connect(address: str | None, workers: int):
@@ -72,42 +84,52 @@ def _connect(address: str | None, workers: int):
 
 def ray_stream(items: list[tuple[ImageRef, str]], spec: backbones.BackboneSpec, fp: dict, *,
                address: str | None = None, workers: int = 2, batch_size: int = 16,
-               runtime: str = "litert", threads_per_worker: int = 1) -> Iterator:
-    """BatchResults (see embed.embed_stream) computed by `workers` Ray actors, in completion order."""
+               runtime: str = "litert", threads_per_worker: int = 1, known=()) -> Iterator:
+    """BatchResults (see embed.embed_stream) computed by `workers` Ray actors, in completion order. The
+    driver sends paths or object URLs, never bytes; items of hash "" whose content hash is in known come
+    back in BatchResult.known."""
     if runtime == "litert" or runtime == "auto":
         runtime = "litert"
         backbones.tflite_backbone_path(spec, fp)  # convert once here, so local workers only load it
     # Ray's driver prints cluster errors (a worker that died, ...) to sys.stdout, which belongs to the command's
     # own output (`embed --json` is one JSON document): send them to stderr while Ray runs.
     with contextlib.redirect_stdout(sys.stderr):
-        yield from _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker)
+        yield from _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker,
+                                frozenset(known))
 
 
-def _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker) -> Iterator:
+def _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads_per_worker, known) -> Iterator:
     ray, started_here = _connect(address, workers)
-    by_hash: dict[str, ImageRef] = {}
+    refs: list[ImageRef] = []
+    sent: list[dict] = []
+    seen: set[str] = set()
     for ref, h in items:
-        by_hash.setdefault(h, ref)
+        if not h or h not in seen:
+            seen.add(h)
+            sent.append({"id": len(refs), "path": str(ref.path), "hash": h})
+            refs.append(ref)
     try:
-        blocks = max(1, min(len(by_hash) // batch_size, 64 * workers))
-        ds = ray.data.from_items([{"path": str(ref.path), "hash": h} for h, ref in by_hash.items()],
-                                 override_num_blocks=blocks)
-        ds = ds.map_batches(EmbedActor, fn_constructor_args=(spec, fp, runtime, threads_per_worker),
+        blocks = max(1, min(len(sent) // batch_size, 64 * workers))
+        ds = ray.data.from_items(sent, override_num_blocks=blocks)
+        ds = ds.map_batches(EmbedActor, fn_constructor_args=(spec, fp, runtime, threads_per_worker, known),
                             batch_size=batch_size, batch_format="numpy", concurrency=min(workers, blocks),
                             num_cpus=threads_per_worker, max_restarts=3, max_task_retries=3)
         for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-            ok, vectors, bad, notes = [], [], [], []
-            for h, err, note, v in zip(out["hash"], out["error"], out["note"], out["vector"]):
-                ref = by_hash[str(h)]
+            ok, vectors, bad, notes, seen_known = [], [], [], [], []
+            for i, h, err, note, was_known, v in zip(out["id"], out["hash"], out["error"], out["note"], out["known"],
+                                                     out["vector"]):
+                ref = refs[int(i)]
                 if note:
                     notes.append((ref, str(note)))
                 if err:
                     bad.append((ref, str(h), str(err)))
+                elif was_known:
+                    seen_known.append((ref, str(h)))
                 else:
                     ok.append((ref, str(h)))
                     vectors.append(v)
             vecs = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, spec.output_dim), np.float32)
-            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad, notes)
+            yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad, notes, seen_known)
     finally:
         if started_here:
             ray.shutdown()

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import ModelError
 from . import head_model, image_models
 from .classifier import Classifier
-from .manifest import read_manifest, validate_manifest
+from .manifest import check_rejector, read_manifest, validate_manifest
 from .trust import require_trust, signed_here
 
 # Kinds whose model file can run code when loaded (a joblib pickle; a Keras file, whose loader has had
@@ -38,6 +38,7 @@ def load_model(path, *, runtime: str = "auto", threads: int | None = None, trust
     if kind in CODE_KINDS:
         require_trust(path, trusted)
     if kind == "cached-head":
+        check_rejector(path, manifest)  # its unknown-input rule: refused at load, not at the first predict
         clf = head_model.from_manifest(path, manifest, runtime=runtime)
     else:
         clf = image_models.from_manifest(path, manifest, threads=threads, trusted=trusted)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -154,6 +155,20 @@ def _is_size(value) -> bool:
     return type(value) is int and 1 <= value <= MAX_IMAGE_SIZE
 
 
+# The unknown-input rule a fitted head may carry ("rejector" in the manifest, arrays in rejector.npz):
+# method -> the arrays it needs (insight.Rejector reads them; load_model checks them at load).
+REJECTOR_ARRAYS = {"knn_cosine": ("reference",), "mahalanobis": ("means", "precision"),
+                   "relative_mahalanobis": ("means", "precision", "background_mean", "background_precision")}
+_FP_STRINGS = ("backbone", "pixels", "preprocessing", "pooling_code", "pooling", "resize_code", "resize",
+               "weights_sha256", "weights_source", "backbone_arg", "embedflow_version")
+_FP_COUNTS = ("embedding_version", "id_scheme")
+MAX_DIM = 1_000_000
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def validate_manifest(manifest: dict, model_dir: str | Path) -> dict:
     """Check every field a loader uses: types, ranges, known kinds, member names and their recorded
     sha256. Returns the manifest; raises ModelError (exit 5) naming the first bad field."""
@@ -179,6 +194,16 @@ def validate_manifest(manifest: dict, model_dir: str | Path) -> dict:
         bad("fingerprint.id", "a non-empty string")
     if "image_size" in fp and not _is_size(fp["image_size"]):
         bad("fingerprint.image_size", f"an integer in 1..{MAX_IMAGE_SIZE}")
+    if fp.get("output_dim") is not None and not (type(fp["output_dim"]) is int and 1 <= fp["output_dim"] <= MAX_DIM):
+        bad("fingerprint.output_dim", f"an integer in 1..{MAX_DIM}")
+    if fp.get("alpha") is not None and not (_is_number(fp["alpha"]) and fp["alpha"] > 0):
+        bad("fingerprint.alpha", "a number > 0")
+    for field in _FP_STRINGS:
+        if fp.get(field) is not None and not isinstance(fp[field], str):
+            bad(f"fingerprint.{field}", "a string")
+    for field in _FP_COUNTS:
+        if fp.get(field) is not None and not (type(fp[field]) is int and fp[field] >= 0):
+            bad(f"fingerprint.{field}", "an integer >= 0")
     if "image_size" in manifest and not _is_size(manifest["image_size"]):
         bad("image_size", f"an integer in 1..{MAX_IMAGE_SIZE}")
     if not _is_size(manifest.get("image_size", fp.get("image_size"))):
@@ -235,7 +260,53 @@ def validate_manifest(manifest: dict, model_dir: str | Path) -> dict:
     for field in ("signature", "labels_file", "embedflow_version", "created_utc"):
         if manifest.get(field) is not None and not isinstance(manifest[field], str):
             bad(field, "a string")
+    rejector = manifest.get("rejector")
+    if rejector is not None:
+        if not isinstance(rejector, dict):
+            bad("rejector", "a table (the unknown-input rule)")
+        if rejector.get("method") not in REJECTOR_ARRAYS:
+            bad("rejector.method", f"one of {', '.join(REJECTOR_ARRAYS)}")
+        if "k" in rejector and not (type(rejector["k"]) is int and 1 <= rejector["k"] <= 10_000):
+            bad("rejector.k", "an integer in 1..10000")
+        if not _is_number(rejector.get("threshold")):
+            bad("rejector.threshold", "a finite number")
+        if not (_is_number(rejector.get("rate")) and 0 <= rejector["rate"] <= 1):
+            bad("rejector.rate", "a number in 0..1")
+        file = rejector.get("file", "rejector.npz")
+        if not _is_member_name(file) or not file.endswith(".npz") or file not in files:
+            bad("rejector.file", "a .npz file of the folder listed in 'files'")
     return manifest
+
+
+def check_rejector(model_dir: str | Path, manifest: dict) -> dict[str, np.ndarray] | None:
+    """The arrays of a validated manifest's unknown-input rule (None without one), read once from its
+    member file (sha256 checked on those bytes) as a plain .npz (no pickles): every array its method needs,
+    numeric, finite, of the fingerprint's width. Raises ModelError (exit 5) naming the file otherwise."""
+    rejector = manifest.get("rejector")
+    if rejector is None:
+        return None
+    import io
+
+    name = rejector.get("file", "rejector.npz")
+    data = read_member(Path(model_dir), manifest, name)
+    where = Path(model_dir) / name
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except Exception as e:  # not a zip, an object array (pickle), a damaged member
+        raise ModelError(f"cannot read the unknown-input rule {where}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    missing = [a for a in REJECTOR_ARRAYS[rejector["method"]] if a not in arrays]
+    if missing:
+        raise ModelError(f"cannot read the unknown-input rule {where}: rejector arrays missing: {', '.join(missing)}")
+    dim = (manifest.get("fingerprint") or {}).get("output_dim")
+    for a in REJECTOR_ARRAYS[rejector["method"]]:
+        x = arrays[a]
+        if x.dtype.kind not in "fiu" or x.ndim not in (1, 2) or not np.isfinite(x).all() or \
+                (isinstance(dim, int) and x.shape[-1] != dim):
+            raise ModelError(f"cannot read the unknown-input rule {where}: array '{a}' is not a finite numeric "
+                             f"array of width {dim} ({x.dtype}, shape {x.shape})")
+    return arrays
 
 
 def read_member(model_dir: Path, manifest: dict, name) -> bytes:
@@ -316,13 +387,30 @@ def writing(target: str | Path, reporter=None, *, inside: bool = False):
     OutputError naming the read-only (or full) folder; a model folder target (not `inside`) that is no
     named folder, a symbolic link or a file is UsageError (check_output_folder)."""
     target = Path(target) if inside else check_output_folder(target)
-    with output_lock(target, reporter):
-        for folder in ([target] if inside else []) + [target.parent]:
-            err = check_writable_folder(folder)
-            if err is not None:
-                raise OutputError(f"cannot write {target}: {folder} is not writable ({err.strerror or err}); "
-                                  "nothing was done") from None
-        yield target
+    made = _missing_folders(target if inside else target.parent)  # created below (lock file, write check)
+    try:
+        with output_lock(target, reporter):
+            for folder in ([target] if inside else []) + [target.parent]:
+                err = check_writable_folder(folder)
+                if err is not None:
+                    hint = " (--out DIR writes the report elsewhere)" if inside else ""
+                    raise OutputError(f"cannot write {target}: {folder} is not writable ({err.strerror or err}); "
+                                      f"nothing was done{hint}") from None
+            yield target
+    except BaseException:  # refused, failed or interrupted: no empty folder of ours is left behind
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: another writer's lock file or output keeps it
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """folder and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 @contextlib.contextmanager

@@ -24,6 +24,15 @@ def source(root, key: str):
         return e
 
 
+def _opened(path):
+    """What PIL opens: the path, or the bytes of an object (data.RemotePath) read once."""
+    import io
+
+    from ..data import RemotePath
+
+    return io.BytesIO(path.read()) if isinstance(path, RemotePath) else path
+
+
 def _thumbnail(path):
     """The image fitted in a CELL square on white, or a grey square saying why there is none (path None:
     a vector query; an exception: the reason it is not read)."""
@@ -35,7 +44,7 @@ def _thumbnail(path):
             raise OSError("refused key")
         if path is None:
             raise OSError("vector query")
-        with Image.open(path) as img:
+        with Image.open(_opened(path)) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")
             img.thumbnail((CELL, CELL))
             cell.paste(img, ((CELL - img.width) // 2, (CELL - img.height) // 2))

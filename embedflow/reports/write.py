@@ -27,21 +27,30 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     pending = _pending.get()
     done = False
     try:
-        write(tmp)
-        if pending is not None:
-            pending.append((tmp, path))
-            done = True
-        else:
-            os.replace(tmp, path)
-    except OSError as e:
-        if not disk_error(e):
-            raise
-        raise OutputError(f"cannot write {path}: {e.strerror or e}; the previous file (if any) is unchanged") from None
+        with _disk_errors(path):
+            write(tmp)
+            if pending is not None:
+                pending.append((tmp, path))
+                done = True
+            else:
+                os.replace(tmp, path)
     finally:
         if not done:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path):
+    """A disk OSError (fsio.disk_error: full or failing disk, read-only folder) while writing `path` becomes
+    one OutputError line (exit 5), the same for write_atomically and report_set; other errors pass."""
+    try:
+        yield
+    except OSError as e:
+        if not disk_error(e):
+            raise
+        raise OutputError(f"cannot write {path}: {e.strerror or e}; the previous file (if any) is unchanged") from None
 
 
 @contextlib.contextmanager
@@ -58,12 +67,8 @@ def report_set():
     try:
         yield
         for tmp, path in pending:
-            try:
+            with _disk_errors(path):
                 os.replace(tmp, path)
-            except OSError as e:
-                if not disk_error(e):
-                    raise
-                raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         _pending.reset(token)
         for tmp, _ in pending:

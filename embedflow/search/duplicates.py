@@ -13,7 +13,7 @@ from .. import cache
 from ..errors import UsageError
 from ..progress import SILENT, Reporter
 from .exact import QUERY_ROWS, SEARCH_ROWS, CacheRow, cosine_to, normalise
-from .index import load_index
+from .index import ip_search, ivf_of, load_index
 from .query import choose_method
 
 DUPLICATE_NPROBE = 8  # lists probed per row when `duplicates` scans a large cache with the index
@@ -58,9 +58,10 @@ def similar_pairs_index(index, cache_path, threshold: float, k: int = 32) -> Ite
     """Pairs with cosine >= threshold among each row's k approximate neighbours (for very large caches).
     Near-duplicates sit next to each other, so a few probed lists find them: DUPLICATE_NPROBE keeps an
     all-rows scan affordable."""
-    index.nprobe = min(index.nlist, DUPLICATE_NPROBE)
+    ivf = ivf_of(index)
+    ivf.nprobe = min(ivf.nlist, DUPLICATE_NPROBE)
     for start, block in cache.iter_vector_blocks(cache_path, QUERY_ROWS):
-        scores, rows = index.search(normalise(block), min(k, index.ntotal))
+        scores, rows = ip_search(index, normalise(block), min(k, index.ntotal))
         for qi in range(len(block)):
             for r, s in zip(rows[qi], scores[qi]):
                 if r >= 0 and r != start + qi and s >= threshold:

@@ -261,3 +261,15 @@ def test_full_disk_during_the_backbone_conversion_leaves_no_temp_file(mount_tmpf
     r = cli("embed", dataset, "--runtime", "litert", "--quiet", expect=None)
     one_line(r, 4, "No space left on device", "EMBEDFLOW_HOME")
     assert [p.name for p in (home / "backbones").iterdir()] == []
+
+
+def test_a_system_without_fcntl_warns_like_a_filesystem_without_locks(dataset, cli, monkeypatch):
+    """Windows has no fcntl: the writer lock is then skipped with the same warning as on a filesystem
+    without locks (docs/reliability.md), never an ImportError traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError, as on Windows
+    r = cli("embed", dataset)
+    warnings = [line for line in r.stderr.splitlines() if "no file locks" in line]
+    assert len(warnings) == 1 and "make sure no other run writes cache cache/embeddings.h5 at the same time" in warnings[0], r.stderr
+    assert "Traceback" not in r.stderr

@@ -250,8 +250,10 @@ DAMAGE = {
     "label out of range": (lambda p: _edit(p, "labels", np.full(24, 7, np.int32)), "labels outside 0..2", False),
     "negative label": (lambda p: _edit(p, "labels", np.full(24, -1, np.int32)), "labels outside", False),
     "empty class table": (lambda p: _edit(p, "classes", np.array([], dtype="S1")), "empty class table", False),
-    "1-d vectors": (lambda p: _edit(p, "embeddings", np.zeros(24, np.float32)), "2-d float matrix", False),
-    "string vectors": (lambda p: _edit(p, "embeddings", np.array([["x"] * 16] * 24, dtype="S3")), "2-d float matrix", False),
+    "1-d vectors": (lambda p: _edit(p, "embeddings", np.zeros(24, np.float32)), "2-d float32 matrix", False),
+    "string vectors": (lambda p: _edit(p, "embeddings", np.array([["x"] * 16] * 24, dtype="S3")), "2-d float32 matrix", False),
+    "float16 vectors": (lambda p: _edit(p, "embeddings", np.zeros((24, 16), np.float16)), "2-d float32 matrix", False),
+    "float64 vectors": (lambda p: _edit(p, "embeddings", np.zeros((24, 16), np.float64)), "2-d float32 matrix", False),
     "labels as strings": (lambda p: _edit(p, "labels", np.array(["0"] * 24, dtype="S1")), "not an integer array", False),
     "key leaves the root": (lambda p: _edit(p, "keys", [f"../k{i:04d}.png" for i in range(24)]), "leaves the dataset root", False),
     "absolute key": (lambda p: _edit(p, "keys", [f"/etc/k{i:04d}.png" for i in range(24)]), "leaves the dataset root", False),
@@ -282,11 +284,8 @@ def test_inconsistent_cache_is_one_line_for_every_reader(cli, tmp_path, damage):
     make, message, vectors_only = DAMAGE[damage]
     make(path)
     r = cli("info", "--cache", path, expect=None)
-    if vectors_only:  # info reads no vectors: it describes the cache; every vector reader refuses it
-        assert r.exit_code == 0, r.stderr
-    else:
-        one_line_exit_4(r)
-        assert message in r.stderr, r.stderr  # info says what is wrong
+    one_line_exit_4(r)  # info checks the vectors too, and says what is wrong
+    assert message in r.stderr and message in r.stdout, (r.stdout, r.stderr)
     (tmp_path / "data" / "a").mkdir(parents=True)
     for args in (["fit", "--cache", path, "--out", "m"], ["neighbors", "--key", "a/k0000.png", "--cache", path],
                  ["duplicates", "--cache", path], ["embed", "data", "--cache", path]):
@@ -297,6 +296,75 @@ def test_inconsistent_cache_is_one_line_for_every_reader(cli, tmp_path, damage):
             continue  # the empty data folder is refused first: no cache read at all
         one_line_exit_4(r)
         assert message in r.stderr or "no image with key" in r.stderr, (args, r.stderr)
+
+
+def _set_labels(path: Path, rows, value: int) -> None:
+    with h5py.File(path, "a") as f:
+        labels = f["labels"][()]
+        labels[rows] = value
+        del f["labels"]
+        f["labels"] = labels
+
+
+def _set_keys(path: Path, rows, keys) -> None:
+    with h5py.File(path, "a") as f:
+        old = list(f["keys"].asstr()[()])
+        for row, key in zip(rows, keys):
+            old[row] = key
+        del f["keys"]
+        f["keys"] = old
+
+
+def test_info_lists_every_problem_with_counts_and_keys_and_exits_4(cli, tmp_path):
+    """Non-finite vectors, labels out of range and keys leaving the root in one cache: `info` names each
+    (one line, a count, a few keys; the JSON's `problems`), exit 4; the API raises CacheDamaged with the same list."""
+    from embedflow.errors import CacheDamaged
+
+    path = synthetic_cache(tmp_path / "c.h5")
+    downgrade_to_schema_1(path)
+    key = cache.load(path).keys
+    _set_row(path, 4, np.nan)
+    _set_row(path, 5, np.inf)
+    _set_labels(path, [0, 1, 2], 7)
+    _set_keys(path, [9, 10], ["../up.png", "/etc/passwd"])
+    want = [
+        {"problem": "labels outside 0..2", "count": 3, "keys": key[:3]},
+        {"problem": "keys whose path leaves the dataset root", "count": 2, "keys": ["../up.png", "/etc/passwd"]},
+        {"problem": "non-finite or out-of-range vectors", "count": 2, "keys": key[4:6]},
+    ]
+    r = cli("info", "--cache", path, "--json", expect=None)
+    one_line_exit_4(r)
+    assert json.loads(r.stdout) == {"path": str(path), "problems": want}
+    assert r.stderr.strip() == (f"error: cache {path} is damaged (labels outside 0..2; and 2 more problems); "
+                                "embed again with --rebuild")
+    r = cli("info", "--cache", path, expect=None)
+    one_line_exit_4(r)
+    assert r.stdout.splitlines() == [
+        f"cache      {path}: damaged, 3 problems",
+        f"problem    labels outside 0..2: 3 rows, e.g. {', '.join(key[:3])}",
+        "problem    keys whose path leaves the dataset root: 2 rows, e.g. ../up.png, /etc/passwd",
+        f"problem    non-finite or out-of-range vectors: 2 rows, e.g. {', '.join(key[4:6])}",
+    ]
+    with pytest.raises(CacheDamaged) as e:
+        api.info(path)
+    assert e.value.problems == want and e.value.exit_code == 4
+
+
+def test_info_names_shape_and_dtype_problems_each_on_its_line(cli, tmp_path):
+    path = synthetic_cache(tmp_path / "c.h5")
+    downgrade_to_schema_1(path)
+    _edit(path, "labels", np.array(["0"] * 24, dtype="S1"))
+    _edit(path, "hashes", np.array(["0" * 64] * 30, dtype="S64"))
+    r = cli("info", "--cache", path, "--json", expect=None)
+    one_line_exit_4(r)
+    problems = [p["problem"] for p in json.loads(r.stdout)["problems"]]
+    assert problems == ["/labels is not an integer array of 1 dimension(s) (|S1, shape (24,))",
+                        "row counts differ: embeddings 24, keys 24, hashes 30, file_stats 24"], problems
+
+
+def test_info_of_a_sound_cache_lists_no_problems(cli, tmp_path):
+    path = synthetic_cache(tmp_path / "c.h5")
+    assert json.loads(cli("info", "--cache", path, "--json").stdout)["problems"] == []
 
 
 def test_damaged_schema_2_is_refused_before_its_columns_are_used(cli, tmp_path):

@@ -8,6 +8,7 @@ import os
 import shutil
 
 import h5py
+import numpy as np
 import pytest
 
 from ..conftest import embed_and_fit, make_dataset
@@ -48,6 +49,14 @@ def _pickle_of(obj) -> bytes:
 
     buf = io.BytesIO()
     joblib.dump(obj, buf)
+    return buf.getvalue()
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     return buf.getvalue()
 
 
@@ -124,6 +133,28 @@ TAMPERING = {
                                                    "holds a dict, not a fitted head"),
     "forged hash of a head of other classes": (
         lambda m: _edit_manifest(m, lambda d: d.update(classes=["apples", "limes"])), UNSIGNED, "not this folder's head"),
+    "output_dim a string": (lambda m: _edit_manifest(m, lambda d: d["fingerprint"].update(output_dim="1280")),
+                            "has no valid 'fingerprint.output_dim'", "has no valid 'fingerprint.output_dim'"),
+    "alpha a string": (lambda m: _edit_manifest(m, lambda d: d["fingerprint"].update(alpha="1.0")),
+                       "has no valid 'fingerprint.alpha'", "has no valid 'fingerprint.alpha'"),
+    "backbone a number": (lambda m: _edit_manifest(m, lambda d: d["fingerprint"].update(backbone=5)),
+                          "has no valid 'fingerprint.backbone'", "has no valid 'fingerprint.backbone'"),
+    "rejector a number": (lambda m: _edit_manifest(m, lambda d: d.update(rejector=5)), "has no valid 'rejector'",
+                          "has no valid 'rejector'"),
+    "rejector method unknown": (lambda m: _edit_manifest(m, lambda d: d["rejector"].update(method="magic")),
+                                "has no valid 'rejector.method'", "has no valid 'rejector.method'"),
+    "rejector threshold a string": (lambda m: _edit_manifest(m, lambda d: d["rejector"].update(threshold="0.2")),
+                                    "has no valid 'rejector.threshold'", "has no valid 'rejector.threshold'"),
+    "rejector file outside": (lambda m: _edit_manifest(m, lambda d: d["rejector"].update(file="../x.npz")),
+                              "has no valid 'rejector.file'", "has no valid 'rejector.file'"),
+    "rejector.npz garbage": (lambda m: _forge(m, b"garbage", "rejector.npz"), UNSIGNED,
+                             "cannot read the unknown-input rule"),
+    "rejector.npz an object array": (lambda m: _forge(m, _npz(reference=np.array([{"x": 1}], dtype=object)),
+                                                      "rejector.npz"), UNSIGNED, "cannot read the unknown-input rule"),
+    "rejector.npz without its arrays": (lambda m: _forge(m, _npz(other=np.zeros((2, 1280), np.float32)), "rejector.npz"),
+                                       UNSIGNED, "rejector arrays missing: reference"),
+    "rejector.npz of other width": (lambda m: _forge(m, _npz(reference=np.zeros((2, 7), np.float32)), "rejector.npz"),
+                                    UNSIGNED, "cannot read the unknown-input rule"),
     "signature removed": (lambda m: _edit_manifest(m, lambda d: d.pop("signature")), UNSIGNED, None),
     "signed with another key": (lambda m: _edit_manifest(m, lambda d: d.update(signature="hmac-sha256:" + "0" * 64)),
                                 UNSIGNED, None),

@@ -26,8 +26,9 @@ def test_evaluate_waits_for_no_one_and_names_the_lock_holder(cli, tmp_path, weig
         assert refused.stderr.strip().splitlines() == [
             f"error: cache {eval_cache} is in use by process {holder.pid}; wait for it to finish"]
         assert not eval_cache.exists()
-        # no report: the --out folder may exist (evaluate checks up front that it can write there), empty
-        assert not (tmp_path / "ev").exists() or not any((tmp_path / "ev").iterdir())
+        assert not (tmp_path / "ev").exists()  # no report, and no empty --out folder left behind
+        refused = cli("evaluate", "models/logreg", test_data, "--cache", eval_cache, "--out", "new/deep/ev", expect=4)
+        assert "is in use by process" in refused.stderr and not (tmp_path / "new").exists()
     finally:
         holder.communicate("")  # closing stdin ends the holder, which releases the lock
     report = json.loads(cli("evaluate", "models/logreg", test_data, "--cache", eval_cache, "--out", "ev",

@@ -82,3 +82,21 @@ def test_integer_ranges_print_their_bounds_as_integers():
     with pytest.raises(UsageError) as e:
         api.fit_head("no-such-cache.h5", "logreg", seed=2**32)
     assert "an integer >= 0 and <= 4294967295, got 4294967296" in str(e.value) and "e+" not in str(e.value)
+
+
+def test_finetune_unfreeze_from_an_unknown_layer_is_refused_before_decoding(cli, dataset, weights_file, monkeypatch):
+    """A layer name is not a range, but the same rule holds: refused (exit 2, one line) before any image is
+    decoded, and no empty --out folder is left."""
+    import importlib
+
+    finetune = importlib.import_module("embedflow.finetune")  # the module (embedflow.finetune is also the API function)
+
+    def never(*args, **kwargs):
+        raise AssertionError("images were decoded before --unfreeze-from was checked")
+
+    monkeypatch.setattr(finetune, "decode_folder", never)
+    r = cli("finetune", dataset, "--out", "models/ft", "--unfreeze-from", "nosuchlayer", "--weights", weights_file,
+            "--image-size", "96", "--quiet", expect=2)
+    assert r.stderr.strip() == ("error: --unfreeze-from: the base has no layer 'nosuchlayer' "
+                                "(e.g. block_13_expand, Conv_1)")
+    assert not (dataset.parent / "models").exists()

@@ -146,14 +146,16 @@ KILLER = """
 import os, signal, sys
 from embedflow.models import manifest as m
 name, when = sys.argv[1], sys.argv[2]
+SIG = getattr(signal, os.environ.get("KILL_WITH", "SIGKILL"))
 real = getattr(m, name, None)  # "none": no kill
 def die(*a, **k):
     if when == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), SIG)
     out = real(*a, **k)
-    os.kill(os.getpid(), signal.SIGKILL)
-import embedflow.models.classifier as c, embedflow.models.head_model as h
-for mod in (m, c, h):
+    os.kill(os.getpid(), SIG)
+    return out
+import embedflow.models as pkg, embedflow.models.classifier as c, embedflow.models.head_model as h
+for mod in (m, c, h, pkg):  # export and finetune call models.sha256_file / models.write_manifest
     if real is not None and hasattr(mod, name):
         setattr(mod, name, die)
 from embedflow.cli import run
@@ -188,6 +190,77 @@ def test_sigkill_at_every_phase_of_a_save_leaves_the_old_model_or_the_complete_n
         old = now
     api.fit_head(fitted / "cache" / "embeddings.h5", head, out=target, reporter=None, **params)
     assert _leftovers(target.parent) == []  # the next writer removes what killed ones left
+
+
+def test_sigterm_while_fit_saves_exits_130_and_keeps_the_old_model_even_with_sigint_ignored(fitted):
+    """SIGTERM always stops embedflow cleanly (exit 130, the true message), also in a process started with
+    SIGINT ignored (a background job of a non-interactive shell), which keeps SIGINT ignored as Unix tools do."""
+    import signal
+
+    target = fitted / "models" / "logreg"
+    before, proba = _snapshot(target), _probabilities(target, fitted)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "KILL_WITH": "SIGTERM"}
+    r = subprocess.run([sys.executable, "-c", KILLER, "swap_into_place", "before", "fit", "--head", "logreg", "--C",
+                        "0.5", "--out", str(target), "--quiet"], cwd=fitted, env=env, capture_output=True, text=True,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("interrupted: every file and folder it writes is replaced whole, so "
+                                                 "each is the previous one or the complete new one; run the same "
+                                                 "command again"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert _snapshot(target) == before and _leftovers(target.parent) == []
+    np.testing.assert_array_equal(_probabilities(target, fitted), proba)
+
+
+SAVE_KILLS = {k: KILL_PHASES[k] for k in ("member-written", "swap", "swapped")}  # staging, before, right after the swap
+
+
+def _image_state(folder: Path, images: list[Path]) -> tuple[dict, np.ndarray]:
+    """The folder's files and its probabilities on images; raises when it does not load (incomplete)."""
+    return _snapshot(folder), models.load_model(folder).predict_proba([str(p) for p in images])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # five TensorFlow processes per command
+@pytest.mark.parametrize("command", ["export", "finetune"])
+def test_sigkill_while_export_or_finetune_saves_leaves_the_old_model_or_the_complete_new_one(fitted, weights_file,
+                                                                                            command):
+    """The deterministic counterpart of benchmarks/kill_saves.py for export and finetune: `embedflow
+    export`/`finetune` SIGKILL themselves while the staged folder is written, just before and just after
+    the swap; after each kill the folder loads and predicts exactly as before (or is the complete new one
+    after the swap), and the next run leaves nothing beside it."""
+    target = fitted / "models" / command
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if command == "export":
+        args = ["export", "models/logreg", "--format", "tflite", "--out", str(target), "--quiet"]
+    else:
+        args = ["finetune", "data", "--out", str(target), "--epochs", "1", "--fine-tune-epochs", "0", "--no-refit",
+                "--batch-size", "8", "--weights", str(weights_file), "--image-size", "96", "--quiet"]
+    seed = [] if command == "export" else ["--seed", "0"]
+    first = subprocess.run([sys.executable, "-m", "embedflow.cli", *args, *seed], cwd=fitted, env=env,
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    images = sorted((fitted / "data").rglob("*_00[01].*"))
+    before, old = _image_state(target, images)
+    for i, (phase, (name, when)) in enumerate(SAVE_KILLS.items()):
+        seed = [] if command == "export" else ["--seed", str(i + 1)]
+        r = subprocess.run([sys.executable, "-c", KILLER, name, when, *args, *seed], cwd=fitted, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == -9, f"{phase}: exit {r.returncode}\n{r.stderr}"
+        now, proba = _image_state(target, images)  # loads: the folder is complete (old or new)
+        if phase == "swapped":
+            assert now != before, phase  # the complete new folder
+        else:
+            assert now == before, phase
+            np.testing.assert_array_equal(proba, old)
+        if phase == "swap":
+            assert _leftovers(target.parent), "a killed writer's staged folder is there for the next one to remove"
+        before, old = now, proba
+    last = subprocess.run([sys.executable, "-m", "embedflow.cli", *args, *seed], cwd=fitted, env=env,
+                          capture_output=True, text=True)
+    assert last.returncode == 0, last.stderr
+    assert _leftovers(target.parent) == []  # the next writer removed what the killed ones left
+    models.load_model(target).predict_proba([str(p) for p in images])
 
 
 # --- full and failing disks -----------------------------------------------------------------------------
@@ -279,7 +352,10 @@ def test_a_read_only_target_is_reported_before_the_work(fitted, cli, monkeypatch
             assert "training" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
             r = cli("evaluate", disk / "logreg", "data", expect=5)  # its report would go into the folder
             assert "is not writable" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+            assert r.stderr.strip().endswith("nothing was done (--out DIR writes the report elsewhere)"), r.stderr
             assert not list((fitted / "cache").glob("data-*.h5"))  # refused before embedding the folder
+            cli("evaluate", disk / "logreg", "data", "--out", "reports")  # the way to evaluate a read-only model
+            assert (fitted / "reports" / "eval-report.json").is_file()
             r = cli("predict", disk / "logreg", "data/apples")  # reading still works
         assert _snapshot(disk / "logreg") == before
 
@@ -436,3 +512,23 @@ def test_a_full_disk_while_fit_writes_a_report_names_the_target_not_the_staged_f
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "No space left" in lines[0] and ".tmp-" not in lines[0], r.stderr
     assert "models/new" in lines[0] and not (fitted / "models" / "new").exists()
+
+
+def test_a_disk_error_is_the_same_line_from_write_atomically_and_report_set(tmp_path, monkeypatch):
+    """One helper turns a disk OSError into OutputError for both writers: the same line, naming the file."""
+    from embedflow.errors import OutputError
+    from embedflow.reports import write as report_writer
+
+    def eio(src, dst):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
+
+    monkeypatch.setattr(report_writer.os, "replace", eio)
+    with pytest.raises(OutputError) as alone:
+        report_writer.write_text_atomically(tmp_path / "a.json", "{}")
+    with pytest.raises(OutputError) as in_set:
+        with report_writer.report_set():
+            report_writer.write_text_atomically(tmp_path / "b.json", "{}")
+    for e, name in ((alone, "a.json"), (in_set, "b.json")):
+        assert str(e.value) == (f"cannot write {tmp_path / name}: Input/output error; "
+                                "the previous file (if any) is unchanged")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

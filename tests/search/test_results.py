@@ -91,7 +91,8 @@ def test_info_and_embed_results_keep_their_json(cli, tmp_path, weights_file):
     assert (summary.embedded, summary.failed) == (9, [("plums/bad.jpg", "empty file (0 bytes)")])
     embedded = json.loads(json.dumps(summary.to_dict()))
     assert list(embedded) == ["cache_path", "total", "embedded", "kept", "reused", "removed", "failed", "classes",
-                              "layout", "unlabelled", "split_counts", "dropped", "seconds", "runtime", "fingerprint_id"]
+                              "layout", "unlabelled", "split_counts", "dropped", "skipped", "labels_csv", "seconds",
+                              "runtime", "fingerprint_id"]
     assert (embedded["layout"], embedded["unlabelled"], embedded["dropped"]) == ("class-folders", 0, [])
     held = api.info()
     assert held.per_class == {"apples": 3, "limes": 3, "plums": 3} and held.count == 9 and held.dim == 1280
@@ -99,6 +100,6 @@ def test_info_and_embed_results_keep_their_json(cli, tmp_path, weights_file):
     out = json.loads(cli("info", "--json").stdout)
     assert list(out) == ["path", "fingerprint", "root", "classes", "count", "dim", "failed", "created_utc",
                          "updated_utc", "embedflow_version", "schema_version", "per_class", "failed_files", "size_bytes",
-                         "pending_journal_chunks", "unlabelled", "split_counts"]
-    assert out["unlabelled"] == 0
+                         "pending_journal_chunks", "unlabelled", "split_counts", "problems"]
+    assert out["unlabelled"] == 0 and out["problems"] == []  # a damaged cache: exit 4 and only path + problems
     assert out == json.loads(json.dumps(held.to_dict()))

@@ -1,0 +1,307 @@
+"""The sharded cache (schema 4): vectors in immutable shard files, `embeddings.h5` a small index over them.
+
+    cache/embeddings.h5                  the index file: every column of the schema (keys, labels, hashes,
+                                         file_stats, classes, failed, splits, vector_crc32) plus
+        /embeddings   float32 (N, D)     an HDF5 *virtual* dataset mapping the shards' rows, in order
+                                         (relative source paths: the cache folder can be moved or copied;
+                                         a missing shard reads as NaN in plain h5py)
+        /shards       utf-8 str (S,)     shard file names, in row order ("shard-00012.h5")
+        /shard_rows   int64 (S,)         rows of each shard
+        /mask         uint8 (N,)         1: the row was removed or replaced by a later run (masked), 0: live
+    cache/embeddings.h5.d/shard-NNNNN.h5 /embeddings float32 (n, D) (chunks of 1024 rows, fletcher32),
+                                         /vector_crc32, attrs format "embedflow.cache-shard"
+
+Readers (every embedflow reader: open_cache, load, fit, neighbors, duplicates, audit, ...) see only live
+rows, in index order; plain h5py sees every row of /embeddings and must apply /mask itself. Masked rows
+keep their key and hash; their label is -1. /vector_crc32 holds each shard's block checksums one shard
+after another, and content_sha256 covers the shard table and the mask too.
+
+Writing (under the cache lock): a run whose old cache is sharded keeps every old row whose key and
+content are unchanged where it is, masks the others, writes the new vectors as new shard files (each
+written to a temporary name, fsynced, renamed) and then a new index file, renamed over the old one: the
+rename is the commit, exactly as for a single-file cache. When more than COMPACT_MASKED of the rows would
+be masked, or the shards would outnumber what the rows need by more than MAX_EXTRA_SHARDS, the run
+compacts instead: every live row is written into fresh shards (new names; nothing in use is touched), the
+new index is renamed in, and only then are the old shards removed. Shard files that no index names
+(left by a killed run, or by a compaction whose removal did not finish) are removed by the next writer.
+
+A cache is written sharded from SHARD_MIN_ROWS rows on (env EMBEDFLOW_SHARD_MIN_ROWS), and stays
+sharded once it is; smaller caches are one file, as before (schemas 2-3)."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CacheError
+from ..fsio import staging_stem
+from . import store
+from .store import (FORMAT, SHARD_FORMAT, SHARDED_SCHEMA, SPLITS, VECTOR_BLOCK, Row, _Sink, _check_space, _gather,
+                    _h5py, block_crc32, content_digest, shard_folder)
+
+SHARD_MIN_ROWS = 50_000  # a cache of this many rows or more is written sharded
+SHARD_ROWS = 65_536  # rows per shard when many rows are written at once (a multiple of VECTOR_BLOCK)
+COMPACT_MASKED = 0.25  # compact when more than this share of the rows would be masked
+MAX_EXTRA_SHARDS = 64  # ... or when there would be this many more shards than the rows need
+_NUMBER = re.compile(r"shard-([0-9]+)\.h5")
+
+
+def shard_min_rows() -> int:
+    try:
+        return max(0, int(os.environ.get("EMBEDFLOW_SHARD_MIN_ROWS", SHARD_MIN_ROWS)))
+    except ValueError:
+        return SHARD_MIN_ROWS
+
+
+def old_index(path: Path):
+    """The validated columns of the sharded cache at path, or None (missing, single-file, unreadable)."""
+    try:
+        with _h5py().File(path, "r", locking=False) as f:
+            if int(f.attrs.get("schema_version", 0)) < SHARDED_SCHEMA:
+                return None
+            return store._validated(f, path)
+    except Exception:
+        return None
+
+
+def is_sharded(path: Path) -> bool:
+    return old_index(path) is not None
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_unreferenced(path: Path, keep: set[str], folder_too: bool = False) -> None:
+    """Remove temporary files and shard files not in `keep`, and the empty folder when folder_too (best
+    effort; the caller holds the lock)."""
+    folder = shard_folder(path)
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name not in keep and (p.name.startswith(".") or _NUMBER.fullmatch(p.name)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+    if folder_too:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
+                failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None,
+                labels_csv: dict | None = None) -> None:
+    """`cache.write`: a sharded cache (write, below) from shard_min_rows() rows on or when the cache at
+    `path` is sharded already, else a single file (store.write). Raises CacheError as those do."""
+    path = Path(path)
+    old = old_index(path) if path.exists() else None
+    if old is None and len(rows) < shard_min_rows():
+        store.write(path, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv)
+        if shard_folder(path).exists():  # shards no index names any more (a killed sharded write, say)
+            remove_unreferenced(path, set(), folder_too=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
+    write(path, sorted(rows, key=lambda r: r.key), classes, fingerprint, root, sorted(failed), dim, created_utc, old,
+          labels_csv)
+
+
+def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
+          failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None, old=False,
+          labels_csv: dict | None = None) -> dict:
+    """Write the cache sharded (see the module docstring). rows: sorted by key. Returns what was done:
+    {"new_shards", "new_rows", "masked", "compacted"}. Raises CacheError like store.write, leaving the
+    previous cache and no new shard or temporary file."""
+    old = old_index(path) if old is False else old  # the caller may have read it already
+    folder = shard_folder(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if old is not None:  # room first: what a killed run left (an unreadable index deletes nothing before the commit)
+        remove_unreferenced(path, {name for name, _ in old.shards})
+    same = os.path.abspath(path)
+    kept: dict[int, Row] = {}  # virtual row of the old cache -> the row that keeps it
+    fresh: list[Row] = []
+    if old is not None:
+        is_old: dict[str, bool] = {}  # per source (a few: the old cache, journal chunks)
+        for r in rows:
+            src = str(r.source)
+            if src not in is_old:
+                is_old[src] = os.path.abspath(src) == same
+            if is_old[src] and 0 <= r.index < len(old.live):
+                at = int(old.live[r.index])
+                if at not in kept and old.all_keys[at] == r.key and old.all_hashes[at] == r.hash:
+                    kept[at] = r
+                    continue
+            fresh.append(r)
+        n_all = len(old.all_keys) + len(fresh)
+        n_shards = len(old.shards) + -(-len(fresh) // SHARD_ROWS)
+        compact = (n_all - len(rows) > COMPACT_MASKED * n_all
+                   or n_shards > -(-len(rows) // SHARD_ROWS) + MAX_EXTRA_SHARDS)
+    else:
+        compact = True
+    if compact:
+        kept, fresh, table = {}, list(rows), []
+    else:
+        table = list(old.shards)
+    _check_space(path, store.estimated_bytes([r.key for r in fresh], failed, classes, dim)
+                 + 128 * (len(rows) + len(old.all_keys) if old else len(rows)))
+    taken = [int(m.group(1)) for p in folder.iterdir() if (m := _NUMBER.fullmatch(p.name))]
+    number = max(taken, default=0) + 1
+    written: list[Path] = []
+    tmp = path.with_name(f".{staging_stem(path.name)}.tmp{os.getpid()}")
+    try:
+        crc_new = []
+        for start in range(0, len(fresh), SHARD_ROWS):
+            name = f"shard-{number:05d}.h5"
+            number += 1
+            part = fresh[start:start + SHARD_ROWS]
+            crc_new.append(_write_shard(folder / name, part, dim, fingerprint, written))
+            table.append((name, len(part)))
+        _fsync_dir(folder)
+        if compact or old is None:
+            columns = _columns([], {}, fresh)
+            crc = np.concatenate(crc_new) if crc_new else np.zeros(0, np.uint32)
+        else:
+            columns = _columns(old.all_keys, kept, fresh, old.all_hashes)
+            crc = np.concatenate([old.vector_crc32, *crc_new])
+        with open(tmp, "wb+") as fh:
+            sink = _Sink(fh)
+            try:
+                _write_index(sink, folder.name, table, crc, columns, classes, fingerprint, root, failed, dim,
+                             created_utc, labels_csv)
+            except BaseException:
+                if sink.error is not None:
+                    raise sink.error from None
+                raise
+            if sink.error is not None:
+                raise sink.error
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as e:
+        for p in (tmp, *written):
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
+        raise
+    # what the new index does not name: the old shards of a compaction (a reader that opened them keeps
+    # them), shards of an unreadable index a --rebuild replaced
+    remove_unreferenced(path, {name for name, _ in table})
+    return {"new_shards": len(written), "new_rows": len(fresh), "masked": int((columns["mask"] == 1).sum()),
+            "compacted": bool(compact and old is not None)}
+
+
+def _columns(all_keys: list[str], kept: dict[int, Row], fresh: list[Row], all_hashes: list[str] | None = None) -> dict:
+    """Every column of the new index, old virtual rows first (kept or masked), then the fresh rows."""
+    old_rows: list[Row | None] = [kept.get(i) for i in range(len(all_keys))]
+    nowhere = Path()
+    order = [r if r is not None else Row(all_keys[i], all_hashes[i], -1, nowhere, 0)
+             for i, r in enumerate(old_rows)] + fresh
+    mask = np.array([r is None for r in old_rows] + [False] * len(fresh), dtype=np.uint8)
+    splits = [r.split for r in order] if any(r.split for r in order) else None
+    if splits is not None:
+        live_splits = {s for s, m in zip(splits, mask) if not m}
+        if not live_splits <= set(SPLITS):
+            raise ValueError(f"every row of a cache with splits needs one of {SPLITS}")
+    return {"keys": [r.key for r in order], "hashes": [r.hash for r in order],
+            "labels": np.array([r.label for r in order], dtype=np.int32),
+            "file_stats": np.array([r.stat for r in order], dtype=np.int64).reshape(len(order), 4),
+            "splits": splits, "mask": mask}
+
+
+def _write_shard(shard: Path, rows: list[Row], dim: int, fingerprint: dict, written: list[Path]) -> np.ndarray:
+    """One immutable shard file (temporary name, fsync, rename). Returns its block CRC-32s."""
+    h5py = _h5py()
+    tmp = shard.with_name(f".{shard.name}.tmp{os.getpid()}")
+    written.append(tmp)
+    n, crc = len(rows), []
+    with open(tmp, "wb+") as fh:
+        sink = _Sink(fh)
+        try:
+            with h5py.File(sink, "w", libver=("v108", "v108"), locking=False) as f:
+                emb = f.create_dataset("embeddings", shape=(n, dim), dtype="float32",
+                                       chunks=(min(n, VECTOR_BLOCK), dim), fletcher32=True)
+                for start in range(0, n, store.BLOCK_ROWS):
+                    block = _gather(rows[start:start + store.BLOCK_ROWS], dim)
+                    emb[start:start + len(block)] = block
+                    crc.append(block_crc32(block))
+                    if sink.error is not None:
+                        raise sink.error
+                crc = np.concatenate(crc)
+                f.create_dataset("vector_crc32", data=crc, dtype=np.uint32)
+                f.attrs.update({"format": SHARD_FORMAT, "rows": n, "fingerprint_id": fingerprint["id"]})
+        except BaseException:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+        if sink.error is not None:
+            raise sink.error
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, shard)
+    written[-1] = shard
+    return crc
+
+
+def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.ndarray, columns: dict,
+                 classes: list[str], fingerprint: dict, root: str, failed, dim: int, created_utc,
+                 labels_csv: dict | None = None) -> None:
+    h5py = _h5py()
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
+    n = len(columns["keys"])
+    names, counts = [t[0] for t in table], [t[1] for t in table]
+    attrs = {"format": FORMAT, "schema_version": SHARDED_SCHEMA, "fingerprint": json.dumps(fingerprint),
+             "fingerprint_id": fingerprint["id"], "root": root,
+             "embedflow_version": fingerprint.get("embedflow_version", ""),
+             "created_utc": created_utc or now, "updated_utc": now}
+    if labels_csv:
+        attrs["labels_csv"] = json.dumps(labels_csv, sort_keys=True)
+    with h5py.File(sink, "w", libver=("v108", "v110"), locking=False) as f:
+        if n:
+            layout = h5py.VirtualLayout((n, dim), np.float32)
+            start = 0
+            for name, rows in table:
+                layout[start:start + rows] = h5py.VirtualSource(f"{folder_name}/{name}", "embeddings",
+                                                                shape=(rows, dim))
+                start += rows
+            f.create_virtual_dataset("embeddings", layout, fillvalue=np.nan)
+        else:
+            f.create_dataset("embeddings", shape=(0, dim), dtype="float32")
+        f.create_dataset("keys", data=columns["keys"], dtype=str_t)
+        f.create_dataset("labels", data=columns["labels"])
+        f.create_dataset("hashes", data=columns["hashes"], dtype=ascii_t)
+        f.create_dataset("file_stats", data=columns["file_stats"])
+        f.create_dataset("classes", data=list(classes), dtype=str_t)
+        if columns["splits"] is not None:
+            f.create_dataset("splits", data=columns["splits"], dtype=str_t)
+        f.create_dataset("mask", data=columns["mask"], dtype=np.uint8)
+        f.create_dataset("shards", data=names, dtype=str_t)
+        f.create_dataset("shard_rows", data=np.array(counts, dtype=np.int64))
+        g = f.create_group("failed")
+        g.create_dataset("keys", data=[k for k, _, _ in failed], dtype=str_t)
+        g.create_dataset("reasons", data=[r for _, r, _ in failed], dtype=str_t)
+        g.create_dataset("hashes", data=[h for _, _, h in failed], dtype=ascii_t)
+        f.create_dataset("vector_crc32", data=crc, dtype=np.uint32)
+        attrs["content_sha256"] = content_digest(attrs, (n, dim), columns["keys"], columns["labels"],
+                                                 columns["hashes"], classes, failed, columns["file_stats"], crc,
+                                                 columns["splits"], (names, counts, columns["mask"]))
+        f.attrs.update(attrs)
+
+
+__all__ = ["COMPACT_MASKED", "MAX_EXTRA_SHARDS", "SHARD_MIN_ROWS", "SHARD_ROWS", "is_sharded", "old_index",
+           "remove_unreferenced", "write_cache",
+           "shard_min_rows", "write"]
