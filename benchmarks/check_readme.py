@@ -174,8 +174,6 @@ CLAIMS: list[Claim] = [
           "88.8-89.1%, within noise) |", RESULTS + NUMBERS, cv_values("logreg", "0.03", "88.9%", "0.01 to 1", "88.8-89.1%")),
     Claim("README.md", "| `svm` | L2-normalise, then RBF `SVC`, Platt-calibrated probabilities | `C=10`: 89.9% (any C from "
           "1 to 30: 89.2-89.9%) |", RESULTS + NUMBERS, cv_values("svm", "10.0", "89.9%", "1 to 30", "89.2-89.9%")),
-    Claim("README.md", "(1,449 images at 224 px = 218 MB)", None,
-          {"218 MB": lambda: f"{1449 * 224 * 224 * 3 / 1e6:.0f} MB"}),
     Claim("README.md", "the saved model saw 25% more images", None, {"25%": lambda: f"{1449 / 1159 - 1:.0%}"}),
     Claim("README.md", "A float export that agrees on fewer than 99% is reported with a warning",
           "tests/finetune/test_export_options.py::test_a_float_export_below_the_parity_threshold_is_flagged"),

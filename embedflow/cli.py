@@ -216,6 +216,8 @@ def fit(
     c: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation (logreg, svm)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
     k: Optional[int] = typer.Option(None, "--k", help="Neighbours that vote (knn; default 7)."),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="svm: auto (default: RBF up to 10 classes, "
+                                         "linear above), rbf or linear."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
     reject_rate: float = typer.Option(0.05, "--reject-rate", help="Share of validation images the unknown-input "
                                       "rule may reject (it is calibrated to that false-rejection rate)."),
@@ -228,7 +230,8 @@ def fit(
 
     from . import api
 
-    params = {name: value for name, value in (("C", c), ("epochs", epochs), ("k", k)) if value is not None}
+    params = {name: value for name, value in (("C", c), ("epochs", epochs), ("k", k), ("kernel", kernel))
+              if value is not None}
     rep = CliReporter(quiet or as_json)
     t0 = time.perf_counter()
     clf = api.fit_head(cache, head, val_split=val_split, seed=seed, class_weight=class_weight, refit=refit,

@@ -23,6 +23,8 @@ estimate for the saved one, which saw 25% more data.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, models
-from .embedding import Decoded, decode_folder
+from .embedding import Decoded
 from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
@@ -146,13 +148,31 @@ def augmenter(p: dict, seed: int):
     return augment
 
 
-def image_dataset(pixels: np.ndarray, onehot: np.ndarray, batch_size: int, augment=None, shuffle_seed=None):
+def image_dataset(pixels, onehot: np.ndarray, batch_size: int, augment=None, shuffle_seed=None):
+    """A tf.data pipeline of (x, onehot) batches, reshuffled every epoch when `shuffle_seed` is given.
+    `pixels`: an array held in memory (features, or small image arrays), or a models.pixel_file.PixelFile
+    whose rows are read from disk batch by batch: only the shuffled row numbers and a few prefetched
+    batches are in memory."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((pixels, onehot))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if isinstance(pixels, np.ndarray):
+        ds = tf.data.Dataset.from_tensor_slices((pixels, onehot))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    else:
+        labels = tf.constant(onehot)
+        shape = tuple(pixels.shape[1:])
+
+        def load(rows):
+            x = tf.numpy_function(lambda r: pixels[r], [rows], tf.uint8, stateful=False)
+            x.set_shape((None, *shape))
+            return x, tf.gather(labels, rows)
+
+        ds = tf.data.Dataset.range(len(pixels))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(load, num_parallel_calls=2)
     if augment is not None:
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -262,11 +282,36 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     writer lock is held from the start: another writer of `out` is OutputLocked (exit 5), and a folder that
     cannot be written is OutputError before any training."""
     with models.writing(out, reporter):
-        return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter)
+        # the decoded images live in a raw uint8 file beside the output folder for the run (read per epoch)
+        scratch = tempfile.mkdtemp(prefix=f".{Path(out).name}.pixels-", dir=Path(out).resolve().parent)
+        try:
+            return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter,
+                             scratch=Path(scratch))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def decode_streamed(root, size: int, pixel_path: Path, reporter: Reporter = SILENT):
+    """Every image of a class-per-subfolder tree (all of a train/ val/ test/ layout, `.splits` giving each
+    image's folder), decoded once into the raw uint8 file `pixel_path` (models.pixel_file): the returned
+    StreamedImages reads its rows from there, so memory does not grow with the number of images. Notes and
+    skipped files go to the reporter."""
+    from .data import discover
+    from .models.pixel_file import decode_to_file
+
+    found = discover(root, unlabelled=False)
+    for note in found.notes:
+        reporter.warn(note)
+    decoded = decode_to_file(found.refs, size, found.classes, pixel_path, reporter=reporter)
+    for ref, reason in decoded.failed:
+        reporter.warn(f"skipped {ref.key}: {reason}")
+    if found.split_of:
+        decoded.splits = [found.split_of[r.key] for r in decoded.refs]
+    return decoded
 
 
 def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | None,
-              reporter: Reporter) -> FinetuneResult:
+              reporter: Reporter, scratch: Path) -> FinetuneResult:
     backbones.quiet_tensorflow()
     import keras
 
@@ -277,7 +322,7 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
     keras.utils.set_random_seed(seed)
     backbone = backbones.build_keras_backbone(spec)
     check_unfreeze_from(split_parts(backbone)[1], p["unfreeze_from"])  # before decoding any image
-    data = decode_folder(root, spec.image_size, split="all", reporter=reporter)
+    data = decode_streamed(root, spec.image_size, scratch / "images.u8", reporter)
     model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"], backbone=backbone)
     features, grouping = None, None
     if data.splits is not None:  # train/ val/ test/ folders are the split; test/ is never trained on

@@ -13,9 +13,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 class DenseHead(ClassifierMixin, BaseEstimator):
     """The notebook recipe's head: Dropout + softmax Dense, Adam, sparse categorical cross-entropy,
-    early stopping on a held-out part of the training data (best weights restored)."""
+    early stopping on a held-out part of the training data (best weights restored).
 
-    def __init__(self, dropout=0.2, learning_rate=1e-3, epochs=200, batch_size=32, patience=10,
+    batch_size None (default): 32, or N / AUTO_BATCH_STEPS for more than 32 * AUTO_BATCH_STEPS training
+    vectors, so an epoch is at most ~64 steps and the time per epoch stops growing with N (`batch_size_`
+    is the one used)."""
+
+    AUTO_BATCH_STEPS = 64
+
+    def __init__(self, dropout=0.2, learning_rate=1e-3, epochs=200, batch_size=None, patience=10,
                  validation_fraction=0.1, class_weight=None, random_state=0):
         self.dropout = dropout
         self.learning_rate = learning_rate
@@ -65,7 +71,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         elif isinstance(self.class_weight, dict):  # {label: weight}, 1 for labels it does not name
             weights = {i: float(self.class_weight.get(c, 1.0)) for i, c in enumerate(self.classes_.tolist())}
         stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=self.patience, restore_best_weights=True)
-        hist = self.model_.fit(X_tr, y_tr, validation_data=val, epochs=self.epochs, batch_size=self.batch_size,
+        self.batch_size_ = int(self.batch_size or max(32, -(-len(X_tr) // self.AUTO_BATCH_STEPS)))
+        hist = self.model_.fit(X_tr, y_tr, validation_data=val, epochs=self.epochs, batch_size=self.batch_size_,
                                class_weight=weights, callbacks=[stop], verbose=0, shuffle=True)
         self.n_epochs_ = len(hist.history["loss"])
         return self

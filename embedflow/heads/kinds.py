@@ -16,10 +16,11 @@ HEAD_KINDS = ("logreg", "svm", "dense", "knn")
 
 # Defaults chosen on flowers-dev by 5-fold cross-validation (logreg: standardised, C in 0.01..1, best
 # 0.01-0.03 at 89.1%; svm: L2-normalised RBF beat standardised, C in 1..30, best 10 at 89.8%).
+# svm C None: SVM_DEFAULT_C of the kernel used; kernel "auto": RBF up to SVM_RBF_MAX_CLASSES classes, linear above.
 DEFAULTS = {
     "logreg": {"C": 0.03},
-    "svm": {"C": 10.0},
-    "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": 32, "patience": 10},
+    "svm": {"C": None, "kernel": "auto"},
+    "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": None, "patience": 10},
     # flowers-dev, cosine, distance-weighted, mean accuracy over 6 seeded 80/20 splits: raw vectors k=7
     # 85.4% (5-fold CV: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%); in the LDA space k=7 88.6%.
     "knn": {"k": 7, "space": "auto"},
@@ -30,11 +31,19 @@ DEFAULTS = {
 # (stratified folds, at most SVM_CALIBRATION_FOLDS, never more than the smallest class holds).
 MIN_PER_CLASS = {"logreg": 1, "svm": 2, "dense": 1, "knn": 1}
 SVM_CALIBRATION_FOLDS = 5
+# The RBF SVM is one-vs-one (classes^2 / 2 machines) and its Platt calibration refits it per fold: on 102
+# classes x 8,189 vectors it took 225 s and scored 6 points below logreg. Above this many classes, the svm
+# head is a linear SVM (one-vs-rest, liblinear) calibrated on 2 folds (each fit costs about one full fit).
+SVM_RBF_MAX_CLASSES = 10
+SVM_LINEAR_CALIBRATION_FOLDS = 2
+SVM_DEFAULT_C = {"rbf": 10.0, "linear": 1.0}
+SVM_KERNELS = ("auto", "rbf", "linear")
 
 
 def check_trainable(kind: str, estimator, y, classes: list[str], *, held_out: bool = False):
     """Make `estimator` (a fresh head of `kind`) fit for training labels y (int class indices into classes):
-    the SVM's calibration folds become min(5, smallest class count). Raises DatasetError, before any
+    the SVM's kernel is chosen (kernel "auto": RBF up to SVM_RBF_MAX_CLASSES classes, linear above) and
+    its calibration folds become min(5 (RBF) or 2 (linear), smallest class count). Raises DatasetError, before any
     training, naming the smallest class when it has fewer training images than the head's minimum
     (MIN_PER_CLASS); its advice names --val-split only when held_out (a validation fraction was taken from
     the training images, so a smaller one leaves more). Returns the estimator."""
@@ -52,8 +61,41 @@ def check_trainable(kind: str, estimator, y, classes: list[str], *, held_out: bo
                            + ("use a smaller --val-split, " if held_out else "")
                            + "or use another --head (logreg, dense and knn need 1)")
     if kind == "svm":
-        estimator.set_params(clf__cv=min(SVM_CALIBRATION_FOLDS, n))
+        configure_svm(estimator, len(present), n)
     return estimator
+
+
+def svm_kernel(kernel: str, n_classes: int) -> str:
+    """The kernel an svm head of `kernel` ("auto", "rbf", "linear") uses for n_classes classes."""
+    if kernel not in SVM_KERNELS:
+        raise UsageError(f"svm kernel must be one of {', '.join(SVM_KERNELS)}, got '{kernel}'")
+    if kernel != "auto":
+        return kernel
+    return "rbf" if n_classes <= SVM_RBF_MAX_CLASSES else "linear"
+
+
+def configure_svm(pipeline, n_classes: int, smallest: int):
+    """Set an svm head (make_head("svm")) for training data of n_classes classes whose smallest has
+    `smallest` images: its kernel (`svm_kernel_` on the pipeline records the one used), C (the kernel's
+    SVM_DEFAULT_C unless one was given) and its calibration folds. Returns the pipeline."""
+    from sklearn.svm import SVC, LinearSVC
+
+    requested = getattr(pipeline, "svm_request_", {"kernel": "auto", "C": None})
+    kernel = svm_kernel(requested["kernel"], n_classes)
+    C = requested["C"] if requested["C"] is not None else SVM_DEFAULT_C[kernel]
+    svc = pipeline.named_steps["clf"].estimator
+    if kernel == "linear":
+        weight = getattr(svc, "class_weight", None)
+        # the dual solver (coordinate descent, a pass costs one read of the vectors): liblinear's primal
+        # Newton solver, which "auto" picks when vectors outnumber dimensions, ran many times slower here
+        svc = LinearSVC(C=C, dual=True, class_weight=weight, random_state=getattr(svc, "random_state", 0))
+        folds = SVM_LINEAR_CALIBRATION_FOLDS
+    else:
+        svc.set_params(C=C)
+        folds = SVM_CALIBRATION_FOLDS
+    pipeline.set_params(clf__estimator=svc, clf__cv=min(folds, smallest))
+    pipeline.svm_kernel_ = kernel
+    return pipeline
 
 
 def check_head_params(kind: str, params: dict) -> None:
@@ -83,11 +125,16 @@ def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **pa
         clf = LogisticRegression(C=p["C"], max_iter=5000, class_weight=class_weight, random_state=seed)
         return Pipeline([("scale", StandardScaler()), ("clf", clf)])
     if kind == "svm":
-        svc = SVC(C=p["C"], kernel="rbf", gamma="scale", class_weight=class_weight, random_state=seed)
+        svm_kernel(p["kernel"], 2)  # an unknown kernel is a UsageError now
+        C = p["C"] if p["C"] is not None else SVM_DEFAULT_C["rbf"]
+        svc = SVC(C=C, kernel="rbf", gamma="scale", class_weight=class_weight, random_state=seed)
         # Platt scaling on cross-validated decision values (what SVC(probability=True) did before 1.9).
-        # cv: check_trainable lowers it to the smallest class's training count when that is below 5.
+        # check_trainable (configure_svm) picks the kernel for the classes trained on (a linear SVM above
+        # SVM_RBF_MAX_CLASSES) and lowers cv to the smallest class's training count.
         clf = CalibratedClassifierCV(svc, method="sigmoid", cv=SVM_CALIBRATION_FOLDS, ensemble=False)
-        return Pipeline([("l2", Normalizer()), ("clf", clf)])
+        pipeline = Pipeline([("l2", Normalizer()), ("clf", clf)])
+        pipeline.svm_request_ = {"kernel": p["kernel"], "C": p["C"]}
+        return pipeline
     if kind == "knn":
         if class_weight is not None:
             raise UsageError("the knn head has no --class-weight (its votes come from the neighbours found)")
@@ -98,7 +145,10 @@ def make_head(kind: str, *, class_weight: str | None = None, seed: int = 0, **pa
 def head_params(estimator) -> dict:
     """JSON-friendly hyperparameters of a head (for the manifest)."""
     params = estimator.get_params(deep=True)
-    return {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
+    out = {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
+    if getattr(estimator, "svm_kernel_", None):  # the svm head's kernel, as chosen for its classes
+        out["kernel"] = estimator.svm_kernel_
+    return out
 
 
 def dumps_sklearn(estimator) -> bytes:
