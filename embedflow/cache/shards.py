@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import re
 import time
@@ -43,7 +42,7 @@ import numpy as np
 from ..errors import CacheError
 from ..fsio import staging_stem
 from . import store
-from .store import (FORMAT, SHARD_FORMAT, SHARDED_SCHEMA, SPLITS, VECTOR_BLOCK, Row, _Sink, _check_space, _gather,
+from .store import (SHARD_FORMAT, SHARDED_SCHEMA, SPLITS, VECTOR_BLOCK, Row, _check_space, _gather,
                     _h5py, block_crc32, content_digest, shard_folder)
 
 SHARD_MIN_ROWS = 50_000  # a cache of this many rows or more is written sharded
@@ -175,19 +174,9 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         else:
             columns = _columns(old.all_keys, kept, fresh, old.all_hashes)
             crc = np.concatenate([old.vector_crc32, *crc_new])
-        with open(tmp, "wb+") as fh:
-            sink = _Sink(fh)
-            try:
-                _write_index(sink, folder.name, table, crc, columns, classes, fingerprint, root, failed, dim,
-                             created_utc, labels_csv)
-            except BaseException:
-                if sink.error is not None:
-                    raise sink.error from None
-                raise
-            if sink.error is not None:
-                raise sink.error
-            fh.flush()
-            os.fsync(fh.fileno())
+        store.write_through_sink(tmp, lambda sink: _write_index(sink, folder.name, table, crc, columns, classes,
+                                                                 fingerprint, root, failed, dim, created_utc,
+                                                                 labels_csv))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
@@ -228,32 +217,24 @@ def _write_shard(shard: Path, rows: list[Row], dim: int, fingerprint: dict, writ
     tmp = shard.with_name(f".{shard.name}.tmp{os.getpid()}")
     written.append(tmp)
     n, crc = len(rows), []
-    with open(tmp, "wb+") as fh:
-        sink = _Sink(fh)
-        try:
-            with h5py.File(sink, "w", libver=("v108", "v108"), locking=False) as f:
-                emb = f.create_dataset("embeddings", shape=(n, dim), dtype="float32",
-                                       chunks=(min(n, VECTOR_BLOCK), dim), fletcher32=True)
-                for start in range(0, n, store.BLOCK_ROWS):
-                    block = _gather(rows[start:start + store.BLOCK_ROWS], dim)
-                    emb[start:start + len(block)] = block
-                    crc.append(block_crc32(block))
-                    if sink.error is not None:
-                        raise sink.error
-                crc = np.concatenate(crc)
-                f.create_dataset("vector_crc32", data=crc, dtype=np.uint32)
-                f.attrs.update({"format": SHARD_FORMAT, "rows": n, "fingerprint_id": fingerprint["id"]})
-        except BaseException:
-            if sink.error is not None:
-                raise sink.error from None
-            raise
-        if sink.error is not None:
-            raise sink.error
-        fh.flush()
-        os.fsync(fh.fileno())
+
+    def fill(sink):
+        with h5py.File(sink, "w", libver=("v108", "v108"), locking=False) as f:
+            emb = f.create_dataset("embeddings", shape=(n, dim), dtype="float32",
+                                   chunks=(min(n, VECTOR_BLOCK), dim), fletcher32=True)
+            for start in range(0, n, store.BLOCK_ROWS):
+                block = _gather(rows[start:start + store.BLOCK_ROWS], dim)
+                emb[start:start + len(block)] = block
+                crc.append(block_crc32(block))
+                if sink.error is not None:
+                    raise sink.error
+            f.create_dataset("vector_crc32", data=np.concatenate(crc), dtype=np.uint32)
+            f.attrs.update({"format": SHARD_FORMAT, "rows": n, "fingerprint_id": fingerprint["id"]})
+
+    store.write_through_sink(tmp, fill)
     os.replace(tmp, shard)
     written[-1] = shard
-    return crc
+    return np.concatenate(crc)
 
 
 def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.ndarray, columns: dict,
@@ -264,12 +245,7 @@ def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.n
     str_t, ascii_t = h5py.string_dtype("utf-8"), h5py.string_dtype("ascii")
     n = len(columns["keys"])
     names, counts = [t[0] for t in table], [t[1] for t in table]
-    attrs = {"format": FORMAT, "schema_version": SHARDED_SCHEMA, "fingerprint": json.dumps(fingerprint),
-             "fingerprint_id": fingerprint["id"], "root": root,
-             "embedflow_version": fingerprint.get("embedflow_version", ""),
-             "created_utc": created_utc or now, "updated_utc": now}
-    if labels_csv:
-        attrs["labels_csv"] = json.dumps(labels_csv, sort_keys=True)
+    attrs = store.cache_attrs(SHARDED_SCHEMA, fingerprint, root, created_utc or now, now, labels_csv)
     with h5py.File(sink, "w", libver=("v108", "v110"), locking=False) as f:
         if n:
             layout = h5py.VirtualLayout((n, dim), np.float32)

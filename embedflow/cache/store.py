@@ -846,6 +846,24 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def write_through_sink(tmp: Path, write) -> None:
+    """Create `tmp`, let `write(sink)` fill it through a _Sink (h5py writes to the sink, which records the
+    first disk error), then flush and fsync it. Raises the sink's OSError when there was one (h5py's own
+    error after it is only a consequence), else whatever `write` raised."""
+    with open(tmp, "wb+") as fh:
+        sink = _Sink(fh)
+        try:
+            write(sink)
+        except BaseException:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+        if sink.error is not None:
+            raise sink.error
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class _Sink:
     """The file object h5py writes the new cache through (its "fileobj" driver): Python I/O, whose
     errors (ENOSPC, EIO) are kept here and raised by `write` after h5py has let go of the file, instead
@@ -903,20 +921,9 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         stale.unlink(missing_ok=True)
     _check_space(path, estimated_bytes([r.key for r in rows], failed, classes, dim))
     tmp = path.with_name(f".{staging_stem(path.name)}.tmp{os.getpid()}")  # within NAME_MAX
-    sink = None
     try:
-        with open(tmp, "wb+") as fh:
-            sink = _Sink(fh)
-            try:
-                _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv)
-            except BaseException:
-                if sink.error is not None:  # h5py's own error is a consequence of ours
-                    raise sink.error from None
-                raise
-            if sink.error is not None:
-                raise sink.error
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_through_sink(tmp, lambda sink: _write_h5(sink, rows, classes, fingerprint, root, failed, dim,
+                                                       created_utc, labels_csv))
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -924,6 +931,18 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         if isinstance(e, OSError):
             raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
         raise
+
+
+def cache_attrs(schema_version: int, fingerprint: dict, root: str, created_utc: str, updated_utc: str,
+                labels_csv: dict | None) -> dict:
+    """The root attributes every cache file (single-file or sharded index) carries."""
+    attrs = {"format": FORMAT, "schema_version": schema_version, "fingerprint": json.dumps(fingerprint),
+             "fingerprint_id": fingerprint["id"], "root": root,
+             "embedflow_version": fingerprint.get("embedflow_version", ""),
+             "created_utc": created_utc, "updated_utc": updated_utc}
+    if labels_csv:
+        attrs["labels_csv"] = json.dumps(labels_csv, sort_keys=True)
+    return attrs
 
 
 def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv=None) -> None:
@@ -938,12 +957,7 @@ def _write_h5(sink, rows, classes, fingerprint, root, failed, dim, created_utc, 
     if splits is not None and not set(splits) <= set(SPLITS):
         raise ValueError(f"every row of a cache with splits needs one of {SPLITS}")
     version = 3 if splits is not None or (labels < 0).any() else 2
-    attrs = {"format": FORMAT, "schema_version": version, "fingerprint": json.dumps(fingerprint),
-             "fingerprint_id": fingerprint["id"], "root": root,
-             "embedflow_version": fingerprint.get("embedflow_version", ""),
-             "created_utc": created_utc or now, "updated_utc": now}
-    if labels_csv:
-        attrs["labels_csv"] = json.dumps(labels_csv, sort_keys=True)
+    attrs = cache_attrs(version, fingerprint, root, created_utc or now, now, labels_csv)
 
     def checked(rows_per_chunk, width=None):  # chunked + fletcher32; an empty dataset has nothing to check
         if not n:

@@ -38,6 +38,19 @@ class Decoded:
                        splits=None if self.splits is None else [self.splits[i] for i in rows])
 
 
+def decode_ref(ref: ImageRef, size: int):
+    """Read and decode one image once: (ref, sha256 hex of the bytes read, (size, size, 3) uint8 pixels,
+    None, notes) or, when it cannot be used, (ref, None, None, reason, []). Never raises for a bad file."""
+    if ref.refused:
+        return ref, None, None, ref.refused, []
+    said: list[str] = []
+    try:
+        digest, arr = read_image(ref.path, size, notes=said)
+    except BadImage as e:
+        return ref, None, None, str(e), []
+    return ref, digest, arr, None, said
+
+
 def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = None, *, workers: int | None = None,
                 reporter: Reporter = SILENT, description: str = "decoding") -> Decoded:
     """Hash and decode every ref in threads (PIL releases the GIL), each from one read of the file (the
@@ -47,14 +60,7 @@ def decode_refs(refs: list[ImageRef], size: int, classes: list[str] | None = Non
     index = {c: i for i, c in enumerate(classes)}
 
     def one(ref: ImageRef):
-        if ref.refused:
-            return ref, None, None, ref.refused, []
-        said: list[str] = []
-        try:
-            digest, arr = read_image(ref.path, size, notes=said)
-        except BadImage as e:
-            return ref, None, None, str(e), []
-        return ref, digest, arr, None, said
+        return decode_ref(ref, size)
 
     pixels = np.empty((len(refs), size, size, 3), dtype=np.uint8)
     ok, hashes, failed = [], [], []

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import BadImage, ImageRef, read_image
-from ..embedding.decoded import Decoded
+from ..data import ImageRef
+from ..embedding.decoded import Decoded, decode_ref
 from ..progress import SILENT, Reporter
 
 SUFFIX = ".pixels"
@@ -105,14 +105,7 @@ def decode_to_file(refs: list[ImageRef], size: int, classes: list[str], path: st
     partial = path.with_name(path.name + ".partial")
 
     def one(ref: ImageRef):
-        if ref.refused:
-            return ref, None, None, ref.refused, []
-        said: list[str] = []
-        try:
-            digest, arr = read_image(ref.path, size, notes=said)
-        except BadImage as e:
-            return ref, None, None, str(e), []
-        return ref, digest, arr, None, said
+        return decode_ref(ref, size)
 
     ok, hashes, failed = [], [], []
     reporter.start(description, len(refs))

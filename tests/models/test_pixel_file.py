@@ -59,7 +59,7 @@ def test_a_failed_decode_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pixel_file, "read_image", boom)
+    monkeypatch.setattr(pixel_file, "decode_ref", boom)
     with pytest.raises(KeyboardInterrupt):
         pixel_file.decode_to_file(refs, 16, ["apples"], tmp_path / "images.u8")
     assert not list(tmp_path.glob("images.u8*"))
