@@ -76,7 +76,7 @@ def test_a_parameter_the_head_does_not_take_is_one_usage_error(session):
     from embedflow import fit_head
     from embedflow.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"the svm head takes no parameter 'epochs' \(its parameters: C\)"):
+    with pytest.raises(UsageError, match=r"the svm head takes no parameter 'epochs' \(its parameters: C, kernel\)"):
         fit_head(session[2], head="svm", epochs=3)
 
 
