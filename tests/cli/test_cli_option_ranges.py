@@ -94,7 +94,7 @@ def test_finetune_unfreeze_from_an_unknown_layer_is_refused_before_decoding(cli,
     def never(*args, **kwargs):
         raise AssertionError("images were decoded before --unfreeze-from was checked")
 
-    monkeypatch.setattr(finetune, "decode_folder", never)
+    monkeypatch.setattr(finetune, "decode_streamed", never)
     r = cli("finetune", dataset, "--out", "models/ft", "--unfreeze-from", "nosuchlayer", "--weights", weights_file,
             "--image-size", "96", "--quiet", expect=2)
     assert r.stderr.strip() == ("error: --unfreeze-from: the base has no layer 'nosuchlayer' "
