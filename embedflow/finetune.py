@@ -22,6 +22,7 @@ estimate for the saved one, which saw 25% more data.
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, models
+from .fsio import staging_stem
 from .embedding import Decoded
 from .errors import Interrupted, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
@@ -283,7 +285,11 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
     cannot be written is OutputError before any training."""
     with models.writing(out, reporter):
         # the decoded images live in a raw uint8 file beside the output folder for the run (read per epoch)
-        scratch = tempfile.mkdtemp(prefix=f".{Path(out).name}.pixels-", dir=Path(out).resolve().parent)
+        # (named after the target: we hold its lock, so one left by a killed run of this target is stale)
+        parent, prefix = Path(out).resolve().parent, f".{staging_stem(Path(out).name)}.pixels-"
+        for stale in parent.glob(glob.escape(prefix) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = tempfile.mkdtemp(prefix=prefix, dir=parent)
         try:
             return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter,
                              scratch=Path(scratch))

@@ -37,6 +37,11 @@ def _probabilities(folder: Path, root: Path) -> np.ndarray:
     return models.load_model(folder).predict_proba_vectors(open_cache(root / "cache" / "embeddings.h5").X)
 
 
+def _errors(stderr: str) -> list[str]:
+    """stderr without its warning lines (evaluating the training cache warns that the score is optimistic)."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith("warning:")]
+
+
 def _leftovers(parent: Path) -> list[str]:
     """Staged, aside or temporary entries beside (or inside) model folders; the lock files may stay."""
     return sorted(p.name for p in parent.rglob(".*") if not p.name.endswith(".lock"))
@@ -212,7 +217,9 @@ def test_sigterm_while_fit_saves_exits_130_and_keeps_the_old_model_even_with_sig
     np.testing.assert_array_equal(_probabilities(target, fitted), proba)
 
 
-SAVE_KILLS = {k: KILL_PHASES[k] for k in ("member-written", "swap", "swapped")}  # staging, before, right after the swap
+# just before and right after the swap (the staging phases are the same writer's, killed for fit at every phase
+# above; CI time is the budget: each kill here is a TensorFlow process)
+SAVE_KILLS = {k: KILL_PHASES[k] for k in ("swap", "swapped")}
 
 
 def _image_state(folder: Path, images: list[Path]) -> tuple[dict, np.ndarray]:
@@ -226,8 +233,8 @@ def _image_state(folder: Path, images: list[Path]) -> tuple[dict, np.ndarray]:
 def test_sigkill_while_export_or_finetune_saves_leaves_the_old_model_or_the_complete_new_one(fitted, weights_file,
                                                                                             command):
     """The deterministic counterpart of benchmarks/kill_saves.py for export and finetune: `embedflow
-    export`/`finetune` SIGKILL themselves while the staged folder is written, just before and just after
-    the swap; after each kill the folder loads and predicts exactly as before (or is the complete new one
+    export`/`finetune` SIGKILL themselves just before and just after the swap (a killed finetune leaves its
+    scratch pixel file too); after each kill the folder loads and predicts exactly as before (or is the complete new one
     after the swap), and the next run leaves nothing beside it."""
     target = fitted / "models" / command
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -303,7 +310,7 @@ def test_a_full_disk_while_evaluate_writes_its_report_is_one_line_and_no_tempora
 
             monkeypatch.setattr(report_writer, "plot_confusion", full)
         r = cli("evaluate", "models/logreg", "cache/embeddings.h5", "--out", disk / "eval", "--quiet", expect=5)
-        lines = r.stderr.strip().splitlines()
+        lines = _errors(r.stderr)
         assert len(lines) == 1 and "cannot write" in lines[0] and "No space left" in lines[0], r.stderr
         assert [p.name for p in (disk / "eval").iterdir() if ".tmp" in p.name] == []
 
@@ -488,7 +495,7 @@ def test_a_full_disk_while_evaluate_writes_its_last_report_file_leaves_every_old
     cli("fit", "--head", "logreg", "--C", "0.01", "--out", "models/logreg", "--quiet")  # other numbers, other files
     monkeypatch.setattr(page, "write_text_atomically", lambda path, text: report_writer.write_atomically(path, full))
     r = cli("evaluate", "models/logreg", "cache/embeddings.h5", "--out", "eval", "--quiet", expect=5)
-    lines = r.stderr.strip().splitlines()
+    lines = _errors(r.stderr)
     assert len(lines) == 1 and "eval-report.html" in lines[0] and "No space left" in lines[0], r.stderr
     assert _snapshot(fitted / "eval") == before  # every old file as it was, no temporary file left
 
