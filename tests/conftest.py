@@ -47,6 +47,27 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
 
 
+# `make test` runs the suite on 2 pytest-xdist workers with `--dist loadgroup`: each test file is one group
+# (its module fixtures are built once, on one worker), and every file that starts a local Ray cluster is in
+# one "ray" group, so two clusters never start at once on the same machine.
+RAY_FILES = {"test_embedding_ray_engine.py", "test_ray_cli.py", "test_s3_inputs.py", "test_cli_option_ranges.py"}
+
+
+# The longest files start first, so that the two workers finish together (times of a CI run on 2 cores).
+LONG_FILES = ("tests/models/test_output_safety.py", "tests/test_deploy.py",
+              "tests/finetune/test_finetune_export_explain.py", "tests/finetune/test_finetune_options.py",
+              "tests/finetune/test_export_options.py", "tests/embedding/test_ray_cli.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group each test for xdist (see RAY_FILES) and put the LONG_FILES first (a stable sort)."""
+    order = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: order.get(item.path.relative_to(ROOT).as_posix(), len(order)))
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else str(item.path.relative_to(ROOT))))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def embedflow_home(tmp_path_factory):
     """Converted backbones go to a per-session folder, never to the user's ~/.cache; so does the key that
