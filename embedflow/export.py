@@ -182,6 +182,9 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
     backbones.check_compatible(backbones.fingerprint(spec), loaded.fingerprint, "the backbone weights found now",
                                f"model {model_dir} was trained on vectors of another backbone")
     model = fuse(loaded, spec)
+    if _trained_precision(loaded.fingerprint) != "fp32":
+        reporter.warn(f"{model_dir} was trained on {_trained_precision(loaded.fingerprint)} vectors; the export fuses "
+                      "the float32 backbone, and its parity check measures the difference")
     candidates = [Path(cache_path)] if cache_path else models.recorded_caches(manifest)
     cache_path = next((p for p in candidates if p.is_file()), None)
     if cache_path is None:
@@ -411,9 +414,17 @@ def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, 
         "data": {**_source_data(src.manifest), "root": src.data_root}, "split": src.split,
         "parity": parity_result, "files": files, "export_seconds": round(seconds, 2),
     }
+    if src.fused_from and _trained_precision(src.fingerprint) != "fp32":
+        manifest["backbone_precision"] = {"fused": "fp32", "head_trained_on": _trained_precision(src.fingerprint)}
     # labels.txt and README.md (the model card, with the source model's validation report)
     models.write_members(out_dir, manifest, deploy_files(manifest, _source_report(model_dir), str(target or out_dir)))
     models.write_manifest(out_dir, manifest)
+
+
+def _trained_precision(fingerprint: dict) -> str:
+    """The precision of the vectors a head was trained on ("fp32" or "int8"); a fused export always runs the
+    float32 Keras backbone (an int8 LiteRT backbone has no Keras form to fuse)."""
+    return fingerprint.get("precision", "fp32")
 
 
 def _source_data(manifest: dict) -> dict:

@@ -70,6 +70,18 @@ def old_index(path: Path):
         return None
 
 
+def estimated_write_bytes(sharded: bool, keys: list[str], fresh_keys: list[str], failed: list[tuple[str, str, str]],
+                          classes: list[str], dim: int) -> int:
+    """An upper bound of the free bytes the next write of a cache with these rows (`keys`) needs, in bytes.
+    An existing sharded cache (`sharded`) writes only shards for the rows it does not hold yet
+    (`fresh_keys`) and a new index (128 bytes a row, masked rows included: at most 4/3 of the live rows, or
+    `write` compacts); any other cache writes every row. A compaction, decided by `write`, checks its own
+    need there (the journal keeps the vectors embedded before it)."""
+    if sharded:
+        return store.estimated_bytes(fresh_keys, failed, classes, dim) + 300 * len(keys)
+    return store.estimated_bytes(keys, failed, classes, dim)
+
+
 def is_sharded(path: Path) -> bool:
     return old_index(path) is not None
 

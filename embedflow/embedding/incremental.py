@@ -180,6 +180,7 @@ def embed_folder(
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
         known: dict[str, tuple[tuple, str]] = {}  # key -> (stat, hash) recorded when last hashed
         created = None
+        sharded = False  # the old cache is sharded: a write adds shards for new rows only
         unchanged_if: tuple | None = None  # what the new cache must equal for the write to be skipped
         if cache_path.exists() and not rebuild:
             old = cache.load(cache_path, vectors=False)  # memory stays flat however large the cache
@@ -190,7 +191,8 @@ def embed_folder(
             old_failed = {k: (h, r) for k, r, h in old.failed if h}
             if old.file_stats is not None:
                 known = {k: (tuple(st), h) for k, h, st in zip(old.keys, old.hashes, old.file_stats.tolist())}
-            created = cache.read_meta(cache_path)["created_utc"]
+            meta = cache.read_meta(cache_path)
+            created, sharded = meta["created_utc"], meta["schema_version"] >= cache.SHARDED_SCHEMA
             if old.root and source_id(root) != old.root:
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {source_id(root)}")
             old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
@@ -237,8 +239,11 @@ def embed_folder(
         if must_write:  # refuse before the work, not after it
             lock.require_writable(f"{len(todo)} file(s) must be embedded" if todo else "it must be updated")
             journal_bytes = len(todo) * (spec.output_dim * 4 + 200)
-            cache.check_space(cache_path, journal_bytes + cache.estimated_bytes(
-                [r.key for r in rows] + [ref.key for ref, _ in todo], failed, classes, spec.output_dim))
+            fresh = [ref.key for ref, _ in todo] + [r.key for r in rows if r.source != cache_path
+                                                    or old_by_key.get(r.key, ("", -1))[1] != r.index]
+            cache.check_space(cache_path, journal_bytes + cache.estimated_write_bytes(
+                sharded, [r.key for r in rows] + [ref.key for ref, _ in todo], fresh, failed, classes,
+                spec.output_dim))
 
         if todo:
             # Content this run need not embed again, for objects hashed by the read that decodes them.

@@ -4,6 +4,8 @@ converted once under EMBEDFLOW_HOME, never mixed with fp32 vectors; fp32 keeps t
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -87,6 +89,11 @@ def test_an_int8_model_predicts_with_int8_vectors(cli, dataset, weights_file):
     np.testing.assert_allclose(got[0], held.embeddings[row], rtol=1e-5, atol=1e-5)
     with pytest.raises(UsageError, match="LiteRT only"):
         backbones.make_embedder(backbones.spec_from_fingerprint(model.fingerprint), model.fingerprint, runtime="keras")
+    # its export fuses the float32 backbone: said once on stderr and recorded in the export's manifest
+    r = cli("export", "m8", "--out", "m8-tflite")
+    assert "trained on int8 vectors; the export fuses the float32 backbone" in r.stderr, r.stderr
+    exported = json.loads((Path("m8-tflite") / "manifest.json").read_text())
+    assert exported["backbone_precision"] == {"fused": "fp32", "head_trained_on": "int8"}
 
 
 def api_pixels(path):

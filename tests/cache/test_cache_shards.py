@@ -276,3 +276,12 @@ def test_embed_incremental_run_writes_one_new_shard(tmp_path, tiny_spec, monkeyp
     assert cache.read_meta(rebuilt)["schema_version"] == 2 and sorted(single.keys) == sorted(held.keys)
     by_key = {k: v for k, v in zip(held.keys, held.embeddings)}
     assert all(np.allclose(by_key[k], v, atol=1e-5) for k, v in zip(single.keys, single.embeddings))
+
+
+def test_free_space_to_add_rows_to_a_sharded_cache_does_not_grow_with_the_cache():
+    """Adding 10 photos to a 1M-row sharded cache needs room for 10 vectors and a new index, not ~5 GB."""
+    keys = [f"c/{i:07d}.jpg" for i in range(1_000_000)]
+    whole = cache.estimated_write_bytes(False, keys, keys[:10], [], ["c"], 1280)
+    add = cache.estimated_write_bytes(True, keys, keys[:10], [], ["c"], 1280)
+    assert whole > 5e9 and add < 0.4e9
+    assert add >= cache.estimated_bytes(keys[:10], [], ["c"], 1280) + 128 * (len(keys) + len(keys) // 3)
