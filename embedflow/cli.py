@@ -247,7 +247,7 @@ def fit(
 def evaluate(
     model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
     data: Path = typer.Argument(..., help="Labelled folder (one subfolder per class) or an embedding cache."),
-    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH-ID.h5, ID from the model's backbone)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
     split: Optional[str] = typer.Option(None, "--split", help="Data of train/ val/ test/ folders: score train, val, "

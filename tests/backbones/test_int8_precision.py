@@ -4,6 +4,7 @@ converted once under EMBEDFLOW_HOME, never mixed with fp32 vectors; fp32 keeps t
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -104,3 +105,28 @@ def test_the_embedder_takes_a_precision(weights_file, dataset):
     assert e8.fingerprint_["precision"] == "int8" and e8.fingerprint_["id"] != e32.fingerprint_["id"]
     v8, v32 = e8.transform(paths), e32.transform(paths)
     assert v8.shape == v32.shape and not np.allclose(v8, v32)
+
+
+def test_evaluate_and_report_of_a_folder_keep_one_default_cache_per_backbone(cli, dataset, weights_file):
+    """An fp32 and an int8 model evaluated on the same folder without --cache each get their own default
+    cache (cache/NAME-HASH-ID.h5, ID from the backbone fingerprint): neither refuses the other's."""
+    from embedflow.errors import FingerprintMismatch
+
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8")
+    cli("embed", dataset, "--cache", "c32.h5")
+    cli("fit", "--cache", "c8.h5", "--head", "logreg", "--out", "m8")
+    cli("fit", "--cache", "c32.h5", "--head", "logreg", "--out", "m32")
+    cli("evaluate", "m32", dataset, "--quiet")
+    cli("evaluate", "m8", dataset, "--quiet")
+    cli("report", "m8", "--data", dataset, "--quiet")
+    made = sorted(p.name for p in Path("cache").glob(f"{dataset.name}-*.h5"))
+    assert len(made) == 2, made
+    ids = {cache.read_meta(Path("cache") / name)["fingerprint"]["id"]: name for name in made}
+    assert set(ids) == {api.load_model("m8").fingerprint["id"], api.load_model("m32").fingerprint["id"]}
+    for fp_id, name in ids.items():
+        assert name.endswith(f"-{fp_id[:8]}.h5")
+    # a cache of the other backbone given on purpose: one line naming --cache, the only option evaluate has
+    r = cli("evaluate", "m8", dataset, "--cache", Path("cache") / ids[api.load_model("m32").fingerprint["id"]],
+            expect=FingerprintMismatch.exit_code)
+    lines = [line for line in r.stderr.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and "--cache" in lines[0] and "--rebuild" not in lines[0], r.stderr
