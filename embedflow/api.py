@@ -21,7 +21,7 @@ import numpy as np
 from . import backbones, cache, models, options
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
-from .errors import CacheError, UsageError
+from .errors import CacheError, FingerprintMismatch, UsageError
 from .fsio import fit_name
 from .progress import SILENT, Reporter, as_reporter
 
@@ -104,12 +104,30 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     backbones.get_spec(backbone, image_size, weights, precision)  # a bad value is refused before the cache is read
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
-    if precision is None:  # an existing cache keeps its precision; a new one gets the default
-        precision = _cache_precision(cache_path) if not rebuild else None
+    if not rebuild:  # an existing cache (or an interrupted run's journal) keeps its precision
+        precision = _kept_precision(Path(cache_path), precision)
     spec = backbones.get_spec(backbone, image_size, weights, precision or backbones.DEFAULT_PRECISION)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
                          labels=labels, unlabelled=unlabelled, strict=strict, reporter=reporter)
+
+
+def _kept_precision(cache_path: Path, precision: str | None) -> str | None:
+    """`precision` (None: the one the cache was made with, else the one its journal records). An explicit
+    precision other than the journal's, with no cache yet, is FingerprintMismatch (exit 3): an existing
+    cache of another precision is refused the same way by the embedding itself."""
+    recorded = _cache_precision(cache_path)
+    journal = cache.Journal(cache_path, "") if recorded is None else None
+    if journal is not None:
+        recorded = journal.recorded_precision()
+    if precision is None:
+        return recorded
+    if journal is not None and recorded is not None and precision.lower() != recorded:
+        raise FingerprintMismatch(
+            f"an interrupted run left vectors of precision {recorded} in {journal.dir}, not {precision.lower()}: "
+            f"run again without --precision (or with --precision {recorded}) to resume, or pass --rebuild to "
+            "discard them")
+    return precision
 
 
 def _cache_precision(path: str | os.PathLike) -> str | None:

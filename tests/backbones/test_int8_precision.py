@@ -130,3 +130,43 @@ def test_evaluate_and_report_of_a_folder_keep_one_default_cache_per_backbone(cli
             expect=FingerprintMismatch.exit_code)
     lines = [line for line in r.stderr.strip().splitlines() if not line.startswith("warning:")]
     assert len(lines) == 1 and "--cache" in lines[0] and "--rebuild" not in lines[0], r.stderr
+
+
+def test_an_interrupted_int8_embed_resumes_as_int8_and_another_explicit_precision_is_refused(
+        cli, dataset, weights_file, monkeypatch):
+    """The journal records the precision: the same command without --precision resumes int8 (reusing the
+    committed vectors); --precision fp32 on that journal is one line, exit 3 (a fingerprint mismatch)."""
+    import embedflow.embedding.incremental as E
+    from embedflow.embedding import embed_folder
+    from embedflow.errors import Interrupted
+
+    spec8 = backbones.get_spec("mobilenet_v2", SIZE, str(weights_file), "int8")
+    calls = {"n": 0}
+
+    def flaky_factory(spec, fp, **kw):
+        real = backbones.make_embedder(spec, fp, **kw)
+
+        def embed(pixels):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return real(pixels)
+
+        return embed
+
+    monkeypatch.setattr(E, "COMMIT_ROWS", 4)  # commit after every batch
+    with pytest.raises(Interrupted):
+        embed_folder(dataset, Path("c8.h5"), spec=spec8, batch_size=4, workers=1, embedder_factory=flaky_factory)
+    assert not Path("c8.h5").exists()
+    journal = cache.Journal(Path("c8.h5"), backbones.fingerprint(spec8)["id"])
+    assert len(journal.vectors_by_hash()) == 8
+    r = cli("embed", dataset, "--cache", "c8.h5", "--precision", "fp32", expect=FingerprintMismatch.exit_code)
+    assert len(r.stderr.strip().splitlines()) == 1 and "int8" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(journal.vectors_by_hash()) == 8  # nothing discarded
+    r = cli("embed", dataset, "--cache", "c8.h5", "--json")
+    assert cache.load("c8.h5").fingerprint["precision"] == "int8"
+    import json
+
+    summary = json.loads(r.stdout)
+    assert summary["reused"] == 8 and summary["embedded"] == 10, summary
+    assert not journal.dir.exists()
