@@ -18,7 +18,7 @@ import pytest
 from embedflow import fsio, models
 from embedflow.models import manifest as writer
 
-from ..conftest import embed_and_fit
+from ..conftest import SIZE, embed_and_fit
 
 
 @pytest.fixture
@@ -294,6 +294,36 @@ def test_a_full_disk_while_fit_writes_is_one_line_and_the_old_folder_stays(fitte
         assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {disk / 'logreg'}: No space left"), r.stderr
         assert _snapshot(disk / "logreg") == before and _leftovers(disk) == []
         np.testing.assert_array_equal(_probabilities(disk / "logreg", fitted), proba)
+
+
+def test_a_full_disk_while_finetune_decodes_is_one_line_its_scratch_removed_and_the_old_folder_stays(
+        fitted, cli, monkeypatch, weights_file):
+    """finetune decodes the images into a scratch pixel file beside its --out folder: a disk that fills
+    there is one line and exit 5, the scratch file is removed, and the previous model folder is intact."""
+    disk = fitted / "small"
+    with small_disk(disk, "2m") as real:
+        cli("fit", "--head", "logreg", "--out", disk / "ft")  # the previous model of the target
+        before, proba = _snapshot(disk / "ft"), _probabilities(disk / "ft", fitted)
+        if real:
+            _fill(disk, leave=64 * 1024)  # 18 images of 96 px need about 500 kB
+        else:  # no tmpfs here: the same error, raised while the pixel file is written
+            import embedflow.models.pixel_file as pixel_file
+
+            real_replace = pixel_file.os.replace
+
+            def full(src, dst):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+            monkeypatch.setattr(pixel_file.os, "replace", full)
+        r = cli("finetune", "data", "--out", disk / "ft", "--epochs", "1", "--fine-tune-epochs", "0", "--no-refit",
+                "--image-size", SIZE, "--weights", weights_file, "--quiet", expect=5)
+        lines = _errors(r.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {disk / 'ft'}: No space left"), r.stderr
+        assert "it was left as it was" in lines[0] and "Traceback" not in r.stderr
+        assert _snapshot(disk / "ft") == before and _leftovers(disk) == [], _leftovers(disk)
+        np.testing.assert_array_equal(_probabilities(disk / "ft", fitted), proba)
+        if not real:
+            monkeypatch.setattr(pixel_file.os, "replace", real_replace)
 
 
 def test_a_full_disk_while_evaluate_writes_its_report_is_one_line_and_no_temporary_file(fitted, cli, monkeypatch):
