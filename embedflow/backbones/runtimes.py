@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
+from ..fsio import READ_ONLY
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -197,8 +198,9 @@ def _keep_converted(path: Path, flatbuffer: bytes) -> None:
 
 
 def _write_beside(path: Path, data: bytes) -> None:
-    """Write a file through a temporary one beside it, renamed into place; on a full disk or an I/O error
-    the temporary file is removed and the error is one CacheError (exit 4) naming the folder."""
+    """Write a file through a temporary one beside it, renamed into place; on a full disk, a read-only
+    folder or an I/O error the temporary file is removed and the error is one CacheError (exit 4) naming
+    the folder and what to do."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +214,10 @@ def _write_beside(path: Path, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if e.errno in READ_ONLY:
+            raise CacheError(f"could not write {path}: {e.strerror or e}; the converted backbone is kept in "
+                             f"EMBEDFLOW_HOME ({embedflow_home()}): set EMBEDFLOW_HOME to a writable folder "
+                             "and run again") from None
         raise CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
                          "(EMBEDFLOW_HOME) and run again") from None
 

@@ -102,3 +102,18 @@ def test_a_file_converted_before_sidecars_is_converted_again_once(home, tiny_spe
     rep = ListReporter()
     backbones.tflite_backbone_path(tiny_spec, fp, rep)
     assert path.stat().st_mtime_ns == stamp and rep.infos == [] and rep.warnings == []
+
+
+def test_a_read_only_embedflow_home_through_the_cli(cli, dataset, home, monkeypatch):
+    """Read-only, as a read-only mount or a folder of another user is to anyone: every write there fails
+    with EROFS (injected: mounting needs privileges the tests may not have)."""
+    import errno
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(home))
+
+    monkeypatch.setattr(runtimes.tempfile, "mkstemp", read_only)
+    r = cli("embed", dataset, "--runtime", "litert", "--quiet", expect=4)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "Read-only file system" in lines[0] and "set EMBEDFLOW_HOME to a writable folder" in lines[0], lines
