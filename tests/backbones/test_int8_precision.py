@@ -36,6 +36,11 @@ def test_fp32_keeps_todays_id_and_int8_gets_its_own(monkeypatch):
     assert other_calibration["id"] != int8["id"]  # the calibration set is part of the identity
 
 
+def test_precisions_are_case_insensitive():
+    assert backbones.get_spec("mobilenet_v2", precision="INT8") == backbones.get_spec("mobilenet_v2", precision="int8")
+    assert backbones.get_spec("mobilenet_v2", precision="FP32") == backbones.get_spec()
+
+
 def test_bad_precisions_are_refused():
     with pytest.raises(UsageError, match="unknown precision 'int4'"):
         backbones.get_spec(precision="int4")
@@ -71,6 +76,7 @@ def test_embed_int8_converts_once_keeps_its_own_cache_and_refuses_fp32_mixing(cl
     assert result.exit_code != 0 and "differs in: precision, calibration" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     cli("embed", dataset, "--cache", "c8.h5")
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "INT8")  # any case: the same precision
     assert files[0].stat().st_mtime_ns == stamp  # converted once, reused
     with h5py.File("c8.h5") as f:
         assert f["embeddings"].shape == (18, held8.embeddings.shape[1])
