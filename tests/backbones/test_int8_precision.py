@@ -176,3 +176,18 @@ def test_an_interrupted_int8_embed_resumes_as_int8_and_another_explicit_precisio
     summary = json.loads(r.stdout)
     assert summary["reused"] == 8 and summary["embedded"] == 10, summary
     assert not journal.dir.exists()
+
+
+def test_the_throughput_benchmark_never_overwrites_the_fp32_result_by_default():
+    """benchmarks/embed_throughput.py measures fp32 and int8 in one run: its default output is a new
+    embed_throughput-int8-<UTC time>.json, never the fp32-era embed_throughput.json the README cites."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("embed_throughput", ROOT / "benchmarks" / "embed_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.default_out()
+    assert out.parent == ROOT / "benchmarks" / "results" and out.name != "embed_throughput.json"
+    assert out.name.startswith("embed_throughput-int8-") and out.suffix == ".json" and not out.exists()
