@@ -20,6 +20,7 @@ class Journal:
     """Committed-but-not-yet-merged vectors of an unfinished run, one .npz per chunk."""
 
     def __init__(self, cache_path: Path, fingerprint_id: str, precision: str = "fp32"):
+        self.cache_path = Path(cache_path)
         self.dir = sibling(cache_path, ".journal")  # within NAME_MAX
         self.fingerprint_id = fingerprint_id
         self.precision = precision  # recorded in meta.json: a rerun without --precision resumes with it
@@ -40,7 +41,7 @@ class Journal:
                 meta = {"fingerprint_id": self.fingerprint_id, "precision": self.precision}
                 _atomic_write_bytes(self.dir / "meta.json", json.dumps(meta).encode())
         except OSError as e:
-            raise CacheError(f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact: "
+            raise CacheError(f"could not write to the journal {self.dir}: {e.strerror or e}; {self._cache_note()}: "
                              "free space (or make the folder writable) and run the same command again") from None
         chunks = self.chunks()
         self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
@@ -74,7 +75,7 @@ class Journal:
             tmp.unlink(missing_ok=True)
             kept = len(self.chunks())
             raise CacheError(
-                f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact and the "
+                f"could not write to the journal {self.dir}: {e.strerror or e}; {self._cache_note()} and the "
                 f"{kept} chunk(s) committed before are kept: free space and run the same command again"
             ) from None
         self._next += 1
@@ -99,6 +100,9 @@ class Journal:
             for i, h in enumerate(hashes):
                 found[h.decode()] = (c, i)
         return found
+
+    def _cache_note(self) -> str:
+        return "the cache is intact" if os.path.lexists(self.cache_path) else "there is no cache yet"
 
     def recorded_precision(self) -> str | None:
         """The precision ("fp32", "int8") of the interrupted run whose committed chunks are here; None when
