@@ -298,8 +298,8 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
         except OSError as e:  # the scratch pixel file (the model folder's own writes are OutputError already)
             if not disk_error(e):
                 raise
-            raise OutputError(f"cannot write {out}: {e.strerror or e} (its scratch files in {parent}); it was "
-                              "left as it was") from None
+            raise OutputError(f"cannot write {out}: {e.strerror or e} (its scratch files in {parent}); "
+                              f"{models.manifest.left_note(Path(out))}") from None
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)

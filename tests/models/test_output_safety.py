@@ -326,6 +326,30 @@ def test_a_full_disk_while_finetune_decodes_is_one_line_its_scratch_removed_and_
             monkeypatch.setattr(pixel_file.os, "replace", real_replace)
 
 
+def test_a_failed_swap_without_renameat2_puts_the_old_folder_back_before_saying_so(fitted, cli, monkeypatch):
+    """Without an atomic exchange the swap is two renames: when the second fails, the old folder is put
+    back, so "it was left as it was" is true; a target that did not exist says nothing was written."""
+    before, proba = _snapshot(fitted / "models" / "logreg"), _probabilities(fitted / "models" / "logreg", fitted)
+    monkeypatch.setattr(writer, "_exchange", lambda a, b: False)
+    real_rename = writer._rename
+
+    def rename(src, dst):
+        if Path(src).name.startswith(".") and ".tmp-" in Path(src).name:  # the staged folder into place
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(writer, "_rename", rename)
+    r = cli("fit", "--head", "logreg", "--C", "0.5", "--out", "models/logreg", "--quiet", expect=5)
+    lines = _errors(r.stderr)
+    assert len(lines) == 1 and "Input/output error" in lines[0] and lines[0].endswith("it was left as it was"), r.stderr
+    assert _snapshot(fitted / "models" / "logreg") == before and _leftovers(fitted / "models") == []
+    np.testing.assert_array_equal(_probabilities(fitted / "models" / "logreg", fitted), proba)
+    r = cli("fit", "--head", "logreg", "--out", "models/new", "--quiet", expect=5)
+    lines = _errors(r.stderr)
+    assert len(lines) == 1 and "left as it was" not in lines[0] and "nothing was written" in lines[0], r.stderr
+    assert not (fitted / "models" / "new").exists() and _leftovers(fitted / "models") == []
+
+
 def test_a_full_disk_while_evaluate_writes_its_report_is_one_line_and_no_temporary_file(fitted, cli, monkeypatch):
     disk = fitted / "small"
     with small_disk(disk, "1m") as real:
