@@ -18,7 +18,8 @@ Phases, each in its own process (so import and start-up costs count, as they do 
   memory      peak RSS of `embed` on 1,000 and 4,000 synthetic images (96 px): must stay flat
 Images/s are end to end: files on disk to vectors (the recipe's own predict-only rate is reported too).
 The machine is noisy, so recipe and the cold runs alternate `--repeat` times and the best of each is
-compared. Writes benchmarks/results/embed_throughput.json. Needs the ImageNet weights (KERAS_HOME).
+compared. Writes benchmarks/results/embed_throughput-int8-<UTC time>.json (--out to choose; never the
+fp32-only embed_throughput.json the README cites by default). Needs the ImageNet weights (KERAS_HOME).
 """
 
 from __future__ import annotations
@@ -170,13 +171,19 @@ def synthetic_folder(root: Path, n: int) -> Path:
     return root
 
 
+def default_out() -> Path:
+    """A new results file per run, named apart from the fp32-only embed_throughput.json."""
+    return HERE / "results" / f"embed_throughput-int8-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "flowers-dev")
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "embed_throughput.json")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default: default_out())")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
+    args.out = args.out or default_out()
     n = count_images(args.data)
     work = Path(tempfile.mkdtemp(prefix="embedflow-bench-"))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "EMBEDFLOW_HOME": str(work / "home")}

@@ -21,7 +21,7 @@ import numpy as np
 from . import backbones, cache, models, options
 from .embedding import EmbedSummary
 from .embedding import embed_folder as _embed_folder
-from .errors import CacheError, UsageError
+from .errors import CacheError, FingerprintMismatch, UsageError
 from .fsio import fit_name
 from .progress import SILENT, Reporter, as_reporter
 
@@ -104,12 +104,30 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     backbones.get_spec(backbone, image_size, weights, precision)  # a bad value is refused before the cache is read
     spec = backbones.get_spec(backbone, image_size, weights)
     cache_path = cache_path if cache_path is not None else default_cache_for(spec)
-    if precision is None:  # an existing cache keeps its precision; a new one gets the default
-        precision = _cache_precision(cache_path) if not rebuild else None
+    if not rebuild:  # an existing cache (or an interrupted run's journal) keeps its precision
+        precision = _kept_precision(Path(cache_path), precision)
     spec = backbones.get_spec(backbone, image_size, weights, precision or backbones.DEFAULT_PRECISION)
     return _embed_folder(root, cache_path, spec=spec, rebuild=rebuild, runtime=runtime,
                          batch_size=batch_size, workers=workers, engine=engine, address=address, rehash=rehash,
                          labels=labels, unlabelled=unlabelled, strict=strict, reporter=reporter)
+
+
+def _kept_precision(cache_path: Path, precision: str | None) -> str | None:
+    """`precision` (None: the one the cache was made with, else the one its journal records). An explicit
+    precision other than the journal's, with no cache yet, is FingerprintMismatch (exit 3): an existing
+    cache of another precision is refused the same way by the embedding itself."""
+    recorded = _cache_precision(cache_path)
+    journal = cache.Journal(cache_path, "") if recorded is None else None
+    if journal is not None:
+        recorded = journal.recorded_precision()
+    if precision is None:
+        return recorded
+    if journal is not None and recorded is not None and precision.lower() != recorded:
+        raise FingerprintMismatch(
+            f"an interrupted run left vectors of precision {recorded} in {journal.dir}, not {precision.lower()}: "
+            f"run again without --precision (or with --precision {recorded}) to resume, or pass --rebuild to "
+            "discard them")
+    return precision
 
 
 def _cache_precision(path: str | os.PathLike) -> str | None:
@@ -169,9 +187,13 @@ def load_model(path: str | os.PathLike, *, runtime: str = "auto", trust: bool = 
     return models.load_model(path, runtime=runtime, trust=trust)
 
 
-def _eval_cache_path(folder: Path) -> Path:
+def _eval_cache_path(folder: Path, fingerprint: dict) -> Path:
+    """The default cache of a folder evaluated by a head: cache/NAME-HASH-ID.h5, HASH from the folder's
+    absolute path, ID the first 8 hex digits of the backbone fingerprint's id (backbone, weights, size,
+    precision), so models of different backbones (fp32 and int8) never share one."""
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
-    return DEFAULT_CACHE.parent / fit_name(folder.resolve().name, f"-{digest}.h5")  # within NAME_MAX
+    tail = f"-{digest}-{str(fingerprint['id'])[:8]}.h5"
+    return DEFAULT_CACHE.parent / fit_name(folder.resolve().name, tail)  # within NAME_MAX
 
 
 def _model_and_name(model, runtime: str, trust: bool) -> tuple[models.Classifier, str]:
@@ -185,7 +207,7 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
              split: str | None = None, trust: bool = False, reporter: Reporter | str | None = "auto"):
     """Score a model (a Classifier or a model path) on a labelled folder or a cache file; returns an
     EvalResult (`.to_dict()` is the report JSON). A head embeds a folder through a cache of its own
-    (`cache_path`, default cache/NAME-HASH.h5); other kinds run on the folder's decoded images.
+    (`cache_path`, default cache/NAME-HASH-ID.h5); other kinds run on the folder's decoded images.
     Writes eval-report.json / eval-confusion.{json,png} into `out` only when it is given.
     Data from train/ val/ test/ folders: `split` ("train", "val", "test", "all"; default test/ if any)."""
     reporter = as_reporter(reporter)
@@ -194,7 +216,7 @@ def evaluate(model, data: str | os.PathLike, *, cache_path: str | os.PathLike | 
     clf, name = _model_and_name(model, runtime, trust)
     data = Path(data)
     if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
-        cache_path = _eval_cache_path(data)
+        cache_path = _eval_cache_path(data, clf.fingerprint)
     return _evaluate(clf, data, cache_path=cache_path, weights=weights, name=name, out=out, split=split,
                      reporter=reporter)
 
@@ -204,7 +226,7 @@ def report(model, data: str | os.PathLike | None = None, *, cache_path: str | os
            reporter: Reporter | str | None = "auto") -> Path:
     """Write the self-contained HTML report page of a model (a Classifier or a model path); returns its path.
 
-    data: a labelled folder (a head embeds it through `cache_path`, default cache/NAME-HASH.h5) scored as
+    data: a labelled folder (a head embeds it through `cache_path`, default cache/NAME-HASH-ID.h5) scored as
     by evaluate; with only cache_path, that cache is scored; with neither, a head's recorded validation
     images are scored from the cache it was fitted on. out: the .html file (default: in the model folder,
     eval-report.html, or report-validation.html without data); trust as for load_model. See
@@ -218,7 +240,7 @@ def report(model, data: str | os.PathLike | None = None, *, cache_path: str | os
     elif data is not None:
         data = Path(data)
         if data.is_dir() and cache_path is None and hasattr(clf, "predict_proba_vectors"):
-            cache_path = _eval_cache_path(data)
+            cache_path = _eval_cache_path(data, clf.fingerprint)
     model_cache = _cache_for_model(clf) if data is None and hasattr(clf, "manifest") else None
     return html_report(clf, data, cache_path=cache_path, model_cache=model_cache, out=out, name=name,
                        reporter=reporter)

@@ -20,6 +20,7 @@ import typer
 from .__about__ import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help text is plain: [a|b] choices and embedflow[s3] keep their brackets
                   help="Transfer learning on image folders: embed once into an HDF5 cache, then fit heads, "
                        "evaluate, predict.")
 
@@ -29,7 +30,7 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar or info li
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 TrustOpt = typer.Option(False, "--trust", help="Load a model folder this installation did not write (its manifest "
                         "is not signed with your key): its files can run code; only for sources you trust.")
-RuntimeOpt = typer.Option("auto", "--runtime", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
+RuntimeOpt = typer.Option("auto", "--runtime", metavar="[auto|litert|keras]", help="Backbone runtime: auto (LiteRT on CPU, Keras on GPU), litert, keras.")
 
 
 class CliReporter:
@@ -152,7 +153,7 @@ def embed(
                                            "(see `embedflow backbones`)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (96..224; default 224)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights file (default: Keras' ImageNet weights)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, or int8: a full-integer LiteRT backbone "
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="[fp32|int8]", help="fp32, or int8: a full-integer LiteRT backbone "
                                             "(faster on a CPU; its own cache fingerprint). Default: the existing "
                                             "cache's, else fp32."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Replace a cache made with another backbone/weights/size/precision."),
@@ -162,7 +163,7 @@ def embed(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per inference call "
                                              "(default: 4 on LiteRT, 64 on Keras, 16 per Ray task)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Parallel decode+inference workers: threads, or Ray actors with --engine ray (default: CPU count)."),
-    engine: str = typer.Option("local", "--engine", help="local, or ray (pip install 'embedflow[ray]')."),
+    engine: str = typer.Option("local", "--engine", metavar="[local|ray]", help="local, or ray (pip install 'embedflow[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto, ray://host:10001 (default: start a local one)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any file was skipped, or an image-like "
                                 "file, a class or a folder was left out (then before embedding anything)."),
@@ -208,15 +209,15 @@ def embed(
 @handle_errors
 def fit(
     cache: Optional[Path] = CacheOpt,
-    head: str = typer.Option("logreg", "--head", help="logreg, svm, dense or knn."),
+    head: str = typer.Option("logreg", "--head", metavar="[logreg|svm|dense|knn]", help="logreg, svm, dense or knn."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Model folder (default: models/HEAD)."),
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (0 for none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of the head."),
-    class_weight: Optional[str] = typer.Option(None, "--class-weight", help="'balanced' to reweight classes."),
+    class_weight: Optional[str] = typer.Option(None, "--class-weight", metavar="[balanced]", help="'balanced' to reweight classes."),
     c: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation (logreg, svm)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
     k: Optional[int] = typer.Option(None, "--k", help="Neighbours that vote (knn; default 7)."),
-    kernel: Optional[str] = typer.Option(None, "--kernel", help="svm: auto (default: RBF up to 10 classes, "
+    kernel: Optional[str] = typer.Option(None, "--kernel", metavar="[auto|rbf|linear]", help="svm: auto (default: RBF up to 10 classes, "
                                          "linear above), rbf or linear."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
     reject_rate: float = typer.Option(0.05, "--reject-rate", help="Share of validation images the unknown-input "
@@ -247,10 +248,10 @@ def fit(
 def evaluate(
     model: Path = typer.Argument(..., help="Model folder (fit, finetune or export) or a .tflite file."),
     data: Path = typer.Argument(..., help="Labelled folder (one subfolder per class) or an embedding cache."),
-    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH.h5)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Cache for the folder's vectors (default: cache/NAME-HASH-ID.h5, ID from the model's backbone)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write eval-report.json etc. (default: the model folder)."),
     runtime: str = RuntimeOpt,
-    split: Optional[str] = typer.Option(None, "--split", help="Data of train/ val/ test/ folders: score train, val, "
+    split: Optional[str] = typer.Option(None, "--split", metavar="[train|val|test|all]", help="Data of train/ val/ test/ folders: score train, val, "
                                         "test or all (default: test when there is a test/ folder, else all)."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero (7) when any image could not be used."),
     trust: bool = TrustOpt,
@@ -304,7 +305,7 @@ def predict(
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="Reuse vectors of images already in this cache "
                                          "(default: one in cache/ made with the model's backbone)."),
     runtime: str = RuntimeOpt,
-    fmt: str = typer.Option("text", "--format", "-f", help="Output: text (path, then label probability pairs), "
+    fmt: str = typer.Option("text", "--format", "-f", metavar="[text|tsv|csv|jsonl]", help="Output: text (path, then label probability pairs), "
                             "tsv or csv (a header row, then one row per image: path,label_1,probability_1,...), "
                             "jsonl (one JSON object per image)."),
     reject: bool = typer.Option(True, "--reject/--no-reject", help="Report images unlike the training data as "
@@ -526,8 +527,8 @@ def finetune(
 @handle_errors
 def export(
     model: Path = typer.Argument(..., help="A fine-tuned model folder, or a logreg/dense head from `embedflow fit`."),
-    fmt: str = typer.Option("tflite", "--format", "-f", help="tflite, or keras (fuse a cached head with its backbone)."),
-    quantize: str = typer.Option("none", "--quantize", help="TFLite: none, dynamic, float16 or int8."),
+    fmt: str = typer.Option("tflite", "--format", "-f", metavar="[tflite|keras]", help="tflite, or keras (fuse a cached head with its backbone)."),
+    quantize: str = typer.Option("none", "--quantize", metavar="[none|dynamic|float16|int8]", help="TFLite: none, dynamic, float16 or int8."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (default: MODEL-tflite[-QUANT] or MODEL-fused)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Where the training images are now (default: as recorded)."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="The cache a head was fitted on (default: as recorded)."),

@@ -223,6 +223,9 @@ def _on_vectors(model, data: Path, cache_path, weights, name, split, reporter):
         spec = backbones.spec_from_fingerprint(model.fingerprint)
         if weights:
             spec = backbones.get_spec(spec.arg, spec.image_size, weights, spec.precision)
+        if Path(cache_path).exists():  # refused here with the hint that fits evaluate (it has no --rebuild)
+            backbones.check_compatible(cache.read_meta(Path(cache_path))["fingerprint"], model.fingerprint,
+                                       f"the evaluation cache {cache_path}", "pass another --cache")
         summary = embed_folder(data, cache_path, spec=spec, runtime=getattr(model, "runtime", "auto"),
                                require_labels=True, reporter=reporter)
         reporter.info(f"{data}: {summary.total} images in {cache_path} ({summary.embedded} embedded now)")

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, models
-from .fsio import staging_stem
+from .fsio import disk_error, staging_stem
 from .embedding import Decoded
-from .errors import Interrupted, UsageError
+from .errors import Interrupted, OutputError, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
 from .reports import add_to_report, classification_report, deploy_files, write_report
@@ -282,19 +282,27 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
              reporter: Reporter = SILENT) -> FinetuneResult:
     """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring). The folder's
     writer lock is held from the start: another writer of `out` is OutputLocked (exit 5), and a folder that
-    cannot be written is OutputError before any training."""
+    cannot be written is OutputError before any training. A full or failing disk while the scratch pixel
+    file (beside `out`) is written is OutputError too: the scratch is removed, the old `out` left as it was."""
     with models.writing(out, reporter):
         # the decoded images live in a raw uint8 file beside the output folder for the run (read per epoch)
         # (named after the target: we hold its lock, so one left by a killed run of this target is stale)
         parent, prefix = Path(out).resolve().parent, f".{staging_stem(Path(out).name)}.pixels-"
         for stale in parent.glob(glob.escape(prefix) + "*"):
             shutil.rmtree(stale, ignore_errors=True)
-        scratch = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        scratch = None
         try:
+            scratch = tempfile.mkdtemp(prefix=prefix, dir=parent)
             return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter,
                              scratch=Path(scratch))
+        except OSError as e:  # the scratch pixel file (the model folder's own writes are OutputError already)
+            if not disk_error(e):
+                raise
+            raise OutputError(f"cannot write {out}: {e.strerror or e} (its scratch files in {parent}); "
+                              f"{models.manifest.left_note(Path(out))}") from None
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def decode_streamed(root, size: int, pixel_path: Path, reporter: Reporter = SILENT):

@@ -43,8 +43,9 @@ def parse_backbone(arg: str) -> BackboneSpec:
 def get_spec(name: str | None = "mobilenet_v2", image_size: int | None = None, weights: str | None = None,
              precision: str | None = None) -> BackboneSpec:
     """The spec for a --backbone value, with --image-size (the input resize), --weights (a file) and
-    --precision ("fp32" or "int8"; None: fp32) applied. Raises UsageError for a bad value (int8 of a hub
-    backbone included), WeightsError for a missing weights file."""
+    --precision ("fp32" or "int8" in any case; None: fp32) applied. Raises UsageError for a bad value (int8
+    of a hub backbone included), WeightsError for a missing weights file."""
+    precision = precision.strip().lower() if isinstance(precision, str) else precision
     if precision not in (None, "fp32") and (name or "").strip().startswith(HUB_PREFIX):  # before any download
         raise UsageError(f"--precision {precision} applies to Keras application backbones only, not {name}")
     return _with_precision(_get_spec(name, image_size, weights), precision)

@@ -4,6 +4,7 @@ LiteRT/XNNPACK (fast on a CPU), and the choice between them."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
+from ..fsio import READ_ONLY
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -112,7 +114,13 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
     kind = "int8" if spec.precision == "int8" else "float32"
     path = embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-{kind}-c{CONVERTER_VERSION}.tflite"
     if path.is_file():
-        return path
+        problem = _unverified(path)
+        if problem is None:
+            return path
+        if reporter and problem.startswith("damaged"):
+            reporter.warn(f"{path} is {problem}; converting it again")
+        elif reporter:
+            reporter.info(f"{path}: {problem}; converting it again once")
     if kind == "int8":
         return _int8_backbone(spec, path, reporter)
     if reporter:
@@ -124,7 +132,7 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
     if min_cosine(got, want) < 0.9999:
         raise WeightsError(f"the TFLite conversion of {spec.name} disagrees with Keras "
                            f"(cosine {min_cosine(got, want):.4f}); use --runtime keras")
-    _write_beside(path, flatbuffer)
+    _keep_converted(path, flatbuffer)
     return path
 
 
@@ -143,13 +151,56 @@ def _int8_backbone(spec: BackboneSpec, path: Path, reporter=None) -> Path:
     if min_cosine(got, want) < INT8_MIN_COSINE:
         raise WeightsError(f"the int8 conversion of {spec.name} disagrees with Keras "
                            f"(cosine {min_cosine(got, want):.4f}); use --precision fp32")
-    _write_beside(path, flatbuffer)
+    _keep_converted(path, flatbuffer)
     return path
 
 
+_VERIFIED: dict[str, tuple] = {}  # converted file -> its (size, mtime, inode) when this process checked it
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _unverified(path: Path) -> str | None:
+    """None when the converted file matches the sha256 recorded beside it at conversion (checked once per
+    process while the file stays the same), else why it must be converted again: "damaged ..." (a
+    mismatch) or a file converted before the sidecar existed."""
+    stamp = _stamp(path)
+    if _VERIFIED.get(str(path)) == stamp:
+        return None
+    try:
+        recorded = _sidecar(path).read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return "converted before its sha256 was recorded (or its record is unreadable)"
+    if _sha256(path) != recorded:
+        return f"damaged (its sha256 does not match the one recorded in {_sidecar(path).name})"
+    _VERIFIED[str(path)] = stamp
+    return None
+
+
+def _keep_converted(path: Path, flatbuffer: bytes) -> None:
+    """Write a converted backbone and its sha256 sidecar (the file first: a crash in between leaves a file
+    without a record, converted again next time), and remember it as verified by this process."""
+    _write_beside(path, flatbuffer)
+    _write_beside(_sidecar(path), (hashlib.sha256(flatbuffer).hexdigest() + "\n").encode())
+    _VERIFIED[str(path)] = _stamp(path)
+
+
 def _write_beside(path: Path, data: bytes) -> None:
-    """Write a file through a temporary one beside it, renamed into place; on a full disk or an I/O error
-    the temporary file is removed and the error is one CacheError (exit 4) naming the folder."""
+    """Write a file through a temporary one beside it, renamed into place; on a full disk, a read-only
+    folder or an I/O error the temporary file is removed and the error is one CacheError (exit 4) naming
+    the folder and what to do."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,6 +214,10 @@ def _write_beside(path: Path, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        if e.errno in READ_ONLY:
+            raise CacheError(f"could not write {path}: {e.strerror or e}; the converted backbone is kept in "
+                             f"EMBEDFLOW_HOME ({embedflow_home()}): set EMBEDFLOW_HOME to a writable folder "
+                             "and run again") from None
         raise CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
                          "(EMBEDFLOW_HOME) and run again") from None
 

@@ -19,9 +19,11 @@ from ..fsio import sibling
 class Journal:
     """Committed-but-not-yet-merged vectors of an unfinished run, one .npz per chunk."""
 
-    def __init__(self, cache_path: Path, fingerprint_id: str):
+    def __init__(self, cache_path: Path, fingerprint_id: str, precision: str = "fp32"):
+        self.cache_path = Path(cache_path)
         self.dir = sibling(cache_path, ".journal")  # within NAME_MAX
         self.fingerprint_id = fingerprint_id
+        self.precision = precision  # recorded in meta.json: a rerun without --precision resumes with it
         self._next = 0
         self._opened = False
 
@@ -36,9 +38,10 @@ class Journal:
             for tmp in self.dir.glob("*.tmp*"):
                 tmp.unlink(missing_ok=True)
             if not (self.dir / "meta.json").exists():
-                _atomic_write_bytes(self.dir / "meta.json", json.dumps({"fingerprint_id": self.fingerprint_id}).encode())
+                meta = {"fingerprint_id": self.fingerprint_id, "precision": self.precision}
+                _atomic_write_bytes(self.dir / "meta.json", json.dumps(meta).encode())
         except OSError as e:
-            raise CacheError(f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact: "
+            raise CacheError(f"could not write to the journal {self.dir}: {e.strerror or e}; {self._cache_note()}: "
                              "free space (or make the folder writable) and run the same command again") from None
         chunks = self.chunks()
         self._next = 1 + max((int(c.stem) for c in chunks), default=-1)
@@ -72,7 +75,7 @@ class Journal:
             tmp.unlink(missing_ok=True)
             kept = len(self.chunks())
             raise CacheError(
-                f"could not write to the journal {self.dir}: {e.strerror or e}; the cache is intact and the "
+                f"could not write to the journal {self.dir}: {e.strerror or e}; {self._cache_note()} and the "
                 f"{kept} chunk(s) committed before are kept: free space and run the same command again"
             ) from None
         self._next += 1
@@ -97,6 +100,20 @@ class Journal:
             for i, h in enumerate(hashes):
                 found[h.decode()] = (c, i)
         return found
+
+    def _cache_note(self) -> str:
+        return "the cache is intact" if os.path.lexists(self.cache_path) else "there is no cache yet"
+
+    def recorded_precision(self) -> str | None:
+        """The precision ("fp32", "int8") of the interrupted run whose committed chunks are here; None when
+        there are none or the journal predates the record."""
+        if not self.chunks():
+            return None
+        try:
+            precision = json.loads((self.dir / "meta.json").read_text()).get("precision")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return precision if isinstance(precision, str) else None
 
     def clear(self) -> None:
         """Remove the journal (best effort: one left behind holds only vectors the cache now has)."""

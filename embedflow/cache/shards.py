@@ -190,14 +190,18 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
                                                                  fingerprint, root, failed, dim, created_utc,
                                                                  labels_csv))
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except BaseException as e:
         for p in (tmp, *written):
             with contextlib.suppress(OSError):
                 p.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
+            raise CacheError(f"could not write cache {path}: {e.strerror or e}; {store.kept_note(path)}") from None
         raise
+    try:  # the new index is in place and names the new shards: they stay whatever happens now
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise CacheError(f"cache {path} was written, but its folder could not be synced to disk "
+                         f"({e.strerror or e}): a power cut now could lose the new cache") from None
     # what the new index does not name: the old shards of a compaction (a reader that opened them keeps
     # them), shards of an unreadable index a --rebuild replaced
     remove_unreferenced(path, {name for name, _ in table})

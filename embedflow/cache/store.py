@@ -839,7 +839,12 @@ def _check_space(path: Path, need: int) -> None:
         return
     if free < need:
         raise CacheError(f"could not write cache {path}: No space left on device (it needs about {_mb(need)}, "
-                         f"{path.parent} has {_mb(free)} free); its previous content is intact")
+                         f"{path.parent} has {_mb(free)} free); {kept_note(path)}")
+
+
+def kept_note(path: Path) -> str:
+    """What a refused or failed write (which never replaced the cache) left: the previous cache, or none."""
+    return "its previous content is intact" if os.path.lexists(path) else "no cache was written"
 
 
 def _mb(n: int) -> str:
@@ -929,7 +934,7 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise CacheError(f"could not write cache {path}: {e.strerror or e}; its previous content is intact") from None
+            raise CacheError(f"could not write cache {path}: {e.strerror or e}; {kept_note(path)}") from None
         raise
 
 

@@ -199,7 +199,7 @@ def embed_folder(
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
                             old_tags, cache.labels_csv(cache_path))
             del old
-        journal = cache.Journal(cache_path, fp["id"])  # opened for writing by its first append only
+        journal = cache.Journal(cache_path, fp["id"], spec.precision)  # opened for writing by its first append only
         journaled = journal.vectors_by_hash()
 
         rows: list[cache.Row] = []

@@ -442,9 +442,20 @@ def staged_folder(target: str | Path, reporter=None):
                 raise
             where = str(e.filename).replace(str(staged), str(target)) if e.filename else ""
             raise OutputError(f"cannot write {target}: {e.strerror or e}"
-                              f"{f' ({where})' if where else ''}; it was left as it was") from None
+                              f"{f' ({where})' if where else ''}; {left_note(target)}") from None
         finally:
             shutil.rmtree(staged, ignore_errors=True)
+
+
+def left_note(target: Path) -> str:
+    """What a failed write (which never swapped) left at `target`: the old folder, or nothing; an old
+    folder still aside (its put-back failed too) is named, for the next reader puts it back."""
+    if os.path.lexists(target):
+        return "it was left as it was"
+    aside = list(target.parent.glob(f".{_glob_escape(staging_stem(target.name))}.old-*"))
+    if aside:
+        return f"the old folder is kept as {aside[0]} and put back by the next command that reads {target}"
+    return "nothing was written"
 
 
 def swap_into_place(staged: Path, target: Path) -> None:
@@ -455,7 +466,11 @@ def swap_into_place(staged: Path, target: Path) -> None:
         aside = target.parent / f".{staging_stem(target.name)}.old-{os.getpid()}"
         shutil.rmtree(aside, ignore_errors=True)
         _rename(target, aside)
-        _rename(staged, target)  # a crash before this line leaves the old folder aside: recover_aside
+        try:
+            _rename(staged, target)  # a crash before this line leaves the old folder aside: recover_aside
+        except OSError:
+            _rename(aside, target)  # the old folder back in place (failing too: recover_aside, next reader)
+            raise
         shutil.rmtree(aside, ignore_errors=True)
     _fsync_dir(target.parent)
 

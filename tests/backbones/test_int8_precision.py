@@ -37,6 +37,11 @@ def test_fp32_keeps_todays_id_and_int8_gets_its_own(monkeypatch):
     assert other_calibration["id"] != int8["id"]  # the calibration set is part of the identity
 
 
+def test_precisions_are_case_insensitive():
+    assert backbones.get_spec("mobilenet_v2", precision="INT8") == backbones.get_spec("mobilenet_v2", precision="int8")
+    assert backbones.get_spec("mobilenet_v2", precision="FP32") == backbones.get_spec()
+
+
 def test_bad_precisions_are_refused():
     with pytest.raises(UsageError, match="unknown precision 'int4'"):
         backbones.get_spec(precision="int4")
@@ -72,6 +77,7 @@ def test_embed_int8_converts_once_keeps_its_own_cache_and_refuses_fp32_mixing(cl
     assert result.exit_code != 0 and "differs in: precision, calibration" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     cli("embed", dataset, "--cache", "c8.h5")
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "INT8")  # any case: the same precision
     assert files[0].stat().st_mtime_ns == stamp  # converted once, reused
     with h5py.File("c8.h5") as f:
         assert f["embeddings"].shape == (18, held8.embeddings.shape[1])
@@ -111,3 +117,83 @@ def test_the_embedder_takes_a_precision(weights_file, dataset):
     assert e8.fingerprint_["precision"] == "int8" and e8.fingerprint_["id"] != e32.fingerprint_["id"]
     v8, v32 = e8.transform(paths), e32.transform(paths)
     assert v8.shape == v32.shape and not np.allclose(v8, v32)
+
+
+def test_evaluate_and_report_of_a_folder_keep_one_default_cache_per_backbone(cli, dataset, weights_file):
+    """An fp32 and an int8 model evaluated on the same folder without --cache each get their own default
+    cache (cache/NAME-HASH-ID.h5, ID from the backbone fingerprint): neither refuses the other's."""
+    from embedflow.errors import FingerprintMismatch
+
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8")
+    cli("embed", dataset, "--cache", "c32.h5")
+    cli("fit", "--cache", "c8.h5", "--head", "logreg", "--out", "m8")
+    cli("fit", "--cache", "c32.h5", "--head", "logreg", "--out", "m32")
+    cli("evaluate", "m32", dataset, "--quiet")
+    cli("evaluate", "m8", dataset, "--quiet")
+    cli("report", "m8", "--data", dataset, "--quiet")
+    made = sorted(p.name for p in Path("cache").glob(f"{dataset.name}-*.h5"))
+    assert len(made) == 2, made
+    ids = {cache.read_meta(Path("cache") / name)["fingerprint"]["id"]: name for name in made}
+    assert set(ids) == {api.load_model("m8").fingerprint["id"], api.load_model("m32").fingerprint["id"]}
+    for fp_id, name in ids.items():
+        assert name.endswith(f"-{fp_id[:8]}.h5")
+    # a cache of the other backbone given on purpose: one line naming --cache, the only option evaluate has
+    r = cli("evaluate", "m8", dataset, "--cache", Path("cache") / ids[api.load_model("m32").fingerprint["id"]],
+            expect=FingerprintMismatch.exit_code)
+    lines = [line for line in r.stderr.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1 and "--cache" in lines[0] and "--rebuild" not in lines[0], r.stderr
+
+
+def test_an_interrupted_int8_embed_resumes_as_int8_and_another_explicit_precision_is_refused(
+        cli, dataset, weights_file, monkeypatch):
+    """The journal records the precision: the same command without --precision resumes int8 (reusing the
+    committed vectors); --precision fp32 on that journal is one line, exit 3 (a fingerprint mismatch)."""
+    import embedflow.embedding.incremental as E
+    from embedflow.embedding import embed_folder
+    from embedflow.errors import Interrupted
+
+    spec8 = backbones.get_spec("mobilenet_v2", SIZE, str(weights_file), "int8")
+    calls = {"n": 0}
+
+    def flaky_factory(spec, fp, **kw):
+        real = backbones.make_embedder(spec, fp, **kw)
+
+        def embed(pixels):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return real(pixels)
+
+        return embed
+
+    monkeypatch.setattr(E, "COMMIT_ROWS", 4)  # commit after every batch
+    with pytest.raises(Interrupted):
+        embed_folder(dataset, Path("c8.h5"), spec=spec8, batch_size=4, workers=1, embedder_factory=flaky_factory)
+    assert not Path("c8.h5").exists()
+    journal = cache.Journal(Path("c8.h5"), backbones.fingerprint(spec8)["id"])
+    assert len(journal.vectors_by_hash()) == 8
+    r = cli("embed", dataset, "--cache", "c8.h5", "--precision", "fp32", expect=FingerprintMismatch.exit_code)
+    assert len(r.stderr.strip().splitlines()) == 1 and "int8" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(journal.vectors_by_hash()) == 8  # nothing discarded
+    r = cli("embed", dataset, "--cache", "c8.h5", "--json")
+    assert cache.load("c8.h5").fingerprint["precision"] == "int8"
+    import json
+
+    summary = json.loads(r.stdout)
+    assert summary["reused"] == 8 and summary["embedded"] == 10, summary
+    assert not journal.dir.exists()
+
+
+def test_the_throughput_benchmark_never_overwrites_the_fp32_result_by_default():
+    """benchmarks/embed_throughput.py measures fp32 and int8 in one run: its default output is a new
+    embed_throughput-int8-<UTC time>.json, never the fp32-era embed_throughput.json the README cites."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("embed_throughput", ROOT / "benchmarks" / "embed_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.default_out()
+    assert out.parent == ROOT / "benchmarks" / "results" and out.name != "embed_throughput.json"
+    assert out.name.startswith("embed_throughput-int8-") and out.suffix == ".json" and not out.exists()

@@ -64,3 +64,22 @@ def test_duplicates_threshold_decides_which_pairs_are_linked(cli, tmp_path):
     assert all(any(g <= h for h in loose) for g in strict)  # every strict group stays within a loose one
     r = cli("duplicates", "--threshold", "1.5", expect=2)
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_help_shows_every_option_with_fixed_choices_as_bracketed_choices():
+    """Each option taking one of a few words shows them the same way, [a|b|c]; and brackets in the help
+    text itself (pip install 'embedflow[s3]') are printed, not taken for markup."""
+    from ..conftest import invoke
+
+    wanted = {
+        "embed": ["--precision [fp32|int8]", "--runtime [auto|litert|keras]", "--engine [local|ray]",
+                  "embedflow[s3]", "embedflow[ray]"],
+        "fit": ["--head [logreg|svm|dense|knn]", "--kernel [auto|rbf|linear]", "--class-weight [balanced]"],
+        "evaluate": ["--split [train|val|test|all]", "--runtime [auto|litert|keras]"],
+        "predict": ["--format [text|tsv|csv|jsonl]"],
+        "export": ["--format [tflite|keras]", "--quantize [none|dynamic|float16|int8]"],
+    }
+    for command, shown in wanted.items():
+        text = " ".join(invoke(command, "--help").stdout.split())
+        for words in shown:
+            assert words in text, (command, words, text)

@@ -159,6 +159,33 @@ def test_failed_write_keeps_previous_cache(dataset, tiny_spec, tmp_path, monkeyp
     assert not list(tmp_path.glob(".c.h5.tmp*"))
 
 
+def test_a_failed_first_write_does_not_claim_a_previous_cache_is_intact(dataset, tiny_spec, tmp_path, monkeypatch):
+    """There is no previous content to keep on a first run: the messages say that nothing was written
+    (the full disk found before the work, while HDF5 writes, and while a journal chunk is committed)."""
+    path = tmp_path / "c.h5"
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache.store, "_gather", disk_full)
+    with pytest.raises(cache.CacheError, match="No space left on device; no cache was written") as e:
+        embed_folder(dataset, path, spec=tiny_spec)
+    assert "intact" not in str(e.value) and not path.exists()
+    monkeypatch.undo()
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache.store.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(cache.CacheError, match="no cache was written") as e:
+        embed_folder(dataset, path, spec=tiny_spec)
+    assert "intact" not in str(e.value)
+    monkeypatch.undo()
+    monkeypatch.setattr(cache.journal.np, "savez", disk_full)
+    with pytest.raises(cache.CacheError, match="could not write to the journal") as e:
+        embed_folder(dataset, tmp_path / "d.h5", spec=tiny_spec)  # (c.h5's journal holds every vector now)
+    assert "the cache is intact" not in str(e.value) and "no cache yet" in str(e.value), e.value
+
+
 def test_litert_matches_keras_reference(dataset, tiny_spec):
     from embedflow.data import load_image
 

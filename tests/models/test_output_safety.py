@@ -18,7 +18,7 @@ import pytest
 from embedflow import fsio, models
 from embedflow.models import manifest as writer
 
-from ..conftest import embed_and_fit
+from ..conftest import SIZE, embed_and_fit
 
 
 @pytest.fixture
@@ -294,6 +294,60 @@ def test_a_full_disk_while_fit_writes_is_one_line_and_the_old_folder_stays(fitte
         assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {disk / 'logreg'}: No space left"), r.stderr
         assert _snapshot(disk / "logreg") == before and _leftovers(disk) == []
         np.testing.assert_array_equal(_probabilities(disk / "logreg", fitted), proba)
+
+
+def test_a_full_disk_while_finetune_decodes_is_one_line_its_scratch_removed_and_the_old_folder_stays(
+        fitted, cli, monkeypatch, weights_file):
+    """finetune decodes the images into a scratch pixel file beside its --out folder: a disk that fills
+    there is one line and exit 5, the scratch file is removed, and the previous model folder is intact."""
+    disk = fitted / "small"
+    with small_disk(disk, "2m") as real:
+        cli("fit", "--head", "logreg", "--out", disk / "ft")  # the previous model of the target
+        before, proba = _snapshot(disk / "ft"), _probabilities(disk / "ft", fitted)
+        if real:
+            _fill(disk, leave=64 * 1024)  # 18 images of 96 px need about 500 kB
+        else:  # no tmpfs here: the same error, raised while the pixel file is written
+            import embedflow.models.pixel_file as pixel_file
+
+            real_replace = pixel_file.os.replace
+
+            def full(src, dst):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+
+            monkeypatch.setattr(pixel_file.os, "replace", full)
+        r = cli("finetune", "data", "--out", disk / "ft", "--epochs", "1", "--fine-tune-epochs", "0", "--no-refit",
+                "--image-size", SIZE, "--weights", weights_file, "--quiet", expect=5)
+        lines = _errors(r.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {disk / 'ft'}: No space left"), r.stderr
+        assert "it was left as it was" in lines[0] and "Traceback" not in r.stderr
+        assert _snapshot(disk / "ft") == before and _leftovers(disk) == [], _leftovers(disk)
+        np.testing.assert_array_equal(_probabilities(disk / "ft", fitted), proba)
+        if not real:
+            monkeypatch.setattr(pixel_file.os, "replace", real_replace)
+
+
+def test_a_failed_swap_without_renameat2_puts_the_old_folder_back_before_saying_so(fitted, cli, monkeypatch):
+    """Without an atomic exchange the swap is two renames: when the second fails, the old folder is put
+    back, so "it was left as it was" is true; a target that did not exist says nothing was written."""
+    before, proba = _snapshot(fitted / "models" / "logreg"), _probabilities(fitted / "models" / "logreg", fitted)
+    monkeypatch.setattr(writer, "_exchange", lambda a, b: False)
+    real_rename = writer._rename
+
+    def rename(src, dst):
+        if Path(src).name.startswith(".") and ".tmp-" in Path(src).name:  # the staged folder into place
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(dst))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(writer, "_rename", rename)
+    r = cli("fit", "--head", "logreg", "--C", "0.5", "--out", "models/logreg", "--quiet", expect=5)
+    lines = _errors(r.stderr)
+    assert len(lines) == 1 and "Input/output error" in lines[0] and lines[0].endswith("it was left as it was"), r.stderr
+    assert _snapshot(fitted / "models" / "logreg") == before and _leftovers(fitted / "models") == []
+    np.testing.assert_array_equal(_probabilities(fitted / "models" / "logreg", fitted), proba)
+    r = cli("fit", "--head", "logreg", "--out", "models/new", "--quiet", expect=5)
+    lines = _errors(r.stderr)
+    assert len(lines) == 1 and "left as it was" not in lines[0] and "nothing was written" in lines[0], r.stderr
+    assert not (fitted / "models" / "new").exists() and _leftovers(fitted / "models") == []
 
 
 def test_a_full_disk_while_evaluate_writes_its_report_is_one_line_and_no_temporary_file(fitted, cli, monkeypatch):

@@ -1,0 +1,119 @@
+"""The converted backbones kept under EMBEDFLOW_HOME/backbones: each .tflite has a sha256 sidecar written
+at conversion and checked once per process when it is loaded; a damaged file is converted again with a
+warning, a file converted before sidecars existed is converted again once; a read-only EMBEDFLOW_HOME is
+one line saying what to do."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+
+import pytest
+
+from embedflow import backbones
+from embedflow.progress import ListReporter
+
+from ..conftest import SIZE
+
+runtimes = importlib.import_module("embedflow.backbones.runtimes")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, weights_file):
+    """The tiny backbone converted once for this module: (spec, fingerprint, flatbuffer bytes)."""
+    from embedflow.backbones.weights import embedflow_home
+
+    spec = backbones.get_spec("mobilenet_v2", SIZE, str(weights_file))
+    fp = backbones.fingerprint(spec)
+    path = backbones.tflite_backbone_path(spec, fp)
+    assert path.parent.parent == embedflow_home()
+    return spec, fp, path.read_bytes()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, converted):
+    """A fresh EMBEDFLOW_HOME, a process that has verified nothing yet, and a conversion that returns the
+    module's flatbuffer at once (the TFLite converter takes seconds; what is checked here is what is done
+    with its bytes)."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("EMBEDFLOW_HOME", str(folder))
+    monkeypatch.setattr(runtimes, "_VERIFIED", {})
+    flatbuffer = converted[2]
+    reference = runtimes.make_interpreter(model_content=flatbuffer)
+    monkeypatch.setattr(runtimes, "_reference_and_flatbuffer",
+                        lambda spec: (lambda pixels: runtimes.run_tflite(reference, pixels), flatbuffer))
+    return folder
+
+
+@pytest.fixture
+def tiny_spec(converted):
+    return converted[0]
+
+
+def _sidecar(path):
+    return path.with_name(path.name + ".sha256")
+
+
+def _new_process(monkeypatch):
+    monkeypatch.setattr(runtimes, "_VERIFIED", {})
+
+
+def test_a_conversion_writes_a_sha256_sidecar_checked_once_per_process(home, tiny_spec, monkeypatch):
+    fp = backbones.fingerprint(tiny_spec)
+    path = backbones.tflite_backbone_path(tiny_spec, fp)
+    assert _sidecar(path).read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    hashed = []
+    real = runtimes._sha256
+    monkeypatch.setattr(runtimes, "_sha256", lambda p: hashed.append(p) or real(p))
+    for _ in range(3):
+        assert backbones.tflite_backbone_path(tiny_spec, fp) == path
+    assert hashed == []  # verified when written: this process never reads it again
+    _new_process(monkeypatch)
+    for _ in range(3):
+        assert backbones.tflite_backbone_path(tiny_spec, fp) == path
+    assert hashed == [path]  # a new process: once
+
+
+def test_a_damaged_converted_file_is_converted_again_with_a_warning(home, tiny_spec, monkeypatch):
+    fp = backbones.fingerprint(tiny_spec)
+    path = backbones.tflite_backbone_path(tiny_spec, fp)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _new_process(monkeypatch)
+    rep = ListReporter()
+    assert backbones.tflite_backbone_path(tiny_spec, fp, rep) == path
+    assert len(rep.warnings) == 1 and str(path) in rep.warnings[0] and "damaged" in rep.warnings[0], rep.warnings
+    assert _sidecar(path).read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.read_bytes() != bytes(data) and not list(path.parent.glob(".*.tmp"))
+
+
+def test_a_file_converted_before_sidecars_is_converted_again_once(home, tiny_spec, monkeypatch):
+    fp = backbones.fingerprint(tiny_spec)
+    path = backbones.tflite_backbone_path(tiny_spec, fp)
+    _sidecar(path).unlink()  # as every file converted before this release
+    _new_process(monkeypatch)
+    rep = ListReporter()
+    backbones.tflite_backbone_path(tiny_spec, fp, rep)
+    assert _sidecar(path).is_file() and rep.warnings == [] and any("again" in m for m in rep.infos), rep.infos
+    stamp = path.stat().st_mtime_ns
+    _new_process(monkeypatch)
+    rep = ListReporter()
+    backbones.tflite_backbone_path(tiny_spec, fp, rep)
+    assert path.stat().st_mtime_ns == stamp and rep.infos == [] and rep.warnings == []
+
+
+def test_a_read_only_embedflow_home_through_the_cli(cli, dataset, home, monkeypatch):
+    """Read-only, as a read-only mount or a folder of another user is to anyone: every write there fails
+    with EROFS (injected: mounting needs privileges the tests may not have)."""
+    import errno
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(home))
+
+    monkeypatch.setattr(runtimes.tempfile, "mkstemp", read_only)
+    r = cli("embed", dataset, "--runtime", "litert", "--quiet", expect=4)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "Read-only file system" in lines[0] and "set EMBEDFLOW_HOME to a writable folder" in lines[0], lines
