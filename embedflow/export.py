@@ -14,7 +14,7 @@ import io
 import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +182,11 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
     backbones.check_compatible(backbones.fingerprint(spec), loaded.fingerprint, "the backbone weights found now",
                                f"model {model_dir} was trained on vectors of another backbone")
     model = fuse(loaded, spec)
+    fused_fp = loaded.fingerprint  # the backbone inside the export: float32 even for a head of int8 vectors
     if _trained_precision(loaded.fingerprint) != "fp32":
         reporter.warn(f"{model_dir} was trained on {_trained_precision(loaded.fingerprint)} vectors; the export fuses "
                       "the float32 backbone, and its parity check measures the difference")
+        fused_fp = backbones.fingerprint(replace(spec, precision="fp32"))
     candidates = [Path(cache_path)] if cache_path else models.recorded_caches(manifest)
     cache_path = next((p for p in candidates if p.is_file()), None)
     if cache_path is None:
@@ -212,7 +214,7 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
     train_refs = refs_for_keys(root, [held.keys[i] for i in train_rows],
                                [held.classes[held.labels[i]] for i in train_rows])
     unfolded = fuse(loaded, spec, fold_scaler=False) if manifest.get("head") == "logreg" else None
-    return Source(model, manifest, loaded.classes, loaded.fingerprint, val, source_proba, train_refs,
+    return Source(model, manifest, loaded.classes, fused_fp, val, source_proba, train_refs,
                   {**split, "val_keys": [r.key for r in val.refs], "parity_on": parity_on}, str(root.resolve()),
                   fused_from=manifest.get("head"),
                   unfolded=unfolded)
@@ -414,8 +416,10 @@ def _write_manifest(out_dir, src: Source, model_dir, fmt, quantize, model_file, 
         "data": {**_source_data(src.manifest), "root": src.data_root}, "split": src.split,
         "parity": parity_result, "files": files, "export_seconds": round(seconds, 2),
     }
-    if src.fused_from and _trained_precision(src.fingerprint) != "fp32":
-        manifest["backbone_precision"] = {"fused": "fp32", "head_trained_on": _trained_precision(src.fingerprint)}
+    trained_on = _trained_precision(src.manifest.get("fingerprint") or {})
+    if src.fused_from and trained_on != _trained_precision(src.fingerprint):
+        manifest["backbone_precision"] = {"fused": _trained_precision(src.fingerprint), "head_trained_on": trained_on,
+                                          "head_fingerprint_id": src.manifest["fingerprint"].get("id")}
     # labels.txt and README.md (the model card, with the source model's validation report)
     models.write_members(out_dir, manifest, deploy_files(manifest, _source_report(model_dir), str(target or out_dir)))
     models.write_manifest(out_dir, manifest)

@@ -4,6 +4,7 @@ LiteRT/XNNPACK (fast on a CPU), and the choice between them."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -121,6 +122,7 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
             reporter.warn(f"{path} is {problem}; converting it again")
         elif reporter:
             reporter.info(f"{path}: {problem}; converting it again once")
+    _check_writable(path.parent)  # before a conversion of tens of seconds whose result could not be kept
     if kind == "int8":
         return _int8_backbone(spec, path, reporter)
     if reporter:
@@ -197,6 +199,14 @@ def _keep_converted(path: Path, flatbuffer: bytes) -> None:
     _VERIFIED[str(path)] = _stamp(path)
 
 
+def _check_writable(folder: Path) -> None:
+    """Raise the CacheError _write_beside would raise when a file cannot be written in `folder`."""
+    probe = folder / f".write-probe-{os.getpid()}"
+    _write_beside(probe, b"")
+    with contextlib.suppress(OSError):
+        probe.unlink()
+
+
 def _write_beside(path: Path, data: bytes) -> None:
     """Write a file through a temporary one beside it, renamed into place; on a full disk, a read-only
     folder or an I/O error the temporary file is removed and the error is one CacheError (exit 4) naming
@@ -218,8 +228,11 @@ def _write_beside(path: Path, data: bytes) -> None:
             raise CacheError(f"could not write {path}: {e.strerror or e}; the converted backbone is kept in "
                              f"EMBEDFLOW_HOME ({embedflow_home()}): set EMBEDFLOW_HOME to a writable folder "
                              "and run again") from None
-        raise CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
-                         "(EMBEDFLOW_HOME) and run again") from None
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
+                             "(EMBEDFLOW_HOME) and run again") from None
+        raise CacheError(f"could not write {path}: {e.strerror or e}; EMBEDFLOW_HOME ({embedflow_home()}) must be a "
+                         "writable folder: set EMBEDFLOW_HOME to one and run again") from None
 
 
 def _reference_and_flatbuffer(spec: BackboneSpec):
@@ -341,8 +354,8 @@ def make_embedder(spec: BackboneSpec, fp: dict, runtime: str = "auto", reporter=
     asked_for_litert = runtime == "litert"
     if spec.precision == "int8":  # a full-integer TFLite model: LiteRT is the only runtime that runs it
         if runtime == "keras":
-            raise UsageError("--precision int8 runs on LiteRT only: use --runtime auto or litert "
-                             "(or --precision fp32 with --runtime keras)")
+            raise UsageError("an int8 backbone runs on LiteRT only: use --runtime auto or litert (--runtime keras "
+                             "runs fp32 backbones)")
         return LiteRTEmbedder(spec, fp, threads=threads, reporter=reporter)
     if runtime == "auto":
         runtime = "keras" if has_gpu() else "litert"

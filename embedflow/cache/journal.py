@@ -104,6 +104,11 @@ class Journal:
     def _cache_note(self) -> str:
         return "the cache is intact" if os.path.lexists(self.cache_path) else "there is no cache yet"
 
+    def foreign_chunks(self) -> int:
+        """Committed chunks of an interrupted run of another fingerprint (another backbone, size or
+        precision): this run cannot use them and its first append discards them."""
+        return len(self.chunks()) if self.dir.exists() and not self._same_fingerprint() else 0
+
     def recorded_precision(self) -> str | None:
         """The precision ("fp32", "int8") of the interrupted run whose committed chunks are here; None when
         there are none or the journal predates the record."""

@@ -200,6 +200,10 @@ def embed_folder(
                             old_tags, cache.labels_csv(cache_path))
             del old
         journal = cache.Journal(cache_path, fp["id"], spec.precision)  # opened for writing by its first append only
+        if journal.foreign_chunks():
+            reporter.warn(f"{journal.dir} holds {journal.foreign_chunks()} chunk(s) of an interrupted run of another "
+                          f"backbone or precision ({journal.recorded_precision() or 'not recorded'}): this run cannot "
+                          "use them and replaces them")
         journaled = journal.vectors_by_hash()
 
         rows: list[cache.Row] = []
@@ -378,6 +382,9 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         commit()
     except KeyboardInterrupt:
         commit()
+        if not committed:
+            raise Interrupted("interrupted before any new vector was embedded: nothing was kept; run the same "
+                              "command again to start it") from None
         raise Interrupted(
             f"interrupted: {len(committed)} new vectors are kept in {journal.dir}; "
             "run the same command again to resume"

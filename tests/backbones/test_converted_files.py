@@ -117,3 +117,17 @@ def test_a_read_only_embedflow_home_through_the_cli(cli, dataset, home, monkeypa
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "Read-only file system" in lines[0] and "set EMBEDFLOW_HOME to a writable folder" in lines[0], lines
+
+
+def test_an_embedflow_home_that_is_a_file_is_refused_before_converting(cli, dataset, tmp_path, monkeypatch):
+    """Not a folder (a real ENOTDIR): one line that says what EMBEDFLOW_HOME must be, not "free space",
+    and before the conversion (which would be lost)."""
+    not_a_folder = tmp_path / "home-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("EMBEDFLOW_HOME", str(not_a_folder))
+    monkeypatch.setattr(runtimes, "_reference_and_flatbuffer", lambda spec: pytest.fail("converted first"))
+    r = cli("embed", dataset, "--runtime", "litert", "--quiet", expect=4)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "Not a directory" in lines[0] and "must be a writable folder" in lines[0], lines
+    assert "free space" not in lines[0]

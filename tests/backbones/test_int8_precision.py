@@ -99,7 +99,10 @@ def test_an_int8_model_predicts_with_int8_vectors(cli, dataset, weights_file):
     r = cli("export", "m8", "--out", "m8-tflite")
     assert "trained on int8 vectors; the export fuses the float32 backbone" in r.stderr, r.stderr
     exported = json.loads((Path("m8-tflite") / "manifest.json").read_text())
-    assert exported["backbone_precision"] == {"fused": "fp32", "head_trained_on": "int8"}
+    assert exported["backbone_precision"] == {"fused": "fp32", "head_trained_on": "int8",
+                                              "head_fingerprint_id": model.fingerprint["id"]}
+    assert "precision" not in exported["fingerprint"] and "quantization" not in exported["fingerprint"]
+    assert "int8" not in (Path("m8-tflite") / "README.md").read_text().split("## ")[0]  # the card's front part
 
 
 def api_pixels(path):

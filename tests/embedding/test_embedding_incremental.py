@@ -245,3 +245,29 @@ def test_unchanged_files_are_not_read_again(dataset, tiny_spec, monkeypatch, tmp
 def test_recently_modified_files_are_hashed_next_time(dataset, tiny_spec, tmp_path):
     embed_folder(dataset, tmp_path / "c.h5", spec=tiny_spec)  # the fixture's files were written just now
     assert not cache.load(tmp_path / "c.h5", vectors=False).file_stats.any()
+
+
+def test_an_interrupt_before_the_first_vector_says_nothing_was_kept(dataset, tiny_spec, tmp_path):
+    """Ctrl-C while the backbone is still being converted: no journal to resume, and the line says so."""
+    def interrupted_factory(spec, fp_, **kw):
+        raise KeyboardInterrupt
+
+    path = tmp_path / "c.h5"
+    with pytest.raises(Interrupted, match="^interrupted before any new vector was embedded: nothing was kept"):
+        embed_folder(dataset, path, spec=tiny_spec, batch_size=4, workers=1, embedder_factory=interrupted_factory)
+    assert not path.exists() and not cache.Journal(path, "").chunks()
+
+
+def test_a_journal_of_another_precision_is_replaced_with_a_warning(dataset, tiny_spec, tmp_path):
+    """An interrupted int8 run's chunks, then a run of another fingerprint: it cannot use them, says so."""
+    from embedflow.progress import ListReporter
+
+    path = tmp_path / "c.h5"
+    other = cache.Journal(path, "another-fingerprint", "int8")
+    other.append(["ab" * 32], np.ones((1, 8), np.float32))
+    rep = ListReporter()
+    summary = embed_folder(dataset, path, spec=tiny_spec, batch_size=4, reporter=rep)
+    assert summary.embedded == 18 and len(cache.load(path)) == 18
+    assert any("1 chunk(s) of an interrupted run of another backbone or precision (int8)" in w
+               for w in rep.warnings), rep.warnings
+    assert not cache.Journal(path, "").chunks()
