@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache, insight, search
-from .errors import BadImage, DatasetError, FingerprintMismatch
+from .errors import BadImage, DatasetError
 from .progress import SILENT, Reporter
 from .reports.write import write_text_atomically
 from .search.exact import QUERY_ROWS, SEARCH_ROWS
@@ -159,11 +159,11 @@ def audit(cache_path, *, against=None, top: int = TOP, threshold: float = THRESH
 def comparable_cache(cache_path, columns: cache.CacheColumns, other_path) -> cache.CacheColumns:
     """The columns of the cache at `other_path`; FingerprintMismatch unless both caches were made by the
     same backbone (fingerprint id), CacheError if it is missing or damaged."""
+    from . import backbones
+
     other = cache.load_columns(other_path)
-    mine_id, other_id = columns.fingerprint.get("id"), other.fingerprint.get("id")
-    if mine_id != other_id:
-        raise FingerprintMismatch(f"{other_path} was embedded with another backbone (fingerprint {other_id}) "
-                                  f"than {cache_path} ({mine_id}); embed both with the same one")
+    backbones.check_compatible(other.fingerprint, columns.fingerprint, f"cache {other_path}",
+                               f"embed it like {cache_path} (same backbone, image size and precision)")
     return other
 
 

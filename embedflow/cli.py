@@ -231,6 +231,7 @@ def fit(
 
     from . import api
 
+    head, kernel = head.lower(), kernel.lower() if kernel is not None else None  # SVM is svm, RBF is rbf
     params = {name: value for name, value in (("C", c), ("epochs", epochs), ("k", k), ("kernel", kernel))
               if value is not None}
     rep = CliReporter(quiet or as_json)
