@@ -330,8 +330,7 @@ def html_report(model: Classifier, data: str | os.PathLike | None = None, *, cac
     path = Path(out) if out is not None else default
     path.parent.mkdir(parents=True, exist_ok=True)
     write_html(path, page)
-    reporter.info(f"wrote {path}")
-    return path
+    return path  # the caller says where it went (the CLI prints it once, on stdout)
 
 
 def _validation_page(model: Classifier, model_cache, name: str, reporter: Reporter) -> dict:

@@ -128,8 +128,9 @@ def test_evaluate_and_report_command_write_pages(tmp_path):
     run("evaluate", model, path, "--out", tmp_path / "ev")
     html = (tmp_path / "ev" / "eval-report.html").read_text(encoding="utf-8")
     assert '<section id="embedding-map">' in html and '<section id="misclassified">' in html
-    out = run("report", model, "--cache", path, "--out", tmp_path / "r" / "page.html").stdout
-    assert "page.html" in out and (tmp_path / "r" / "page.html").is_file()
+    r = run("report", model, "--cache", path, "--out", tmp_path / "r" / "page.html")
+    assert "page.html" in r.stdout and (tmp_path / "r" / "page.html").is_file()
+    assert "page.html" not in r.stderr, r.stderr  # said once, on stdout
     run("report", model)  # its recorded validation images, from the cache it was fitted on
     html = (model / "report-validation.html").read_text(encoding="utf-8")
     assert "the saved model was refit on all images" in html
