@@ -20,15 +20,18 @@ class LinearSVMHead(ClassifierMixin, BaseEstimator):
 
     For each class k, w_k and b_k minimise 0.5 |w_k|^2 + C * sum_i s_i max(0, 1 - t_ik (w_k . x_i + b_k))^2
     (t_ik = +1 for class k, -1 otherwise; s_i the class weight of sample i's label, 1 without one; b_k is
-    not penalised). The stacked (features + 1, classes) weights are found by L-BFGS (scipy) with float32
-    products, so one iteration costs two (N, features) x (features, classes) matrix products, whatever the
-    number of classes. Two classes: one machine, decision values d and -d.
+    not penalised). The stacked (features + 1, classes) weights are found by L-BFGS (`_lbfgs`) on centred
+    vectors from a ridge start, with float32 products, so one iteration costs two (N, features) x
+    (features, classes) matrix products, whatever the number of classes; it stops when the objective fell
+    by less than `tol` (relative) over WINDOW iterations, or after `max_iter`. Two classes: one machine,
+    decision values d and -d. Deterministic: the only randomness is the calibration split (random_state).
 
     Probabilities: softmax(decision / T) over the classes (binary: over (-d, d)). The temperature T
-    minimises the log loss of a model fitted on 80% of the training vectors (stratified, random_state)
-    on the other 20% (`calibrated_on_` = "held-out 20%"); the model is then refitted on all of them,
-    warm-started from that fit. When a 20% split cannot hold every class (a class with one vector), T is
-    fitted on the training vectors themselves (`calibrated_on_` = "training vectors").
+    minimises the cross-entropy (against Platt-style smoothed targets, see _fit_temperature) of a model
+    fitted on 80% of the training vectors (stratified, random_state) on the other 20% (`calibrated_on_` =
+    "held-out 20%"); the model is then refitted on all of them, warm-started from that fit. When a 20%
+    split cannot hold every class (a class with one vector), T is fitted on the training vectors
+    themselves (`calibrated_on_` = "training vectors"). `calibration_` = "temperature".
 
     X: (N, features) float, best L2-normalised (the svm head's Pipeline does it). Raises ValueError (from
     validation) on NaN, sparse or 1-d X, and for fewer than two classes; UsageError for C <= 0."""
