@@ -94,7 +94,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "heads_scale.json")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    results = {"code": str(args.code), "cpus": os.cpu_count(), "load_average": os.getloadavg(), "sets": {}}
+    commit = subprocess.run(["git", "-C", str(args.code), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(args.code), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    results = {"code": str(args.code), "commit": commit, "uncommitted_changes": dirty, "cpus": os.cpu_count(),
+               "load_average": os.getloadavg(), "sets": {}}
     print("| set | head | fit s | x sklearn LogisticRegression | peak RSS MB | accuracy |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +140,8 @@ def main() -> None:
             results["sets"][name] = entry
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=2))  # after every set: a long run keeps what it measured
+    results["load_average_after"] = os.getloadavg()
+    args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
 
 

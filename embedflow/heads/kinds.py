@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import DatasetError, UsageError
 from .dense import DenseHead
 from .knn import KNNHead
+from .linear_svm import CALIBRATION as LINEAR_CALIBRATION, HOLD_OUT, LinearSVMHead
 
 
 HEAD_KINDS = ("logreg", "svm", "dense", "knn")
@@ -22,20 +23,22 @@ DEFAULTS = {
     "svm": {"C": None, "kernel": "auto"},
     "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": None, "patience": 10},
     # flowers-dev, cosine, distance-weighted, mean accuracy over 6 seeded 80/20 splits: raw vectors k=7
-    # 85.4% (5-fold CV: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%); in the LDA space k=7 88.6%.
+    # 85.4% (5-fold CV: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%); in the LDA space k=7 88.6%
+    # (88.3% with LDAProjection, benchmarks/results/readme_numbers.json).
     "knn": {"k": 7, "space": "auto"},
 }
 
 
-# Training images each class needs for a head to train: the SVM's Platt calibration cross-validates
-# (stratified folds, at most SVM_CALIBRATION_FOLDS, never more than the smallest class holds).
+# Training images each class needs for a head to train: the RBF SVM's Platt calibration cross-validates
+# (stratified folds, at most SVM_CALIBRATION_FOLDS, never more than the smallest class holds); the linear
+# SVM's temperature is fitted on a held-out 20% that needs two per class too.
 MIN_PER_CLASS = {"logreg": 1, "svm": 2, "dense": 1, "knn": 1}
 SVM_CALIBRATION_FOLDS = 5
 # The RBF SVM is one-vs-one (classes^2 / 2 machines) and its Platt calibration refits it per fold: on 102
 # classes x 8,189 vectors it took 225 s and scored 6 points below logreg. Above this many classes, the svm
-# head is a linear SVM (one-vs-rest, liblinear) calibrated on 2 folds (each fit costs about one full fit).
+# head is LinearSVMHead (one-vs-rest squared hinge, all classes in one L-BFGS problem, temperature-scaled
+# probabilities: one fit on 80%, then one warm-started refit on all).
 SVM_RBF_MAX_CLASSES = 10
-SVM_LINEAR_CALIBRATION_FOLDS = 2
 SVM_DEFAULT_C = {"rbf": 10.0, "linear": 1.0}
 SVM_KERNELS = ("auto", "rbf", "linear")
 
@@ -43,7 +46,7 @@ SVM_KERNELS = ("auto", "rbf", "linear")
 def check_trainable(kind: str, estimator, y, classes: list[str], *, held_out: bool = False):
     """Make `estimator` (a fresh head of `kind`) fit for training labels y (int class indices into classes):
     the SVM's kernel is chosen (kernel "auto": RBF up to SVM_RBF_MAX_CLASSES classes, linear above) and
-    its calibration folds become min(5 (RBF) or 2 (linear), smallest class count). Raises DatasetError, before any
+    the RBF SVM's calibration folds become min(5, smallest class count). Raises DatasetError, before any
     training, naming the smallest class when it has fewer training images than the head's minimum
     (MIN_PER_CLASS); its advice names --val-split only when held_out (a validation fraction was taken from
     the training images, so a smaller one leaves more). Returns the estimator."""
@@ -77,23 +80,22 @@ def svm_kernel(kernel: str, n_classes: int) -> str:
 def configure_svm(pipeline, n_classes: int, smallest: int):
     """Set an svm head (make_head("svm")) for training data of n_classes classes whose smallest has
     `smallest` images: its kernel (`svm_kernel_` on the pipeline records the one used), C (the kernel's
-    SVM_DEFAULT_C unless one was given) and its calibration folds. Returns the pipeline."""
-    from sklearn.svm import SVC, LinearSVC
-
+    SVM_DEFAULT_C unless one was given) and its calibration (`svm_calibration_`): the RBF SVC's Platt
+    folds, min(SVM_CALIBRATION_FOLDS, smallest); the linear kernel replaces the classifier step with
+    LinearSVMHead (temperature scaling on a held-out 20%). Returns the pipeline."""
     requested = getattr(pipeline, "svm_request_", {"kernel": "auto", "C": None})
     kernel = svm_kernel(requested["kernel"], n_classes)
     C = requested["C"] if requested["C"] is not None else SVM_DEFAULT_C[kernel]
-    svc = pipeline.named_steps["clf"].estimator
+    clf = pipeline.named_steps["clf"]
     if kernel == "linear":
-        weight = getattr(svc, "class_weight", None)
-        # the dual solver (coordinate descent, a pass costs one read of the vectors): liblinear's primal
-        # Newton solver, which "auto" picks when vectors outnumber dimensions, ran many times slower here
-        svc = LinearSVC(C=C, dual=True, class_weight=weight, random_state=getattr(svc, "random_state", 0))
-        folds = SVM_LINEAR_CALIBRATION_FOLDS
+        svc = clf.estimator if hasattr(clf, "estimator") else clf
+        pipeline.set_params(clf=LinearSVMHead(C=C, class_weight=getattr(svc, "class_weight", None),
+                                              random_state=getattr(svc, "random_state", 0)))
+        pipeline.svm_calibration_ = f"{LINEAR_CALIBRATION} ({HOLD_OUT:.0%} held out)"
     else:
-        svc.set_params(C=C)
-        folds = SVM_CALIBRATION_FOLDS
-    pipeline.set_params(clf__estimator=svc, clf__cv=min(folds, smallest))
+        clf.estimator.set_params(C=C)
+        pipeline.set_params(clf__cv=min(SVM_CALIBRATION_FOLDS, smallest))
+        pipeline.svm_calibration_ = f"sigmoid (Platt, {pipeline.named_steps['clf'].cv}-fold)"
     pipeline.svm_kernel_ = kernel
     return pipeline
 
@@ -146,8 +148,9 @@ def head_params(estimator) -> dict:
     """JSON-friendly hyperparameters of a head (for the manifest)."""
     params = estimator.get_params(deep=True)
     out = {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
-    if getattr(estimator, "svm_kernel_", None):  # the svm head's kernel, as chosen for its classes
+    if getattr(estimator, "svm_kernel_", None):  # the svm head's kernel and calibration, as chosen for its classes
         out["kernel"] = estimator.svm_kernel_
+        out["calibration"] = estimator.svm_calibration_
     return out
 
 

@@ -23,7 +23,7 @@ CARD_FILE = "README.md"
 MAX_SKIPPED_LISTED = 20
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
-_HEADS = {"logreg": "a logistic-regression head", "svm": "an SVM head (RBF up to 10 classes, linear above; Platt-calibrated probabilities)",
+_HEADS = {"logreg": "a logistic-regression head", "svm": "an SVM head (RBF with Platt-calibrated probabilities up to 10 classes; above, a linear one-vs-rest SVM with temperature-scaled probabilities)",
           "dense": "a dense softmax head", "knn": "a k-nearest-neighbour head"}
 # scikit-learn parameters that say nothing about the model (bookkeeping, defaults of no consequence here)
 _QUIET_PARAMS = {"memory", "verbose", "copy", "transform_input", "n_jobs", "cache_size", "shrinking", "tol",

@@ -229,7 +229,7 @@ def write_html(path: str | os.PathLike, page: dict) -> Path:
     return write_text_atomically(Path(path), render_html(page))
 
 
-MAIN_PARAMS = ("C", "kernel", "gamma", "k", "n_neighbors", "epochs", "learning_rate", "dropout", "space")
+MAIN_PARAMS = ("C", "kernel", "calibration", "gamma", "k", "n_neighbors", "epochs", "learning_rate", "dropout", "space")
 
 
 def manifest_summary(manifest: dict, *, kind: str, scored: str) -> list[tuple[str, str]]:

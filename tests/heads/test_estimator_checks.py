@@ -10,7 +10,7 @@ from sklearn.utils import estimator_checks as ec
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from embedflow.embedding import Embedder
-from embedflow.heads import DenseHead, KNNHead, make_head
+from embedflow.heads import DenseHead, KNNHead, LinearSVMHead, make_head
 
 from ..conftest import SIZE
 
@@ -46,6 +46,7 @@ def expected_failures(estimator) -> dict[str, str]:
 HEADS = [
     make_head("logreg"),
     make_head("svm"),
+    LinearSVMHead(),  # the svm head's classifier above SVM_RBF_MAX_CLASSES classes (or --kernel linear)
     KNNHead(),
     KNNHead(space="lda"),
     DenseHead(epochs=20, patience=3, learning_rate=0.05),  # fast: the checks test the API (and fit blobs)

@@ -1,5 +1,6 @@
 """Issue #20 (heads that scale with classes): the svm head is an RBF SVM up to SVM_RBF_MAX_CLASSES classes
-and a linear SVM above (one-vs-rest, calibrated on 2 folds), unless --kernel says; the dense head's batch
+and LinearSVMHead above (one-vs-rest squared hinge, temperature-scaled on a held-out 20%), unless --kernel
+says; the dense head's batch
 grows with N so an epoch stays ~64 steps. Small synthetic caches (no backbone); times are in
 benchmarks/heads_scale.py, not here."""
 
@@ -11,30 +12,33 @@ import numpy as np
 import pytest
 
 from embedflow import api
-from embedflow.heads import DenseHead, make_head
+from embedflow.heads import DenseHead, LinearSVMHead, make_head
 from embedflow.heads.kinds import SVM_RBF_MAX_CLASSES, check_trainable
 
 from .test_heads_tiny_classes import tiny_cache
 
 
 def svm_parts(clf):
+    """(the SVM, its Platt folds or None for LinearSVMHead's temperature scaling)."""
     pipeline = clf.estimator if hasattr(clf, "estimator") else clf
-    return pipeline.named_steps["clf"].estimator, pipeline.named_steps["clf"].cv
+    step = pipeline.named_steps["clf"]
+    return (step, None) if isinstance(step, LinearSVMHead) else (step.estimator, step.cv)
 
 
 @pytest.mark.parametrize("n_classes,kernel,want", [
     (SVM_RBF_MAX_CLASSES, "auto", "rbf"), (SVM_RBF_MAX_CLASSES + 1, "auto", "linear"),
     (3, "linear", "linear"), (SVM_RBF_MAX_CLASSES + 1, "rbf", "rbf")])
 def test_svm_kernel_follows_the_classes_unless_given(n_classes, kernel, want):
-    from sklearn.svm import SVC, LinearSVC
+    from sklearn.svm import SVC
 
     y = np.repeat(np.arange(n_classes), 6)
-    head = check_trainable("svm", make_head("svm", kernel=kernel), y, [f"c{i}" for i in range(n_classes)])
+    head = check_trainable("svm", make_head("svm", kernel=kernel, seed=3), y, [f"c{i}" for i in range(n_classes)])
     svc, folds = svm_parts(head)
     assert head.svm_kernel_ == want
-    assert isinstance(svc, LinearSVC if want == "linear" else SVC)
-    assert folds == (2 if want == "linear" else 5)
-    assert svc.C == (1.0 if want == "linear" else 10.0)
+    assert isinstance(svc, LinearSVMHead if want == "linear" else SVC)
+    assert folds == (None if want == "linear" else 5)
+    assert svc.C == (1.0 if want == "linear" else 10.0) and svc.random_state == 3
+    assert head.svm_calibration_ == ("temperature (20% held out)" if want == "linear" else "sigmoid (Platt, 5-fold)")
 
 
 def test_a_given_c_is_used_by_either_kernel():
@@ -48,7 +52,12 @@ def test_many_classes_fit_a_calibrated_linear_svm_and_the_manifest_says_so(tmp_p
     path = tiny_cache(tmp_path / "many.h5", [8] * 14)
     clf = api.fit_head(path, "svm", val_split=0.25, reporter=None)
     assert clf.manifest["hyperparameters"]["kernel"] == "linear"
-    assert clf.manifest["hyperparameters"]["clf__cv"] == 2
+    assert clf.manifest["hyperparameters"]["calibration"] == "temperature (20% held out)"
+    assert "clf__cv" not in clf.manifest["hyperparameters"]
+    from embedflow.reports.model_card import CARD_FILE, deploy_files
+
+    card = deploy_files(clf.manifest)[CARD_FILE]
+    assert "calibration=temperature (20% held out)" in card and "temperature-scaled" in card
     assert clf.report_["accuracy"] > 0.6  # clustered classes (chance: 1/14)
     np.testing.assert_allclose(clf.val_proba_.sum(axis=1), 1.0, rtol=1e-6)
 
