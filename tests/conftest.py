@@ -208,6 +208,26 @@ def tiny_spec(weights_file):
     return backbones.get_spec("mobilenet_v2", SIZE, str(weights_file))
 
 
+def interrupting_factory(at_call: int):
+    """An embedder factory whose embedder raises KeyboardInterrupt (Ctrl-C) at its `at_call`-th batch."""
+    from embedflow import backbones
+
+    calls = {"n": 0}
+
+    def factory(spec, fp, **kw):
+        real = backbones.make_embedder(spec, fp, **kw)
+
+        def embed(pixels):
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                raise KeyboardInterrupt
+            return real(pixels)
+
+        return embed
+
+    return factory
+
+
 def seeded(seed=0):
     random.seed(seed)
     np.random.seed(seed)

@@ -14,7 +14,7 @@ import pytest
 from embedflow import api, backbones, cache
 from embedflow.backbones.calibration import CALIBRATION_NAME, calibration_id, calibration_images
 from embedflow.errors import FingerprintMismatch, UsageError
-from tests.conftest import SIZE
+from tests.conftest import SIZE, interrupting_factory
 
 DEFAULT_SHA = "ae4e50beb0eca359853b053c48fbcf2401902451edfa03c0561853ed0d64228d"  # the ImageNet no-top file
 
@@ -156,22 +156,10 @@ def test_an_interrupted_int8_embed_resumes_as_int8_and_another_explicit_precisio
     from embedflow.errors import Interrupted
 
     spec8 = backbones.get_spec("mobilenet_v2", SIZE, str(weights_file), "int8")
-    calls = {"n": 0}
-
-    def flaky_factory(spec, fp, **kw):
-        real = backbones.make_embedder(spec, fp, **kw)
-
-        def embed(pixels):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt
-            return real(pixels)
-
-        return embed
-
     monkeypatch.setattr(E, "COMMIT_ROWS", 4)  # commit after every batch
     with pytest.raises(Interrupted):
-        embed_folder(dataset, Path("c8.h5"), spec=spec8, batch_size=4, workers=1, embedder_factory=flaky_factory)
+        embed_folder(dataset, Path("c8.h5"), spec=spec8, batch_size=4, workers=1,
+                     embedder_factory=interrupting_factory(3))
     assert not Path("c8.h5").exists()
     journal = cache.Journal(Path("c8.h5"), backbones.fingerprint(spec8)["id"])
     assert len(journal.vectors_by_hash()) == 8

@@ -14,7 +14,7 @@ from embedflow import backbones, cache
 from embedflow.embedding import Interrupted, embed_folder
 from embedflow.errors import CacheLocked
 
-from ..conftest import SIZE, make_image
+from ..conftest import SIZE, interrupting_factory, make_image
 
 
 def test_cache_schema_is_plain_hdf5(cli, dataset, weights_file):
@@ -99,19 +99,6 @@ def test_fingerprint_mismatch_is_refused(cli, dataset, weights_file):
 def test_interrupt_keeps_progress_and_resume_matches_uninterrupted(dataset, tiny_spec, tmp_path):
     fp = backbones.fingerprint(tiny_spec)
     reference = embed_folder(dataset, tmp_path / "ref.h5", spec=tiny_spec, batch_size=4)
-    calls = {"n": 0}
-
-    def flaky_factory(spec, fp_, **kw):
-        real = backbones.make_embedder(spec, fp_, **kw)
-
-        def embed(pixels):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt
-            return real(pixels)
-
-        return embed
-
     path = tmp_path / "c.h5"
     import embedflow.embedding.incremental as E
 
@@ -120,7 +107,7 @@ def test_interrupt_keeps_progress_and_resume_matches_uninterrupted(dataset, tiny
     try:
         with pytest.raises(Interrupted, match="run the same command again"):
             embed_folder(dataset, path, spec=tiny_spec, batch_size=4, workers=1,  # calls in order
-                         embedder_factory=flaky_factory)
+                         embedder_factory=interrupting_factory(3))
     finally:
         E.COMMIT_ROWS = old
     assert not path.exists()  # nothing half-written
