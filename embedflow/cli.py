@@ -240,8 +240,10 @@ def fit(
                        reject_rate=reject_rate if reject else None, out=out or api.DEFAULT_MODELS / head,
                        reporter=rep, **params)
     model_dir = clf.path
-    print_training(model_dir, clf.n_train, clf.n_val, time.perf_counter() - t0, clf.report_, head, {"head": head},
-                   quiet, as_json)
+    chosen = {k: v for k, v in (clf.manifest.get("hyperparameters") or {}).items() if k in ("kernel", "calibration")}
+    print_training(model_dir, clf.n_train, clf.n_val, time.perf_counter() - t0, clf.report_,
+                   f"{head}: {chosen['kernel']} kernel, {chosen.get('calibration', 'calibrated')} probabilities"
+                   if "kernel" in chosen else head, {"head": head, **chosen}, quiet, as_json)
 
 
 @app.command()

@@ -87,6 +87,10 @@ def _what(m: dict) -> str:
     kind, backbone = m.get("kind"), _backbone_name(m)
     if kind == "cached-head":
         head = _HEADS.get(m.get("head"), f"a {m.get('head')} head")
+        hp = m.get("hyperparameters") or {}
+        if m.get("head") == "svm" and hp.get("kernel") in ("rbf", "linear"):  # the one this model uses
+            head = (f"an SVM head ({'RBF' if hp['kernel'] == 'rbf' else 'linear one-vs-rest'} kernel, "
+                    f"{hp.get('calibration') or 'calibrated'} probabilities)")
         return f"{head} trained on {backbone} image embeddings (`embedflow fit`)"
     if kind == "finetuned":
         return f"{backbone} fine-tuned end to end with a softmax head (`embedflow finetune`)"
