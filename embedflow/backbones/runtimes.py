@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
-from ..fsio import READ_ONLY
+from ..fsio import READ_ONLY, check_writable_folder
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -201,10 +201,9 @@ def _keep_converted(path: Path, flatbuffer: bytes) -> None:
 
 def _check_writable(folder: Path) -> None:
     """Raise the CacheError _write_beside would raise when a file cannot be written in `folder`."""
-    probe = folder / f".write-probe-{os.getpid()}"
-    _write_beside(probe, b"")
-    with contextlib.suppress(OSError):
-        probe.unlink()
+    error = check_writable_folder(folder)
+    if error is not None:
+        raise _home_write_error(folder, error) from None
 
 
 def _write_beside(path: Path, data: bytes) -> None:
@@ -224,15 +223,21 @@ def _write_beside(path: Path, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if e.errno in READ_ONLY:
-            raise CacheError(f"could not write {path}: {e.strerror or e}; the converted backbone is kept in "
-                             f"EMBEDFLOW_HOME ({embedflow_home()}): set EMBEDFLOW_HOME to a writable folder "
-                             "and run again") from None
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
-                             "(EMBEDFLOW_HOME) and run again") from None
-        raise CacheError(f"could not write {path}: {e.strerror or e}; EMBEDFLOW_HOME ({embedflow_home()}) must be a "
-                         "writable folder: set EMBEDFLOW_HOME to one and run again") from None
+        raise _home_write_error(path, e) from None
+
+
+def _home_write_error(path: Path, e: OSError) -> CacheError:
+    """The one-line CacheError (exit 4) for a write to `path` under EMBEDFLOW_HOME that failed with `e`,
+    with the advice that fits its cause."""
+    if e.errno in READ_ONLY:
+        return CacheError(f"could not write {path}: {e.strerror or e}; the converted backbone is kept in "
+                          f"EMBEDFLOW_HOME ({embedflow_home()}): set EMBEDFLOW_HOME to a writable folder "
+                          "and run again")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheError(f"could not write {path}: {e.strerror or e}; free space in {path.parent} "
+                          "(EMBEDFLOW_HOME) and run again")
+    return CacheError(f"could not write {path}: {e.strerror or e}; EMBEDFLOW_HOME ({embedflow_home()}) must be a "
+                      "writable folder: set EMBEDFLOW_HOME to one and run again")
 
 
 def _reference_and_flatbuffer(spec: BackboneSpec):
