@@ -183,8 +183,8 @@ def _cached_head_source(model_dir, loaded, data_root, cache_path, reporter) -> S
                                f"model {model_dir} was trained on vectors of another backbone")
     model = fuse(loaded, spec)
     fused_fp = loaded.fingerprint  # the backbone inside the export: float32 even for a head of int8 vectors
-    if _trained_precision(loaded.fingerprint) != "fp32":
-        reporter.warn(f"{model_dir} was trained on {_trained_precision(loaded.fingerprint)} vectors; the export fuses "
+    if (trained_on := _trained_precision(loaded.fingerprint)) != "fp32":
+        reporter.warn(f"{model_dir} was trained on {trained_on} vectors; the export fuses "
                       "the float32 backbone, and its parity check measures the difference")
         fused_fp = backbones.fingerprint(replace(spec, precision="fp32"))
     candidates = [Path(cache_path)] if cache_path else models.recorded_caches(manifest)

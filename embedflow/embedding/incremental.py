@@ -200,8 +200,8 @@ def embed_folder(
                             old_tags, cache.labels_csv(cache_path))
             del old
         journal = cache.Journal(cache_path, fp["id"], spec.precision)  # opened for writing by its first append only
-        if journal.foreign_chunks():
-            reporter.warn(f"{journal.dir} holds {journal.foreign_chunks()} chunk(s) of an interrupted run of another "
+        if foreign := journal.foreign_chunks():
+            reporter.warn(f"{journal.dir} holds {foreign} chunk(s) of an interrupted run of another "
                           f"backbone or precision ({journal.recorded_precision() or 'not recorded'}): this run cannot "
                           "use them and replaces them")
         journaled = journal.vectors_by_hash()
