@@ -22,6 +22,7 @@ REJECT_K = 5
 REJECT_RATE = 0.05
 REJECTOR_FILE = "rejector.npz"
 DUP_BLOCK = 2048
+BLOCK_ENTRIES = 1 << 21  # similarities computed at once by the block-wise searches (8 MB of float32)
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -43,10 +44,13 @@ def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
 def _top_k_cosine(Q: np.ndarray, R: np.ndarray, k: int, *, exclude_self: bool = False,
                   block: int = DUP_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Indices and cosines of the k most similar rows of unit R for each unit row of Q, most similar first,
-    in blocks of Q so memory is block x len(R). exclude_self: Q is R (row i never matches itself)."""
+    in blocks of at most `block` rows of Q and BLOCK_ENTRIES similarities, so the memory held at once is
+    about 16 bytes x BLOCK_ENTRIES whatever len(R) (a block of 2,048 rows against 20,000 took 650 MB).
+    exclude_self: Q is R (row i never matches itself)."""
     k = min(k, len(R) - (1 if exclude_self else 0))
     idx = np.empty((len(Q), k), dtype=np.int64)
     sim = np.empty((len(Q), k), dtype=np.float32)
+    block = max(1, min(block, BLOCK_ENTRIES // max(1, len(R))))
     for start in range(0, len(Q), block):
         S = Q[start:start + block] @ R.T
         if exclude_self:
@@ -292,7 +296,7 @@ def fit_rejector(X_train, y_train, X_val, *, rate: float = REJECT_RATE, method: 
 
 # ---------------------------------------------------------------------------------------------- near duplicates
 
-def near_duplicate_pairs(X, threshold: float = 0.92, *, max_block_bytes: int = 256 << 20):
+def near_duplicate_pairs(X, threshold: float = 0.92, *, max_block_bytes: int = 32 << 20):
     """(i, j, cosine) arrays of all pairs i < j with cosine >= threshold, computed in row blocks so the
     similarity block held at once stays under max_block_bytes (float32)."""
     U = _unit(X)
@@ -314,20 +318,11 @@ def near_duplicate_pairs(X, threshold: float = 0.92, *, max_block_bytes: int = 2
 def near_duplicate_groups(X, threshold: float = 0.92) -> np.ndarray:
     """(N,) int group id: vectors joined by a chain of pairs with cosine >= threshold share an id
     (connected components); a vector with no such neighbour is a group of its own. Ids are 0..G-1 in
-    order of first appearance. Use as `groups` of a GroupKFold / GroupShuffleSplit for leak-free splits."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    order of first appearance. Use as `groups` of a GroupKFold / GroupShuffleSplit for leak-free splits.
+    Memory O(N) whatever the number of pairs (models.split.near_duplicate_groups, the split's grouping)."""
+    from .models.split import near_duplicate_groups as groups
 
     X = np.asarray(X)
     if X.ndim != 2:
         raise UsageError(f"expected X (N, D), got {X.shape}")
-    n = len(X)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    i, j, _ = near_duplicate_pairs(X, threshold)
-    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    return rank[inverse]
+    return groups(X, None, threshold)

@@ -132,38 +132,54 @@ NEAR_DUPLICATE_THRESHOLD = 0.92  # as `duplicates` and `audit`
 GROUPED_BY_NEAR = "sha256 and near-duplicates (cosine >= {threshold}): each group of connected images shares a side"
 
 
-def near_duplicate_groups(X: np.ndarray, hashes: list[str], threshold: float = NEAR_DUPLICATE_THRESHOLD,
-                          block: int = 1024) -> np.ndarray:
+def near_duplicate_groups(X: np.ndarray, hashes: list[str] | None = None,
+                          threshold: float = NEAR_DUPLICATE_THRESHOLD, block_entries: int = 1 << 18) -> np.ndarray:
     """(N,) int64 group ids 0..G-1 (in order of first appearance): rows joined by a chain of pairs with
-    cosine >= threshold, or with the same sha256, share an id (scipy connected components). X: (N, D)
-    float vectors; the similarity is computed `block` rows at a time (memory block x N float32)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    cosine >= threshold, or with the same sha256 (`hashes`, optional), share an id (scipy connected
+    components). X: (N, D) float vectors.
 
+    Memory stays O(N + block_entries) whatever the number of pairs: the similarity is computed for row
+    blocks of max(64, block_entries // N) rows against the rows after them (1 MB of float32 at most by
+    default, up to 64 rows: a block's pairs cost ~80 bytes each while they are merged), and each
+    block's pairs are merged at once into the groups found so far (every row linked to its group's first
+    row, plus the block's pairs, through connected components), so pairs never accumulate. A folder of
+    burst shots, where every image is a near-copy of every other, has N^2/2 pairs: holding them all took
+    9.8 GB for 20,000 images (benchmarks/results/finetune_memory-quiet96.json)."""
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    rows, cols = [], []
+    root = np.arange(n)
+    if hashes is not None:
+        first_of: dict[str, int] = {}
+        pairs = [(first_of.setdefault(h, r), r) for r, h in enumerate(hashes)]
+        i, j = (np.array(side, dtype=np.int64) for side in zip(*pairs))
+        root = _merged(root, i[i != j], j[i != j])
+    block = max(min(64, n), block_entries // n) if block_entries > 1 else 1
     for start in range(0, n, block):
-        S = U[start:start + block] @ U.T
+        S = U[start:start + block] @ U[start:].T  # columns from `start` on: each pair once
         i, j = np.nonzero(S >= threshold)
-        keep = start + i < j
-        rows.append(start + i[keep])
-        cols.append(j[keep])
-    first_of: dict[str, int] = {}
-    for r, h in enumerate(hashes):
-        f = first_of.setdefault(h, r)
-        if f != r:
-            rows.append(np.array([f]))
-            cols.append(np.array([r]))
-    i, j = np.concatenate(rows), np.concatenate(cols)
-    _, labels = connected_components(coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n)), directed=False)
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+        del S
+        keep = j > i  # (the block's own diagonal and below are pairs seen already, or self-pairs)
+        if keep.any():
+            root = _merged(root, start + i[keep], start + j[keep])
+    _, first, inverse = np.unique(root, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
-    return rank[inverse]
+    return rank[inverse.ravel()]
+
+
+def _merged(root: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(N,) each row's group representative (the group's lowest row) after joining rows i[k] and j[k]."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(root)
+    a, b = np.concatenate([np.arange(n), i]), np.concatenate([root, j])
+    _, comp = connected_components(coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)), directed=False)
+    _, first = np.unique(comp, return_index=True)  # components are numbered in order of their lowest row
+    return first[comp]
 
 
 def split_indices_near_duplicates(X: np.ndarray, labels: np.ndarray, hashes: list[str], classes: list[str],

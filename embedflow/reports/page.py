@@ -130,6 +130,20 @@ def embedding_map(X, labels: list[str], keys: list[str], *, marked=(), preds: di
     return {"points": points, "method": method, "n_total": n}
 
 
+def lowest_cosine(V: np.ndarray, block_entries: int = 1 << 21) -> float:
+    """The lowest cosine between two different rows of V (M >= 2, D), computed in row blocks so memory
+    stays about 4 bytes x block_entries however large the group (a group of every image of a burst)."""
+    U = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+    low = np.inf
+    step = max(1, block_entries // len(U))
+    for start in range(0, len(U), step):
+        S = U[start:start + step] @ U.T
+        rows = np.arange(S.shape[0])
+        S[rows, start + rows] = np.inf
+        low = min(low, float(S.min()))
+    return low
+
+
 def audit_findings(X, y, keys: list[str], classes: list[str], root, *, top: int = AUDIT_TOP) -> dict | None:
     """The audit's lists with thumbnails (embedflow.insight, as `embedflow audit`): label issues (score >=
     ISSUE_SCORE), outliers (z >= OUTLIER_SCORE) and near-duplicate groups (cosine >= DUP_THRESHOLD,
@@ -158,9 +172,7 @@ def audit_findings(X, y, keys: list[str], classes: list[str], root, *, top: int 
     found = []
     for g in np.flatnonzero(sizes > 1):
         members = np.flatnonzero(groups == g)
-        U = X[members] / np.maximum(np.linalg.norm(X[members], axis=1, keepdims=True), 1e-12)
-        S = U @ U.T
-        found.append((len(set(y[members].tolist())) > 1, float(S[np.triu_indices(len(members), 1)].min()), members))
+        found.append((len(set(y[members].tolist())) > 1, lowest_cosine(X[members]), members))
     found.sort(key=lambda f: (not f[0], -f[1]))
     duplicates = [{"min_score": min(s, 1.0), "members": [{"key": keys[r], "label": classes[y[r]], "thumb": thumb(r)}
                                                            for r in members[:6]]} for _, s, members in found[:top]]
@@ -173,14 +185,16 @@ def report_page(*, title: str, subtitle: str, report: dict, summary: list[tuple[
                 class_counts: dict | None = None, skipped: list | None = None,
                 vectors: tuple | None = None, scored_rows: np.ndarray | None = None,
                 history: dict | None = None, parity: dict | None = None, coverage: dict | None = None,
-                seed: int = 0) -> dict:
+                seed: int = 0, audit: dict | None | str = "compute") -> dict:
     """The page dict of reports.html.render_html.
 
     report: a classification report (reports.classification_report) of the scored images; keys (N,),
     y_true (N,) int class indices and proba (N, C) float their probabilities, in the model's classes;
     root: the folder the keys are relative to (thumbnails; None: no pictures). vectors: (X (M, D), y (M,),
     keys (M,)) of the whole data set for the audit and the embedding map (None: neither section);
-    scored_rows (N,): the row in those vectors of each scored image (default: the same rows)."""
+    scored_rows (N,): the row in those vectors of each scored image (default: the same rows); audit: the
+    result of page_audit for those vectors when the caller computed it already (a fine-tune does, before
+    training, while memory holds no training state), else "compute"."""
     classes = list(report["classes"])
     proba = np.asarray(proba, dtype=np.float64)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -211,17 +225,22 @@ def report_page(*, title: str, subtitle: str, report: dict, summary: list[tuple[
         X, y_all, keys_all = vectors
         y_all = np.asarray(y_all)
         rows = np.arange(n) if scored_rows is None else np.asarray(scored_rows)
-        from threadpoolctl import threadpool_limits
-
-        # one BLAS/OpenMP thread: on a shared or busy machine their threads spin (flowers-dev's audit:
-        # 22 s with two threads under load, 9 s with one)
-        with threadpool_limits(1):
-            audit = audit_findings(X, y_all, list(keys_all), classes, root)
+        if isinstance(audit, str):
+            audit = page_audit(X, y_all, list(keys_all), classes, root)
         page["audit"] = audit
         preds = {int(rows[i]): classes[pred[i]] for i in range(n)}
         page["embedding_map"] = embedding_map(X, [classes[c] for c in y_all], list(keys_all), marked=rows[wrong],
                                               preds=preds, issues=(audit or {}).get("issue_rows", [])[:MAP_ISSUES], seed=seed)
     return page
+
+
+def page_audit(X, y, keys: list[str], classes: list[str], root) -> dict | None:
+    """audit_findings on one BLAS/OpenMP thread: on a shared or busy machine their threads spin
+    (flowers-dev's audit: 22 s with two threads under load, 9 s with one)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return audit_findings(X, np.asarray(y), keys, classes, root)
 
 
 def write_html(path: str | os.PathLike, page: dict) -> Path:
