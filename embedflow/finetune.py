@@ -153,28 +153,25 @@ def augmenter(p: dict, seed: int):
 def image_dataset(pixels, onehot: np.ndarray, batch_size: int, augment=None, shuffle_seed=None):
     """A tf.data pipeline of (x, onehot) batches, reshuffled every epoch when `shuffle_seed` is given.
     `pixels`: an array held in memory (features, or small image arrays), or a models.pixel_file.PixelFile
-    whose rows are read from disk batch by batch: only the shuffled row numbers and a few prefetched
-    batches are in memory."""
+    whose rows are read from disk batch by batch. Either way only the row numbers are shuffled and rows
+    are gathered per batch, so the pipeline holds no copy of the data: a tensor of every row, plus a
+    shuffle buffer of every row, took 330 MB of stage 1's features at 20,000 images. The order is the one
+    `Dataset.from_tensor_slices(...).shuffle(n, seed)` gives (the shuffle permutes positions)."""
     import tensorflow as tf
 
-    if isinstance(pixels, np.ndarray):
-        ds = tf.data.Dataset.from_tensor_slices((pixels, onehot))
-        if shuffle_seed is not None:
-            ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-    else:
-        labels = tf.constant(onehot)
-        shape = tuple(pixels.shape[1:])
+    labels = tf.constant(onehot)
+    shape = tuple(pixels.shape[1:])
+    dtype = tf.as_dtype(pixels.dtype)
 
-        def load(rows):
-            x = tf.numpy_function(lambda r: pixels[r], [rows], tf.uint8, stateful=False)
-            x.set_shape((None, *shape))
-            return x, tf.gather(labels, rows)
+    def load(rows):
+        x = tf.numpy_function(lambda r: np.asarray(pixels[r]), [rows], dtype, stateful=False)
+        x.set_shape((None, *shape))
+        return x, tf.gather(labels, rows)
 
-        ds = tf.data.Dataset.range(len(pixels))
-        if shuffle_seed is not None:
-            ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(load, num_parallel_calls=2)
+    ds = tf.data.Dataset.range(len(pixels))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=2)
     if augment is not None:
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -86,8 +86,10 @@ def out_of_fold_components(X, y, *, n_splits: int = 5, seed: int = 0, k: int = I
     X64 = X.astype(np.float64)
     logreg = np.zeros((len(y), n_classes))
     for train, test in StratifiedKFold(splits, shuffle=True, random_state=seed).split(X64, y):
-        scaler = StandardScaler().fit(X64[train])
-        lr = LogisticRegression(C=LR_C, max_iter=1000).fit(scaler.transform(X64[train]), y[train])
+        X_train = X64[train]  # one copy per fold, standardised in place (3 copies took 0.5 GB at 20,000 x 1280)
+        scaler = StandardScaler(copy=False).fit(X_train)
+        lr = LogisticRegression(C=LR_C, max_iter=1000).fit(scaler.transform(X_train), y[train])
+        del X_train
         logreg[np.ix_(test, lr.classes_)] = lr.predict_proba(scaler.transform(X64[test]))
     U = _unit(X)
     nn, _ = _top_k_cosine(U, U, k, exclude_self=True)
