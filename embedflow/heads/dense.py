@@ -46,8 +46,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
     Learned state: `coef_` float32 (n_classes, n_features_in_) and `intercept_` float32 (n_classes,)
     (scikit-learn's orientation; the Keras Dense kernel is coef_.T), probabilities
     softmax(X @ coef_.T + intercept_); `classes_`, `n_features_in_`, `n_epochs_` (epochs run),
-    `batch_size_` (the one used). Heads loaded from a Keras file (dense_head_from_keras) have no
-    n_epochs_ or batch_size_."""
+    `batch_size_` (the one used), `loss_curve_` (each epoch's mean weighted training loss, Keras'
+    history["loss"]). Heads loaded from a Keras file (dense_head_from_keras) have none of the last three."""
 
     AUTO_BATCH_STEPS = 64
 
@@ -90,8 +90,10 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         coef[:] = _glorot_uniform(rng, dim, n_classes)
         adam = _Adam(theta, self.learning_rate)
         best, best_theta, wait, epochs_run = np.inf, None, 0, 0
+        self.loss_curve_ = []
         for epoch in range(int(self.epochs)):
             loss = self._epoch(X, y, weights, theta, adam, rng)
+            self.loss_curve_.append(loss)
             current = _mean_loss(X_es, y_es, coef, intercept) if X_es is not None else loss
             epochs_run = epoch + 1
             if best_theta is None:

@@ -110,8 +110,9 @@ def test_one_full_batch_per_epoch_matches_keras_step_for_step():
     model.set_weights([init.coef_.T, init.intercept_])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     stop = keras.callbacks.EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
-    model.fit(X, y, epochs=5, batch_size=60, class_weight={0: 2.0, 1: 1.0, 2: 0.5}, callbacks=[stop],
-              shuffle=False, verbose=0)
+    history = model.fit(X, y, epochs=5, batch_size=60, class_weight={0: 2.0, 1: 1.0, 2: 0.5}, callbacks=[stop],
+                        shuffle=False, verbose=0)
+    np.testing.assert_allclose(ours.loss_curve_, history.history["loss"], rtol=1e-5)  # sum(w * loss) / batch length
     kernel, bias = model.layers[-1].get_weights()
     assert np.abs(kernel.T - init.coef_).max() > 0.01  # it trained
     np.testing.assert_allclose(ours.coef_, kernel.T, atol=2e-6)
