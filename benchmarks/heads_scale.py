@@ -7,8 +7,11 @@ shared 32-d nuisance, then ReLU: non-negative like MobileNetV2's pooled features
 a plain logistic regression scores ~88% at 10k x 100). With --cache, the vectors of a real cache too
 (e.g. flowers-dev). Each set is split 80/20 (stratified, seed 0); every fit runs in a fresh Python process
 (embedflow.heads.make_head + check_trainable as `fit` builds it, then fit on the 80%, accuracy on the 20%),
-whose peak RSS (ru_maxrss, imports included) is recorded. The reference in the same run: a plain
-scikit-learn LogisticRegression() on the same raw vectors; every head's time is also given as a ratio to it.
+whose peak RSS (imports included) is recorded: `peak_rss_mb` is the process's own high-water mark (Linux
+VmHWM; before r5 it was ru_maxrss, which Linux keeps across exec, so it never read below this script's own
+RSS when the child started: r4's 294 MB rows were that floor), `ru_maxrss_mb` the old measure. The
+reference in the same run: a plain scikit-learn LogisticRegression() on the same raw vectors; every head's
+time is also given as a ratio to it.
 Writes benchmarks/results/heads_scale.json.
 """
 
@@ -40,14 +43,20 @@ else:
     from embedflow.heads import check_trainable, make_head
     est = make_head(kind)
     check_trainable(kind, est, y[train], [str(c) for c in range(int(y.max()) + 1)])
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def hwm():  # this process's own peak RSS (Linux VmHWM); ru_maxrss also counts the parent's RSS before exec
+    try:
+        return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss0 = hwm()
 t = time.perf_counter()
 est.fit(X[train], y[train])
 fit_s = time.perf_counter() - t
 t = time.perf_counter()
 acc = float((est.predict_proba(X[test]).argmax(axis=1) == y[test]).mean())
 out = {"fit_seconds": fit_s, "predict_seconds": time.perf_counter() - t, "accuracy": acc,
-       "rss_before_fit_mb": rss0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+       "rss_before_fit_mb": rss0, "peak_rss_mb": hwm(),
+       "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 if getattr(est, "svm_kernel_", None):
     out["kernel"] = est.svm_kernel_
 print(json.dumps(out))

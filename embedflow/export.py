@@ -2,7 +2,8 @@
 
 A head trained on cached vectors (logreg or dense) is fused with the backbone into ONE Keras model,
 uint8 image -> class probabilities (logreg: StandardScaler and LogisticRegression folded into one
-softmax Dense layer; dense: its own layers), so deployment needs neither the cache nor scikit-learn.
+softmax Dense layer; dense: its softmax Dense layer, built from coef_/intercept_), so deployment needs
+neither the cache nor scikit-learn.
 Every export runs a parity check on the source model's validation images and records it.
 """
 
@@ -91,7 +92,7 @@ def fuse(loaded: models.HeadClassifier, spec, weights_path=None, fold_scaler: bo
         layers = (logreg_layers(loaded.estimator, len(loaded.classes), spec.output_dim) if not fold_scaler
                   else [logreg_dense_layer(loaded.estimator, len(loaded.classes), spec.output_dim)])
     elif head == "dense":
-        layers = [layer for layer in loaded.estimator.model_.layers]
+        layers = [dense_head_layer(loaded.estimator, len(loaded.classes), spec.output_dim)]
     else:
         raise NotFusable(f"a {head} head cannot be fused into the network (only logreg and dense heads are "
                          "layers on the features); fit a logreg or dense head to export it")
@@ -124,6 +125,13 @@ def logreg_dense_layer(pipeline, n_classes: int, dim: int):
     """One softmax Dense layer equal to StandardScaler + (multinomial) LogisticRegression."""
     mean, scale, coef, intercept, cols = _logreg_parts(pipeline, dim)
     return _softmax_dense((coef / scale).T, intercept - (mean / scale) @ coef.T, cols, n_classes, dim)
+
+
+def dense_head_layer(head, n_classes: int, dim: int):
+    """The softmax Dense layer of a dense head (heads.DenseHead, trained in numpy): kernel coef_.T, bias
+    intercept_ (the Keras layer it replaced at fit time, built here because export imports Keras anyway)."""
+    return _softmax_dense(np.asarray(head.coef_).T, np.asarray(head.intercept_), [int(c) for c in head.classes_],
+                          n_classes, dim)
 
 
 def logreg_layers(pipeline, n_classes: int, dim: int) -> list:

@@ -79,14 +79,10 @@ class HeadClassifier(Classifier):
         return self._proba_vectors(self.embed_pixels(pixels))
 
     def _write_members(self, staged: Path) -> dict:
-        from ..heads import DenseHead, dumps_sklearn
+        from ..heads import dumps_sklearn
 
-        if isinstance(self.estimator_, DenseHead):
-            head_file = "head.keras"
-            self.estimator_.model_.save(staged / head_file)
-        else:
-            head_file = "head.joblib"
-            (staged / head_file).write_bytes(dumps_sklearn(self.estimator_))
+        head_file = "head.joblib"  # every head, dense too (folders before issue #20 hold a dense head.keras)
+        (staged / head_file).write_bytes(dumps_sklearn(self.estimator_))
         self.manifest["head_file"] = head_file
         return {head_file: sha256_file(staged / head_file)}
 
@@ -122,15 +118,13 @@ def from_manifest(model_dir: Path, manifest: dict, *, runtime: str = "auto") -> 
 
 
 def _load_head(data: bytes, name: str, manifest: dict):
-    if name.endswith(".keras"):
-        from ..heads import DenseHead
+    if name.endswith(".keras"):  # a dense head saved before issue #20: its Keras layer becomes a numpy DenseHead
+        from ..heads.dense import dense_head_from_keras
         from .keras_parts import load_keras_bytes
 
-        est = DenseHead(**{k: v for k, v in manifest.get("hyperparameters", {}).items()
-                           if k in DenseHead().get_params()})
-        est.model_ = load_keras_bytes(data, name, len(manifest["classes"]), compile=True)
-        est.classes_ = np.arange(len(manifest["classes"]))
-        return est
+        n_classes = len(manifest["classes"])
+        model = load_keras_bytes(data, name, n_classes, compile=False)
+        return dense_head_from_keras(model, n_classes, manifest.get("hyperparameters"))
     import io
 
     import joblib
@@ -172,13 +166,8 @@ def _codes_text(codes: np.ndarray) -> str:
 
 
 def _n_features(est) -> int | None:
-    """The input width a fitted head expects: sklearn's n_features_in_, or a Keras head's input shape."""
+    """The input width a fitted head expects: sklearn's n_features_in_ (None when it has none)."""
     n = getattr(est, "n_features_in_", None)
-    if n is None and getattr(est, "model_", None) is not None:
-        try:
-            n = est.model_.input_shape[-1]
-        except (AttributeError, IndexError, TypeError, ValueError):
-            n = None
     try:
         return int(n) if n is not None else None
     except (TypeError, ValueError):

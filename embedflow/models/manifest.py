@@ -230,8 +230,9 @@ def validate_manifest(manifest: dict, model_dir: str | Path) -> dict:
     if kind == "cached-head":
         if manifest.get("head", "logreg" if name.endswith(".joblib") else "dense") not in HEADS:
             bad("head", f"one of {', '.join(HEADS)}")
-        if (manifest.get("head") == "dense") != name.endswith(".keras") and "head" in manifest:
-            bad("head_file", "head.keras for a dense head, head.joblib for the others")
+        # every head is head.joblib; a dense head saved before issue #20 is head.keras (still loaded)
+        if name.endswith(".keras") and manifest.get("head", "dense") != "dense":
+            bad("head_file", "head.joblib (or, saved before issue #20, head.keras for a dense head)")
     keras_file = manifest.get("keras_file")
     if keras_file is not None and (not _is_member_name(keras_file) or not keras_file.endswith(".keras")
                                    or keras_file not in files):

@@ -29,7 +29,7 @@ def test_fit_writes_a_complete_model_folder(cli, tmp_path, head):
     assert manifest["fingerprint"]["backbone"] == "mobilenet_v2" and len(manifest["fingerprint"]["id"]) == 16
     assert manifest["split"]["n_val"] == out["n_val"] == 6 and manifest["split"]["n_train"] == 24
     head_file = manifest["head_file"]
-    assert head_file == ("head.keras" if head == "dense" else "head.joblib")
+    assert head_file == "head.joblib"  # every head, dense too since issue #20 (a numpy estimator)
     assert manifest["files"][head_file] == models.sha256_file(mdir / head_file)
     report = json.loads((mdir / "report.json").read_text())
     assert set(report) >= {"accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class", "confusion_matrix"}
