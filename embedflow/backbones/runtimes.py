@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
-from ..fsio import READ_ONLY, check_writable_folder
+from ..fsio import READ_ONLY, check_writable_folder, disk_error, scratch_folder
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -123,6 +123,17 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
         elif reporter:
             reporter.info(f"{path}: {problem}; converting it again once")
     _check_writable(path.parent)  # before a conversion of tens of seconds whose result could not be kept
+    try:
+        with scratch_folder(path.parent):  # the converter's SavedModel and Keras' files, never left in /tmp
+            return _convert(spec, path, kind, reporter)
+    except OSError as e:  # a full or read-only EMBEDFLOW_HOME under the scratch folder (the kept file's
+        if not disk_error(e):  # own writes are CacheError already)
+            raise
+        raise _home_write_error(path.parent, e) from None
+
+
+def _convert(spec: BackboneSpec, path: Path, kind: str, reporter=None) -> Path:
+    """Convert the backbone to `path` (kind "int8" or "float32"), checked against Keras (see tflite_backbone_path)."""
     if kind == "int8":
         return _int8_backbone(spec, path, reporter)
     if reporter:
