@@ -3,12 +3,15 @@ backbones` shows."""
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UsageError, WeightsError
 from .hub import hub_spec, resolve_hub
+from .silence import quiet_tensorflow
 from .spec import (DEFAULT_BACKBONE, HUB_MAX_IMAGE_SIZE, HUB_MIN_IMAGE_SIZE, HUB_PREFIX, HUB_PREPROCESSING,
                    KERAS_WEIGHTS_ORIGIN, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, MOBILENET_V2_ALPHAS, MOBILENET_V2_SIZES,
                    PRECISIONS, REGISTRY, BackboneSpec, _mobilenet_v2)
@@ -128,11 +131,11 @@ def resolve_weights(spec: BackboneSpec) -> Path:
     fname = spec.weights_file
     try:
         import contextlib
-        import sys
 
+        quiet_tensorflow()  # importing Keras loads TensorFlow, whose native start-up notices go to stderr
         from keras.utils import get_file
 
-        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its download progress; keep stdout clean
+        with contextlib.redirect_stdout(_HeldUntilProgress()):  # stdout stays clean; see _HeldUntilProgress
             return Path(get_file(fname, spec.weights_origin + fname, cache_subdir="models"))
     except Exception as e:  # offline, proxy, disk full: say what is missing and where it was sought
         why = str(e).split(" -- ")[-1].splitlines()[0][:120] if str(e) else type(e).__name__
@@ -141,3 +144,33 @@ def resolve_weights(spec: BackboneSpec) -> Path:
             f"{_weights_candidates(spec)[0].parent} and could not download it from {spec.weights_origin} "
             f"({why}). Set KERAS_HOME to a folder whose models/ holds that file, or pass --weights PATH"
         ) from None
+
+
+class _HeldUntilProgress(io.TextIOBase):
+    """Where Keras' download messages go: its first line ("Downloading data from URL") is held back until
+    the download reports progress, then everything goes to stderr. A download that fails at once (offline,
+    no proxy) prints nothing, so its one WeightsError line is all the user sees."""
+
+    def __init__(self):
+        self.held: list[str] = []
+        self.flowing = False
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def write(self, text: str) -> int:
+        if not self.flowing and (not self.held or not text.strip()):
+            self.held.append(text)
+            return len(text)
+        if not self.flowing:
+            self.flowing = True
+            sys.stderr.write("".join(self.held))
+        sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.flowing:
+            sys.stderr.flush()
