@@ -75,6 +75,34 @@ def _cache_for_model(loaded: models.Classifier) -> Path | None:
     return None
 
 
+def _reusable_cache(path: Path, fingerprint: dict, reporter: Reporter) -> Path | None:
+    """`path` when it is a cache of the model's backbone; else None, with one warning saying why its vectors
+    are not reused (predict then embeds every image itself; evaluate, which embeds into its cache, refuses
+    one of another backbone instead)."""
+    try:
+        have = cache.read_meta(path)["fingerprint"]
+    except (CacheError, KeyError, OSError) as e:
+        why = "there is no such file" if not path.exists() else f"it cannot be read ({str(e).splitlines()[0]})"
+        reporter.warn(f"--cache {path} is not used: {why}; embedding every image")
+        return None
+    diffs = backbones.differences(have, fingerprint)
+    if diffs:
+        reporter.warn(f"--cache {path} is not used: its vectors were made with another backbone than the model's "
+                      f"(differs in: {', '.join(_difference(k, have, fingerprint) for k in diffs)}); embedding "
+                      "every image")
+        return None
+    return path
+
+
+def _difference(field: str, have: dict, want: dict) -> str:
+    """A fingerprint field that differs, with both values where they are short ("precision fp32, the model's int8")."""
+    if field not in ("backbone", "alpha", "image_size", "precision", "weights_sha256"):
+        return field
+    default = "fp32" if field == "precision" else None
+    a, b = (str(fp.get(field, default))[:8 if field == "weights_sha256" else None] for fp in (have, want))
+    return f"{field} {a}, the model's {b}"
+
+
 def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None = None, *,
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  precision: str | None = None,
@@ -261,6 +289,8 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
     clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
+    elif cache_path is not None and hasattr(clf, "predict_proba_vectors"):
+        cache_path = _reusable_cache(Path(cache_path), clf.fingerprint, reporter)
     return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reject=reject, reporter=reporter)
 
 

@@ -188,3 +188,21 @@ def test_the_throughput_benchmark_never_overwrites_the_fp32_result_by_default():
     out = bench.default_out()
     assert out.parent == ROOT / "benchmarks" / "results" and out.name != "embed_throughput.json"
     assert out.name.startswith("embed_throughput-int8-") and out.suffix == ".json" and not out.exists()
+
+
+def test_predict_says_when_the_cache_it_was_given_is_of_another_backbone(cli, dataset, weights_file):
+    """predict --cache C with C of another fingerprint (here fp32 for an int8 model): one warning naming what
+    differs, then the images are embedded with the model's own backbone (the predictions are unchanged)."""
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8")
+    cli("embed", dataset, "--cache", "c32.h5")
+    cli("fit", "--cache", "c8.h5", "--head", "logreg", "--out", "m8", "--quiet")
+    img = sorted(dataset.rglob("*.jpg"))[0]
+    same = cli("predict", "m8", img, "--cache", "c8.h5", "--json")
+    assert "warning" not in same.stderr, same.stderr
+    other = cli("predict", "m8", img, "--cache", "c32.h5", "--json")
+    warnings = [line for line in other.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "c32.h5" in warnings[0] and "precision" in warnings[0], other.stderr
+    assert "embedded" in warnings[0] or "embedding" in warnings[0], warnings[0]
+    assert json.loads(other.stdout)["predictions"] == json.loads(same.stdout)["predictions"]
+    missing = cli("predict", "m8", img, "--cache", "nowhere.h5", "--json")
+    assert len([line for line in missing.stderr.splitlines() if "nowhere.h5" in line]) == 1, missing.stderr
