@@ -18,6 +18,7 @@ from typing import List, Optional
 import typer
 
 from .__about__ import __version__
+from .heads.defaults import DEFAULTS as HEAD_DEFAULTS, SVM_RBF_MAX_CLASSES, default_C_text  # no scikit-learn import: --help stays instant
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # help text is plain: [a|b] choices and embedflow[s3] keep their brackets
@@ -214,11 +215,12 @@ def fit(
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (0 for none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and of the head."),
     class_weight: Optional[str] = typer.Option(None, "--class-weight", metavar="[balanced]", help="'balanced' to reweight classes."),
-    c: Optional[float] = typer.Option(None, "--C", help="Inverse regularisation (logreg, svm)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs (dense)."),
-    k: Optional[int] = typer.Option(None, "--k", help="Neighbours that vote (knn; default 7)."),
-    kernel: Optional[str] = typer.Option(None, "--kernel", metavar="[auto|rbf|linear]", help="svm: auto (default: RBF up to 10 classes, "
-                                         "linear above), rbf or linear."),
+    c: Optional[float] = typer.Option(None, "--C", help=f"Inverse regularisation (logreg, svm). Default: {default_C_text()}."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Maximum epochs (dense {HEAD_DEFAULTS['dense']['epochs']}; "
+                                         "early stopping ends most runs sooner)."),
+    k: Optional[int] = typer.Option(None, "--k", help=f"Neighbours that vote (knn; default {HEAD_DEFAULTS['knn']['k']})."),
+    kernel: Optional[str] = typer.Option(None, "--kernel", metavar="[auto|rbf|linear]", help=f"svm: auto (default: RBF up to {SVM_RBF_MAX_CLASSES} "
+                                         "classes, linear above), rbf or linear."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="After validating, train the saved head on all vectors."),
     reject_rate: float = typer.Option(0.05, "--reject-rate", help="Share of validation images the unknown-input "
                                       "rule may reject (it is calibrated to that false-rejection rate)."),
