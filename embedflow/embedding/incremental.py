@@ -44,6 +44,7 @@ class EmbedSummary:
     seconds: float = 0.0
     runtime: str = ""
     fingerprint_id: str = ""
+    precision: str = ""  # of the backbone: fp32 or int8
 
     def to_dict(self) -> dict:
         """The CLI's JSON (`embed --json`): every field; failed as [key, reason] pairs."""
@@ -167,7 +168,8 @@ def embed_folder(
                               f"is set (e.g. {d.key}: {d.reason})")
     images, classes = found.refs, found.classes
     fp = backbones.fingerprint(spec)
-    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"], layout=found.layout,
+    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"], precision=spec.precision,
+                           layout=found.layout,
                            dropped=[(d.key, d.kind, d.reason) for d in found.dropped],
                            labels_csv=str(labels) if labels is not None else "")
     class_index: dict[str | None, int] = {c: i for i, c in enumerate(classes)}

@@ -206,3 +206,11 @@ def test_predict_says_when_the_cache_it_was_given_is_of_another_backbone(cli, da
     assert json.loads(other.stdout)["predictions"] == json.loads(same.stdout)["predictions"]
     missing = cli("predict", "m8", img, "--cache", "nowhere.h5", "--json")
     assert len([line for line in missing.stderr.splitlines() if "nowhere.h5" in line]) == 1, missing.stderr
+
+
+def test_embed_json_and_summary_carry_the_precision(cli, dataset):
+    out8 = json.loads(cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8", "--json").stdout)
+    out32 = json.loads(cli("embed", dataset, "--cache", "c32.h5", "--json").stdout)
+    assert (out8["precision"], out32["precision"]) == ("int8", "fp32")
+    again = json.loads(cli("embed", dataset, "--cache", "c8.h5", "--json").stdout)  # kept from the cache
+    assert again["precision"] == "int8"
