@@ -595,20 +595,22 @@ def explain(
 @app.command("backbones")
 @handle_errors
 def backbones_(as_json: bool = JsonOpt):
-    """The backbones `embed --backbone` accepts: dims, input sizes, preprocessing, weights on this machine."""
+    """The backbones `embed --backbone` accepts: dims, input sizes, preprocessing, weights on this machine,
+    the --precision values each takes."""
     from . import api
 
     rows = api.list_backbones()
     if as_json:
         emit_json(rows)
         return
-    typer.echo(f"{'backbone':<24} {'dim':>5} {'input':>5}  {'weights':<9} {'fine-tune':<9} preprocessing")
+    typer.echo(f"{'backbone':<24} {'dim':>5} {'input':>5}  {'weights':<9} {'fine-tune':<9} {'precisions':<10} "
+               "preprocessing")
     for r in rows:
         dim = r["output_dim"] if isinstance(r["output_dim"], int) else "*"
         size = r["input_size"] if isinstance(r["input_size"], int) else "*"
         local = {True: "local", False: "missing", None: "-"}[r["available"]]
         typer.echo(f"{r['backbone']:<24} {dim:>5} {size:>5}  {local:<9} {'yes' if r['fine_tunable'] else 'no':<9} "
-                   f"{r['preprocessing']}")
+                   f"{','.join(r['precisions']):<10} {r['preprocessing']}")
         if r["available"] is False:
             typer.echo(f"{'':<24} weights: {r['weights_file']} (Keras downloads it from {r['weights_origin']})")
         if r.get("available_variants"):

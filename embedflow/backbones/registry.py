@@ -91,7 +91,8 @@ def _get_spec(name: str | None, image_size: int | None, weights: str | None) -> 
 
 def listing() -> list[dict]:
     """One row per registry backbone (plus the mobilenet_v2 variants and hub:): what `embedflow backbones`
-    shows. `available` says whether the weights are on this machine now; nothing is downloaded."""
+    shows. `available` says whether the weights are on this machine now (nothing is downloaded);
+    `precisions` the --precision values it takes (int8: Keras application backbones)."""
     rows = []
     for spec in REGISTRY.values():
         found = local_weights(spec)
@@ -99,7 +100,8 @@ def listing() -> list[dict]:
                      "input_size": spec.image_size, "image_sizes": f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}",
                      "preprocessing": spec.preprocessing, "weights_file": spec.weights_file,
                      "weights_origin": spec.weights_origin, "available": found is not None,
-                     "weights_path": str(found) if found else None, "fine_tunable": spec.fine_tunable})
+                     "weights_path": str(found) if found else None, "fine_tunable": spec.fine_tunable,
+                     "precisions": precisions(spec.family)})
     variants = [f"mobilenet_v2:{a}:{n}" for a in MOBILENET_V2_ALPHAS for n in MOBILENET_V2_SIZES
                 if (a, n) != (1.0, 224) and local_weights(_mobilenet_v2(a, n))]
     rows.append({"backbone": "mobilenet_v2:ALPHA:SIZE", "family": "keras",
@@ -109,13 +111,19 @@ def listing() -> list[dict]:
                  "preprocessing": REGISTRY["mobilenet_v2"].preprocessing,
                  "weights_file": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_ALPHA_SIZE_no_top.h5",
                  "weights_origin": KERAS_WEIGHTS_ORIGIN, "available": bool(variants),
-                 "weights_path": None, "available_variants": variants, "fine_tunable": True})
+                 "weights_path": None, "available_variants": variants, "fine_tunable": True,
+                 "precisions": precisions("keras")})
     rows.append({"backbone": "hub:URL_OR_PATH", "family": "hub", "output_dim": "the model's",
                  "input_size": "the signature's, else 224", "image_sizes": f"{HUB_MIN_IMAGE_SIZE}..{HUB_MAX_IMAGE_SIZE}",
                  "preprocessing": HUB_PREPROCESSING, "weights_file": "a TF2 SavedModel folder",
                  "weights_origin": os.environ.get("TFHUB_CACHE_DIR") or "tensorflow_hub's cache (TFHUB_CACHE_DIR)",
-                 "available": None, "weights_path": None, "fine_tunable": False})
+                 "available": None, "weights_path": None, "fine_tunable": False, "precisions": precisions("hub")})
     return rows
+
+
+def precisions(family: str) -> list[str]:
+    """The --precision values a backbone family takes: every one for Keras applications, fp32 for hub."""
+    return list(PRECISIONS) if family == "keras" else ["fp32"]
 
 
 def resolve_weights(spec: BackboneSpec) -> Path:

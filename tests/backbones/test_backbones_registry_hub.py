@@ -182,6 +182,20 @@ def test_missing_imagenet_weights_print_only_the_error_line(tmp_path, precision)
     assert str(empty / "models") in lines[0]
 
 
+def test_backbones_say_which_take_precision_int8(cli):
+    rows = {r["backbone"]: r for r in json.loads(cli("backbones", "--json").stdout)}
+    assert rows["mobilenet_v2"]["precisions"] == ["fp32", "int8"]
+    assert rows["efficientnet_b0"]["precisions"] == ["fp32", "int8"]
+    assert rows["mobilenet_v2:ALPHA:SIZE"]["precisions"] == ["fp32", "int8"]
+    assert rows["hub:URL_OR_PATH"]["precisions"] == ["fp32"]
+    lines = cli("backbones").stdout.splitlines()
+    header = lines[0].split()
+    assert "precisions" in header, lines[0]
+    column = header.index("precisions")
+    by_name = {line.split()[0]: line.split() for line in lines[1:] if line and not line.startswith((" ", "*"))}
+    assert by_name["mobilenet_v2"][column] == "fp32,int8" and by_name["hub:URL_OR_PATH"][column] == "fp32"
+
+
 # --- TF Hub / SavedModel -----------------------------------------------------------------------------
 
 
