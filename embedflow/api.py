@@ -35,10 +35,13 @@ DEFAULT_MODELS = Path("models")
 
 def default_cache_for(spec: backbones.BackboneSpec) -> Path:
     """cache/embeddings.h5 for the default backbone (whatever --image-size/--weights), else
-    cache/embeddings-<backbone slug>.h5, so caches of several backbones live side by side."""
-    if spec.arg == backbones.DEFAULT_BACKBONE:
+    cache/embeddings-<backbone slug>.h5, so caches of several backbones live side by side; a precision
+    other than fp32 adds itself (cache/embeddings-int8.h5, cache/embeddings-resnet50-int8.h5), so int8
+    and fp32 caches of one backbone live side by side too."""
+    if spec.arg == backbones.DEFAULT_BACKBONE and spec.precision == backbones.DEFAULT_PRECISION:
         return DEFAULT_CACHE
-    return DEFAULT_CACHE.with_name(f"{DEFAULT_CACHE.stem}-{spec.slug}{DEFAULT_CACHE.suffix}")
+    slug = spec.slug if spec.arg != backbones.DEFAULT_BACKBONE else spec.precision  # the slug ends in -int8
+    return DEFAULT_CACHE.with_name(f"{DEFAULT_CACHE.stem}-{slug}{DEFAULT_CACHE.suffix}")
 
 
 def embedding_caches(folder: Path = DEFAULT_CACHE.parent) -> list[Path]:
@@ -124,14 +127,15 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     protocol), with the same layouts and keys relative to the prefix; credentials come from the
     filesystem's own environment/config (README, *Images on object storage*).
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
-    without cache_path the cache is default_cache_for(the backbone).
+    without cache_path the cache is default_cache_for(the backbone and precision): cache/embeddings.h5,
+    cache/embeddings-int8.h5 with precision "int8".
     precision: "fp32" or "int8" (a full-integer LiteRT backbone, Keras application backbones only; its
     vectors have their own fingerprint, so they never mix with fp32 ones); None: the existing cache's
     precision, else the default (backbones.DEFAULT_PRECISION)."""
     options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})
-    backbones.get_spec(backbone, image_size, weights, precision)  # a bad value is refused before the cache is read
-    spec = backbones.get_spec(backbone, image_size, weights)
-    cache_path = cache_path if cache_path is not None else default_cache_for(spec)
+    # a bad value is refused before the cache is read; without --cache, an explicit precision has its own default
+    asked = backbones.get_spec(backbone, image_size, weights, precision)
+    cache_path = cache_path if cache_path is not None else default_cache_for(asked)
     if not rebuild:  # an existing cache (or an interrupted run's journal) keeps its precision
         precision = _kept_precision(Path(cache_path), precision)
     spec = backbones.get_spec(backbone, image_size, weights, precision or backbones.DEFAULT_PRECISION)

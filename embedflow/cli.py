@@ -148,7 +148,8 @@ def embed(
     unlabelled: bool = typer.Option(False, "--unlabelled", help="The images carry no labels (every image below FOLDER): "
                                     "for neighbors, duplicates and predict; fit refuses such a cache."),
     cache: Optional[Path] = typer.Option(None, "--cache", "-c", help="HDF5 embedding cache (default: cache/embeddings.h5 "
-                                         "for the default backbone, cache/embeddings-BACKBONE.h5 for others)."),
+                                         "for the default backbone, cache/embeddings-BACKBONE.h5 for others; "
+                                         "--precision int8 adds -int8: cache/embeddings-int8.h5)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="mobilenet_v2 (default), mobilenet_v2:ALPHA:SIZE, "
                                            "efficientnet_b0, resnet50, mobilenet_v3_small/large, or hub:URL_OR_PATH "
                                            "(see `embedflow backbones`)."),

@@ -214,3 +214,21 @@ def test_embed_json_and_summary_carry_the_precision(cli, dataset):
     assert (out8["precision"], out32["precision"]) == ("int8", "fp32")
     again = json.loads(cli("embed", dataset, "--cache", "c8.h5", "--json").stdout)  # kept from the cache
     assert again["precision"] == "int8"
+
+
+def test_int8_has_its_own_default_cache_and_commands_find_it(cli, dataset, weights_file):
+    """Without --cache: fp32 writes cache/embeddings.h5, int8 cache/embeddings-int8.h5 (each backbone's
+    default name plus -int8); predict of an int8 model finds the int8 one, fit/info take the fp32 default."""
+    r8 = json.loads(cli("embed", dataset, "--precision", "int8", "--json").stdout)
+    assert r8["cache_path"] == str(Path("cache") / "embeddings-int8.h5") and not Path("cache/embeddings.h5").exists()
+    assert json.loads(cli("info", "--json").stdout)["fingerprint"]["precision"] == "int8"  # the only cache
+    r32 = json.loads(cli("embed", dataset, "--json").stdout)
+    assert r32["cache_path"] == str(Path("cache") / "embeddings.h5") and r32["precision"] == "fp32"
+    again = json.loads(cli("embed", dataset, "--precision", "int8", "--json").stdout)
+    assert again["embedded"] == 0 and again["kept"] == 18  # the same int8 cache, not a mix with fp32
+    cli("fit", "--cache", "cache/embeddings-int8.h5", "--head", "logreg", "--out", "m8", "--quiet")
+    assert api.predict("m8", [str(sorted(dataset.rglob("*.jpg"))[0])], reporter=None).predictions
+    assert api._cache_for_model(api.load_model("m8")) == Path("cache/embeddings-int8.h5")
+    spec = backbones.get_spec("efficientnet_b0", precision="int8")
+    assert api.default_cache_for(spec) == Path("cache/embeddings-efficientnet_b0-int8.h5")
+    assert api.default_cache_for(backbones.get_spec()) == Path("cache/embeddings.h5")
