@@ -189,8 +189,9 @@ def embed(
         rate = f" ({s.embedded / s.seconds:.0f} img/s overall)" if s.embedded else ""
         what = (f"{s.total} unlabelled images" if s.layout == "unlabelled" else f"{s.total} images in {len(s.classes)} classes"
                 + ("".join(f", {n} {split}" for split, n in s.split_counts.items()) if s.split_counts else ""))
+        resumed = f", resumed {s.resumed}" if s.resumed else ""
         typer.echo(f"{s.cache_path}: {what}; embedded {s.embedded}, "
-                   f"kept {s.kept}, reused {s.reused}, removed {s.removed}, skipped {len(s.skipped)} "
+                   f"kept {s.kept}, reused {s.reused}{resumed}, removed {s.removed}, skipped {len(s.skipped)} "
                    f"in {s.seconds:.1f}s{rate}")
     if s.skipped:
         if s.failed and not rep.skip_warnings:

@@ -171,7 +171,7 @@ def test_an_interrupted_int8_embed_resumes_as_int8_and_another_explicit_precisio
     import json
 
     summary = json.loads(r.stdout)
-    assert summary["reused"] == 8 and summary["embedded"] == 10, summary
+    assert (summary["resumed"], summary["reused"], summary["embedded"]) == (8, 0, 10), summary
     assert not journal.dir.exists()
 
 
@@ -232,3 +232,19 @@ def test_int8_has_its_own_default_cache_and_commands_find_it(cli, dataset, weigh
     spec = backbones.get_spec("efficientnet_b0", precision="int8")
     assert api.default_cache_for(spec) == Path("cache/embeddings-efficientnet_b0-int8.h5")
     assert api.default_cache_for(backbones.get_spec()) == Path("cache/embeddings.h5")
+
+
+def test_vectors_resumed_from_a_journal_are_counted_as_resumed(cli, dataset, weights_file, monkeypatch):
+    import embedflow.embedding.incremental as E
+    from embedflow.embedding import embed_folder
+    from embedflow.errors import Interrupted
+
+    spec = backbones.get_spec("mobilenet_v2", SIZE, str(weights_file))
+    monkeypatch.setattr(E, "COMMIT_ROWS", 4)
+    with pytest.raises(Interrupted):
+        embed_folder(dataset, Path("c.h5"), spec=spec, batch_size=4, workers=1, embedder_factory=interrupting_factory(3))
+    text = cli("embed", dataset, "--cache", "c.h5").stdout
+    assert "embedded 10, kept 0, reused 0, resumed 8, removed 0" in text, text
+    cli("embed", dataset, "--cache", "c.h5", "--rebuild", "--quiet")
+    summary = json.loads(cli("embed", dataset, "--cache", "c.h5", "--json").stdout)
+    assert (summary["resumed"], summary["reused"], summary["kept"]) == (0, 0, 18)
