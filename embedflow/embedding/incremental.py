@@ -43,6 +43,7 @@ class EmbedSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labels_csv: str = ""  # the labels file of a csv layout (given, or recorded in the cache by an earlier run)
     seconds: float = 0.0
+    conversion_seconds: float = 0.0  # of `seconds`: converting the backbone to LiteRT once (0 once it is kept)
     runtime: str = ""
     fingerprint_id: str = ""
     precision: str = ""  # of the backbone: fp32 or int8
@@ -322,6 +323,7 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
     def local(items):
         embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
         summary.runtime = getattr(embedder, "runtime", "custom")
+        summary.conversion_seconds = getattr(embedder, "conversion_seconds", 0.0)
         return embed_stream(items, embedder, spec.image_size, spec.output_dim,
                             batch_size=batch_size or preferred_batch(embedder), workers=workers, known=known)
 

@@ -248,3 +248,18 @@ def test_vectors_resumed_from_a_journal_are_counted_as_resumed(cli, dataset, wei
     cli("embed", dataset, "--cache", "c.h5", "--rebuild", "--quiet")
     summary = json.loads(cli("embed", dataset, "--cache", "c.h5", "--json").stdout)
     assert (summary["resumed"], summary["reused"], summary["kept"]) == (0, 0, 18)
+
+
+def test_the_first_run_says_the_conversion_time_apart_from_the_embedding_rate(cli, dataset, tmp_path, monkeypatch):
+    """The one-time conversion is not counted in the rate: `in Xs, Ys of it converting the backbone once (N
+    img/s embedding)`; --json has conversion_seconds (0 once the converted file is kept)."""
+    import re
+
+    monkeypatch.setenv("EMBEDFLOW_HOME", str(tmp_path / "fresh-home"))
+    text = cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8").stdout
+    found = re.search(r"in ([\d.]+)s, ([\d.]+)s of it converting the backbone once \((\d+) img/s embedding\)", text)
+    assert found and "img/s overall" not in text, text
+    total, conversion, rate = float(found[1]), float(found[2]), int(found[3])
+    assert 0 < conversion < total and rate == pytest.approx(18 / (total - conversion), rel=0.5)
+    again = json.loads(cli("embed", dataset, "--cache", "c8b.h5", "--precision", "int8", "--json").stdout)
+    assert again["conversion_seconds"] == 0 and again["embedded"] == 18

@@ -92,7 +92,7 @@ def test_info_and_embed_results_keep_their_json(cli, tmp_path, weights_file):
     embedded = json.loads(json.dumps(summary.to_dict()))
     assert list(embedded) == ["cache_path", "total", "embedded", "kept", "reused", "resumed", "removed", "failed",
                               "classes", "layout", "unlabelled", "split_counts", "dropped", "skipped", "labels_csv",
-                              "seconds", "runtime", "fingerprint_id", "precision"]
+                              "seconds", "conversion_seconds", "runtime", "fingerprint_id", "precision"]
     assert (embedded["layout"], embedded["unlabelled"], embedded["dropped"]) == ("class-folders", 0, [])
     held = api.info()
     assert held.per_class == {"apples": 3, "limes": 3, "plums": 3} and held.count == 9 and held.dim == 1280
