@@ -35,10 +35,13 @@ DEFAULT_MODELS = Path("models")
 
 def default_cache_for(spec: backbones.BackboneSpec) -> Path:
     """cache/embeddings.h5 for the default backbone (whatever --image-size/--weights), else
-    cache/embeddings-<backbone slug>.h5, so caches of several backbones live side by side."""
-    if spec.arg == backbones.DEFAULT_BACKBONE:
+    cache/embeddings-<backbone slug>.h5, so caches of several backbones live side by side; a precision
+    other than fp32 adds itself (cache/embeddings-int8.h5, cache/embeddings-resnet50-int8.h5), so int8
+    and fp32 caches of one backbone live side by side too."""
+    if spec.arg == backbones.DEFAULT_BACKBONE and spec.precision == backbones.DEFAULT_PRECISION:
         return DEFAULT_CACHE
-    return DEFAULT_CACHE.with_name(f"{DEFAULT_CACHE.stem}-{spec.slug}{DEFAULT_CACHE.suffix}")
+    slug = spec.slug if spec.arg != backbones.DEFAULT_BACKBONE else spec.precision  # the slug ends in -int8
+    return DEFAULT_CACHE.with_name(f"{DEFAULT_CACHE.stem}-{slug}{DEFAULT_CACHE.suffix}")
 
 
 def embedding_caches(folder: Path = DEFAULT_CACHE.parent) -> list[Path]:
@@ -75,6 +78,34 @@ def _cache_for_model(loaded: models.Classifier) -> Path | None:
     return None
 
 
+def _reusable_cache(path: Path, fingerprint: dict, reporter: Reporter) -> Path | None:
+    """`path` when it is a cache of the model's backbone; else None, with one warning saying why its vectors
+    are not reused (predict then embeds every image itself; evaluate, which embeds into its cache, refuses
+    one of another backbone instead)."""
+    try:
+        have = cache.read_meta(path)["fingerprint"]
+    except (CacheError, KeyError, OSError) as e:
+        why = "there is no such file" if not path.exists() else f"it cannot be read ({str(e).splitlines()[0]})"
+        reporter.warn(f"--cache {path} is not used: {why}; embedding every image")
+        return None
+    diffs = backbones.differences(have, fingerprint)
+    if diffs:
+        reporter.warn(f"--cache {path} is not used: its vectors were made with another backbone than the model's "
+                      f"(differs in: {', '.join(_difference(k, have, fingerprint) for k in diffs)}); embedding "
+                      "every image")
+        return None
+    return path
+
+
+def _difference(field: str, have: dict, want: dict) -> str:
+    """A fingerprint field that differs, with both values where they are short ("precision fp32, the model's int8")."""
+    if field not in ("backbone", "alpha", "image_size", "precision", "weights_sha256"):
+        return field
+    default = "fp32" if field == "precision" else None
+    a, b = (str(fp.get(field, default))[:8 if field == "weights_sha256" else None] for fp in (have, want))
+    return f"{field} {a}, the model's {b}"
+
+
 def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None = None, *,
                  backbone: str | None = None, image_size: int | None = None, weights: str | None = None,
                  precision: str | None = None,
@@ -96,14 +127,15 @@ def embed_folder(root: str | os.PathLike, cache_path: str | os.PathLike | None =
     protocol), with the same layouts and keys relative to the prefix; credentials come from the
     filesystem's own environment/config (README, *Images on object storage*).
     backbone: a registry name, mobilenet_v2:ALPHA:SIZE or hub:URL_OR_PATH (see list_backbones());
-    without cache_path the cache is default_cache_for(the backbone).
+    without cache_path the cache is default_cache_for(the backbone and precision): cache/embeddings.h5,
+    cache/embeddings-int8.h5 with precision "int8".
     precision: "fp32" or "int8" (a full-integer LiteRT backbone, Keras application backbones only; its
     vectors have their own fingerprint, so they never mix with fp32 ones); None: the existing cache's
     precision, else the default (backbones.DEFAULT_PRECISION)."""
     options.check(batch_size=batch_size, **{"ray_workers" if engine == "ray" else "workers": workers})
-    backbones.get_spec(backbone, image_size, weights, precision)  # a bad value is refused before the cache is read
-    spec = backbones.get_spec(backbone, image_size, weights)
-    cache_path = cache_path if cache_path is not None else default_cache_for(spec)
+    # a bad value is refused before the cache is read; without --cache, an explicit precision has its own default
+    asked = backbones.get_spec(backbone, image_size, weights, precision)
+    cache_path = cache_path if cache_path is not None else default_cache_for(asked)
     if not rebuild:  # an existing cache (or an interrupted run's journal) keeps its precision
         precision = _kept_precision(Path(cache_path), precision)
     spec = backbones.get_spec(backbone, image_size, weights, precision or backbones.DEFAULT_PRECISION)
@@ -261,6 +293,8 @@ def predict(model, images, *, top_k: int = 3, cache_path: str | os.PathLike | No
     clf, name = _model_and_name(model, runtime, trust)
     if cache_path == "auto":
         cache_path = _cache_for_model(clf) if hasattr(clf, "predict_proba_vectors") else None
+    elif cache_path is not None and hasattr(clf, "predict_proba_vectors"):
+        cache_path = _reusable_cache(Path(cache_path), clf.fingerprint, reporter)
     return _predict(clf, images, top_k=top_k, cache_path=cache_path, name=name, reject=reject, reporter=reporter)
 
 

@@ -22,9 +22,7 @@ estimate for the saved one, which saw 25% more data.
 
 from __future__ import annotations
 
-import glob
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, models
-from .fsio import disk_error, staging_stem
+from .fsio import disk_error
 from .embedding import Decoded
 from .errors import Interrupted, OutputError, UsageError
 from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
@@ -279,27 +277,20 @@ def finetune(root, out, *, spec, val_split: float = 0.2, seed: int = 0, params: 
              reporter: Reporter = SILENT) -> FinetuneResult:
     """Fine-tune on a class-per-subfolder tree; writes a model folder (see module docstring). The folder's
     writer lock is held from the start: another writer of `out` is OutputLocked (exit 5), and a folder that
-    cannot be written is OutputError before any training. A full or failing disk while the scratch pixel
-    file (beside `out`) is written is OutputError too: the scratch is removed, the old `out` left as it was."""
+    cannot be written is OutputError before any training. The decoded images go to a scratch pixel file
+    (in the writer's scratch folder beside `out`, see models.writing); a full or failing disk while it is
+    written is OutputError too: the scratch is removed, the old `out` left as it was."""
     with models.writing(out, reporter):
-        # the decoded images live in a raw uint8 file beside the output folder for the run (read per epoch)
-        # (named after the target: we hold its lock, so one left by a killed run of this target is stale)
-        parent, prefix = Path(out).resolve().parent, f".{staging_stem(Path(out).name)}.pixels-"
-        for stale in parent.glob(glob.escape(prefix) + "*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        scratch = None
         try:
-            scratch = tempfile.mkdtemp(prefix=prefix, dir=parent)
-            return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params, reporter=reporter,
-                             scratch=Path(scratch))
+            # tempfile points to the writer's scratch folder beside `out`: the pixel file goes there too
+            with tempfile.TemporaryDirectory(prefix="pixels-", ignore_cleanup_errors=True) as scratch:
+                return _finetune(root, out, spec=spec, val_split=val_split, seed=seed, params=params,
+                                 reporter=reporter, scratch=Path(scratch))
         except OSError as e:  # the scratch pixel file (the model folder's own writes are OutputError already)
             if not disk_error(e):
                 raise
-            raise OutputError(f"cannot write {out}: {e.strerror or e} (its scratch files in {parent}); "
-                              f"{models.manifest.left_note(Path(out))}") from None
-        finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
+            raise OutputError(f"cannot write {out}: {e.strerror or e} (its scratch files in "
+                              f"{Path(out).resolve().parent}); {models.manifest.left_note(Path(out))}") from None
 
 
 def decode_streamed(root, size: int, pixel_path: Path, reporter: Reporter = SILENT):

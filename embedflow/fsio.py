@@ -9,6 +9,11 @@ Locks: `WriterLock` takes an exclusive flock (released by the OS when the proces
 beside what it protects and writes the holder's pid into it. Where the filesystem has no locks (ENOLCK:
 NFS without lockd), it warns once through the reporter and goes on; where the folder cannot be written,
 `writable` is False and the caller decides.
+
+Scratch: `scratch_folder(parent)` is one folder of ours beside what a run writes (a model folder's parent,
+EMBEDFLOW_HOME/backbones for a conversion) holding every temporary file of the run, Keras' and the TFLite
+converter's included (tempfile and TMPDIR point there); it is removed when the run ends, and one that a
+killed run left (named with its pid and machine) is removed by the next run in that folder.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -259,3 +265,73 @@ def check_writable_folder(folder: Path) -> OSError | None:
     except OSError as e:
         return e
     return None
+
+
+# --- scratch folders ----------------------------------------------------------------------------------
+
+SCRATCH_PREFIX = ".embedflow-scratch-"
+
+
+def host_tag() -> str:
+    """8 hex digits naming this machine in scratch folder names: a folder shared between machines (NFS)
+    holds other machines' scratch, whose pids mean nothing here."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's live process
+        return True
+    return True
+
+
+def remove_stale_scratch(parent: Path) -> None:
+    """Remove the scratch folders in `parent` that processes of this machine which are gone left (a run
+    killed with SIGKILL, or by the OOM killer, removes nothing itself). Named `.embedflow-scratch-PID-HOST-*`."""
+    tag = host_tag()
+    for folder in Path(parent).glob(SCRATCH_PREFIX + "*"):
+        pid, _, rest = folder.name[len(SCRATCH_PREFIX):].partition("-")
+        if pid.isdigit() and rest.startswith(tag + "-") and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_files_in(folder: Path):
+    """Python's tempfile (what Keras' saving and the TFLite converter's SavedModel use) and TMPDIR (native
+    code) point to `folder` inside the block; both are put back after it. Process-wide: enter it where no
+    other thread makes temporary files (before the embedding threads start, for instance)."""
+    import tempfile
+
+    saved, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(folder), str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: Path):
+    """A new folder `parent/.embedflow-scratch-PID-HOST-XXXX` for every temporary file of the block (see
+    temporary_files_in), removed when the block ends, however it ends; the stale ones of processes that are
+    gone are removed first (remove_stale_scratch). Raises OSError when `parent` cannot be written."""
+    import tempfile
+
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(parent)
+    folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-{host_tag()}-", dir=parent))
+    try:
+        with temporary_files_in(folder):
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -5,7 +5,7 @@ Nothing here imports TensorFlow until a model is really built, so a warm `embed`
 embed) never pays for it.
 """
 
-from .fingerprint import (ID_SCHEME, check_compatible, describe, fingerprint, fingerprint_id, same_backbone,
+from .fingerprint import (ID_SCHEME, check_compatible, describe, differences, fingerprint, fingerprint_id, same_backbone,
                           spec_from_fingerprint, upgrade, weights_digest)
 from .hub import HubEmbedder, hub_spec, resolve_hub
 from .registry import get_spec, listing, parse_backbone, resolve_weights
@@ -21,7 +21,7 @@ from .weights import digest_path, embedflow_home, file_sha256, local_weights
 __all__ = ["BackboneSpec", "CONVERTER_VERSION", "DEFAULT_BACKBONE", "DEFAULT_PRECISION", "PRECISIONS", "EMBEDDING_VERSION", "HUB_PREFIX",
            "HUB_PREPROCESSING", "HubEmbedder", "ID_SCHEME", "KerasEmbedder", "LiteRTEmbedder", "MAX_IMAGE_SIZE", "MIN_IMAGE_SIZE",
            "MOBILENET_V2_ALPHAS", "MOBILENET_V2_SIZES", "NotFineTunable", "REGISTRY", "build_keras_backbone",
-           "check_compatible", "convert_to_tflite", "describe", "digest_path", "embedflow_home", "file_sha256",
+           "check_compatible", "convert_to_tflite", "describe", "differences", "digest_path", "embedflow_home", "file_sha256",
            "fingerprint", "fingerprint_id", "get_spec", "has_gpu", "hub_spec", "listing", "local_weights",
            "make_embedder", "make_interpreter", "min_cosine", "parse_backbone", "preprocessing_layers",
            "quiet_tensorflow", "require_fine_tunable", "resolve_hub", "resolve_weights", "run_tflite", "same_backbone",

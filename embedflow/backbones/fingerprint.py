@@ -136,16 +136,25 @@ def describe(fp: dict) -> str:
             f"weights {str(fp.get('weights_sha256') or '?')[:8]}, id {fp.get('id', '?')})")
 
 
+def differences(have: dict, want: dict) -> list[str]:
+    """The id fields in which two fingerprints differ (precision counts as fp32 where it is not recorded);
+    [] when they describe the same vectors, ["id"] when they differ in no field we know."""
+    if same_backbone(have, want):
+        return []
+    have2, want2 = upgrade(have), upgrade(want)
+    diffs = [k for k in _ID_FIELDS if have2.get(k) != want2.get(k)]
+    diffs += [k for k in _PRECISION_FIELDS if have2.get(k, "fp32" if k == "precision" else None)
+              != want2.get(k, "fp32" if k == "precision" else None)]
+    return diffs or ["id"]
+
+
 def check_compatible(have: dict, want: dict, what: str, hint: str = "") -> None:
     """FingerprintMismatch (naming what differs) unless `have` and `want` describe the same vectors."""
-    if not same_backbone(have, want):
-        have2, want2 = upgrade(have), upgrade(want)
-        diffs = [k for k in _ID_FIELDS if have2.get(k) != want2.get(k)]
-        diffs += [k for k in _PRECISION_FIELDS if have2.get(k, "fp32" if k == "precision" else None)
-                  != want2.get(k, "fp32" if k == "precision" else None)]
+    diffs = differences(have, want)
+    if diffs:
         raise FingerprintMismatch(
             f"{what} was made with {describe(have)}, not {describe(want)} "
-            f"(differs in: {', '.join(diffs) or 'id'}){'; ' + hint if hint else ''}"
+            f"(differs in: {', '.join(diffs)}){'; ' + hint if hint else ''}"
         )
 
 

@@ -3,12 +3,15 @@ backbones` shows."""
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UsageError, WeightsError
 from .hub import hub_spec, resolve_hub
+from .silence import quiet_tensorflow
 from .spec import (DEFAULT_BACKBONE, HUB_MAX_IMAGE_SIZE, HUB_MIN_IMAGE_SIZE, HUB_PREFIX, HUB_PREPROCESSING,
                    KERAS_WEIGHTS_ORIGIN, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, MOBILENET_V2_ALPHAS, MOBILENET_V2_SIZES,
                    PRECISIONS, REGISTRY, BackboneSpec, _mobilenet_v2)
@@ -88,7 +91,8 @@ def _get_spec(name: str | None, image_size: int | None, weights: str | None) -> 
 
 def listing() -> list[dict]:
     """One row per registry backbone (plus the mobilenet_v2 variants and hub:): what `embedflow backbones`
-    shows. `available` says whether the weights are on this machine now; nothing is downloaded."""
+    shows. `available` says whether the weights are on this machine now (nothing is downloaded);
+    `precisions` the --precision values it takes (int8: Keras application backbones)."""
     rows = []
     for spec in REGISTRY.values():
         found = local_weights(spec)
@@ -96,7 +100,8 @@ def listing() -> list[dict]:
                      "input_size": spec.image_size, "image_sizes": f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}",
                      "preprocessing": spec.preprocessing, "weights_file": spec.weights_file,
                      "weights_origin": spec.weights_origin, "available": found is not None,
-                     "weights_path": str(found) if found else None, "fine_tunable": spec.fine_tunable})
+                     "weights_path": str(found) if found else None, "fine_tunable": spec.fine_tunable,
+                     "precisions": precisions(spec.family)})
     variants = [f"mobilenet_v2:{a}:{n}" for a in MOBILENET_V2_ALPHAS for n in MOBILENET_V2_SIZES
                 if (a, n) != (1.0, 224) and local_weights(_mobilenet_v2(a, n))]
     rows.append({"backbone": "mobilenet_v2:ALPHA:SIZE", "family": "keras",
@@ -106,13 +111,19 @@ def listing() -> list[dict]:
                  "preprocessing": REGISTRY["mobilenet_v2"].preprocessing,
                  "weights_file": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_ALPHA_SIZE_no_top.h5",
                  "weights_origin": KERAS_WEIGHTS_ORIGIN, "available": bool(variants),
-                 "weights_path": None, "available_variants": variants, "fine_tunable": True})
+                 "weights_path": None, "available_variants": variants, "fine_tunable": True,
+                 "precisions": precisions("keras")})
     rows.append({"backbone": "hub:URL_OR_PATH", "family": "hub", "output_dim": "the model's",
                  "input_size": "the signature's, else 224", "image_sizes": f"{HUB_MIN_IMAGE_SIZE}..{HUB_MAX_IMAGE_SIZE}",
                  "preprocessing": HUB_PREPROCESSING, "weights_file": "a TF2 SavedModel folder",
                  "weights_origin": os.environ.get("TFHUB_CACHE_DIR") or "tensorflow_hub's cache (TFHUB_CACHE_DIR)",
-                 "available": None, "weights_path": None, "fine_tunable": False})
+                 "available": None, "weights_path": None, "fine_tunable": False, "precisions": precisions("hub")})
     return rows
+
+
+def precisions(family: str) -> list[str]:
+    """The --precision values a backbone family takes: every one for Keras applications, fp32 for hub."""
+    return list(PRECISIONS) if family == "keras" else ["fp32"]
 
 
 def resolve_weights(spec: BackboneSpec) -> Path:
@@ -128,11 +139,11 @@ def resolve_weights(spec: BackboneSpec) -> Path:
     fname = spec.weights_file
     try:
         import contextlib
-        import sys
 
+        quiet_tensorflow()  # importing Keras loads TensorFlow, whose native start-up notices go to stderr
         from keras.utils import get_file
 
-        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its download progress; keep stdout clean
+        with contextlib.redirect_stdout(_HeldUntilProgress()):  # stdout stays clean; see _HeldUntilProgress
             return Path(get_file(fname, spec.weights_origin + fname, cache_subdir="models"))
     except Exception as e:  # offline, proxy, disk full: say what is missing and where it was sought
         why = str(e).split(" -- ")[-1].splitlines()[0][:120] if str(e) else type(e).__name__
@@ -141,3 +152,33 @@ def resolve_weights(spec: BackboneSpec) -> Path:
             f"{_weights_candidates(spec)[0].parent} and could not download it from {spec.weights_origin} "
             f"({why}). Set KERAS_HOME to a folder whose models/ holds that file, or pass --weights PATH"
         ) from None
+
+
+class _HeldUntilProgress(io.TextIOBase):
+    """Where Keras' download messages go: its first line ("Downloading data from URL") is held back until
+    the download reports progress, then everything goes to stderr. A download that fails at once (offline,
+    no proxy) prints nothing, so its one WeightsError line is all the user sees."""
+
+    def __init__(self):
+        self.held: list[str] = []
+        self.flowing = False
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def write(self, text: str) -> int:
+        if not self.flowing and (not self.held or not text.strip()):
+            self.held.append(text)
+            return len(text)
+        if not self.flowing:
+            self.flowing = True
+            sys.stderr.write("".join(self.held))
+        sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.flowing:
+            sys.stderr.flush()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
-from ..fsio import READ_ONLY, check_writable_folder
+from ..fsio import READ_ONLY, check_writable_folder, disk_error, scratch_folder
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -105,6 +105,12 @@ def convert_to_int8(model, representative: np.ndarray) -> bytes:
 INT8_MIN_COSINE = 0.8
 
 
+def converted_path(spec: BackboneSpec, fp: dict) -> Path:
+    """Where the converted backbone of this fingerprint is kept (EMBEDFLOW_HOME/backbones)."""
+    kind = "int8" if spec.precision == "int8" else "float32"
+    return embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-{kind}-c{CONVERTER_VERSION}.tflite"
+
+
 def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
     """The converted backbone for this fingerprint (float32, or full-integer int8 when spec.precision is
     "int8"), converting once and keeping it on disk (written beside, renamed into place).
@@ -113,7 +119,7 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
     cosine >= 0.9999 on random pixels; int8: >= INT8_MIN_COSINE on held-back calibration crops).
     Raises WeightsError when the check fails, CacheError when the file cannot be written."""
     kind = "int8" if spec.precision == "int8" else "float32"
-    path = embedflow_home() / "backbones" / f"{spec.name}-{fp['id']}-{kind}-c{CONVERTER_VERSION}.tflite"
+    path = converted_path(spec, fp)
     if path.is_file():
         problem = _unverified(path)
         if problem is None:
@@ -123,6 +129,17 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
         elif reporter:
             reporter.info(f"{path}: {problem}; converting it again once")
     _check_writable(path.parent)  # before a conversion of tens of seconds whose result could not be kept
+    try:
+        with scratch_folder(path.parent):  # the converter's SavedModel and Keras' files, never left in /tmp
+            return _convert(spec, path, kind, reporter)
+    except OSError as e:  # a full or read-only EMBEDFLOW_HOME under the scratch folder (the kept file's
+        if not disk_error(e):  # own writes are CacheError already)
+            raise
+        raise _home_write_error(path.parent, e) from None
+
+
+def _convert(spec: BackboneSpec, path: Path, kind: str, reporter=None) -> Path:
+    """Convert the backbone to `path` (kind "int8" or "float32"), checked against Keras (see tflite_backbone_path)."""
     if kind == "int8":
         return _int8_backbone(spec, path, reporter)
     if reporter:
@@ -319,8 +336,13 @@ class LiteRTEmbedder:
 
     def __init__(self, spec: BackboneSpec, fp: dict, threads: int | None = None, reporter=None):
         import threading
+        import time
 
+        path = converted_path(spec, fp)
+        before, t0 = _stamp(path) if path.is_file() else None, time.perf_counter()
         self.model_path = str(tflite_backbone_path(spec, fp, reporter))
+        # seconds spent converting the backbone now (0.0 when the kept file was used), apart from embedding
+        self.conversion_seconds = time.perf_counter() - t0 if _stamp(path) != before else 0.0
         self.threads = threads or 1
         self._local = threading.local()
 

@@ -28,7 +28,8 @@ class EmbedSummary:
     total: int = 0  # images in the cache after the run
     embedded: int = 0  # computed by the backbone in this run
     kept: int = 0  # unchanged, kept from the cache
-    reused: int = 0  # new key but known content (renamed, copied, or resumed from the journal)
+    reused: int = 0  # new key but content known to the cache (renamed or copied files)
+    resumed: int = 0  # embedded by an interrupted run of this command, taken from its journal
     removed: int = 0  # in the cache before, gone from the folder now
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason), this run's skipped files
     classes: list[str] = field(default_factory=list)
@@ -42,8 +43,10 @@ class EmbedSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labels_csv: str = ""  # the labels file of a csv layout (given, or recorded in the cache by an earlier run)
     seconds: float = 0.0
+    conversion_seconds: float = 0.0  # of `seconds`: converting the backbone to LiteRT once (0 once it is kept)
     runtime: str = ""
     fingerprint_id: str = ""
+    precision: str = ""  # of the backbone: fp32 or int8
 
     def to_dict(self) -> dict:
         """The CLI's JSON (`embed --json`): every field; failed as [key, reason] pairs."""
@@ -167,7 +170,8 @@ def embed_folder(
                               f"is set (e.g. {d.key}: {d.reason})")
     images, classes = found.refs, found.classes
     fp = backbones.fingerprint(spec)
-    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"], layout=found.layout,
+    summary = EmbedSummary(str(cache_path), classes=classes, fingerprint_id=fp["id"], precision=spec.precision,
+                           layout=found.layout,
                            dropped=[(d.key, d.kind, d.reason) for d in found.dropped],
                            labels_csv=str(labels) if labels is not None else "")
     class_index: dict[str | None, int] = {c: i for i, c in enumerate(classes)}
@@ -230,7 +234,7 @@ def embed_folder(
             elif h in journaled:
                 src, i = journaled[h]
                 rows.append(cache.Row(ref.key, h, label, src, i))
-                summary.reused += 1
+                summary.resumed += 1
             elif ref.key in old_failed and old_failed[ref.key][0] == h:
                 failed.append((ref.key, old_failed[ref.key][1], h))
             else:
@@ -253,13 +257,13 @@ def embed_folder(
             # Content this run need not embed again, for objects hashed by the read that decodes them.
             have: dict[str, tuple] = {h: ("failed", r) for h, r in old_failed.values()}
             have.update({h: ("row", cache_path, i) for h, i in old_by_hash.items()})
-            have.update({h: ("row", src, i) for h, (src, i) in journaled.items()})
+            have.update({h: ("resumed", src, i) for h, (src, i) in journaled.items()})
             stream_for = _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter,
                                          embedder_factory, summary, have if any(not h for _, h in todo) else {})
             pending_rows, counts = _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed,
                                                        have, {k: h for k, (h, _) in old_by_key.items()})
             summary.embedded, summary.reused = counts["embedded"], summary.reused + counts["reused"]
-            summary.kept += counts["kept"]
+            summary.kept, summary.resumed = summary.kept + counts["kept"], summary.resumed + counts["resumed"]
             rows.extend(pending_rows)
         summary.failed = [(key, reason) for key, reason, _ in failed]
         summary.skipped = summary.failed + [(d.key, d.reason) for d in found.dropped if d.kind == "file"]
@@ -319,6 +323,7 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
     def local(items):
         embedder = (embedder_factory or backbones.make_embedder)(spec, fp, runtime=runtime, reporter=reporter)
         summary.runtime = getattr(embedder, "runtime", "custom")
+        summary.conversion_seconds = getattr(embedder, "conversion_seconds", 0.0)
         return embed_stream(items, embedder, spec.image_size, spec.output_dim,
                             batch_size=batch_size or preferred_batch(embedder), workers=workers, known=known)
 
@@ -328,8 +333,9 @@ def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, rep
 def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed, have=None, old_hash_of=None
                         ) -> tuple[list[cache.Row], dict[str, int]]:
     """Embed the todo list, committing to the journal every few seconds. Returns the rows to write and how
-    many were embedded, kept or reused (items of hash "", objects hashed by the read that decodes them, can
-    turn out to hold content `have` knows: hash -> ("row", source, index) or ("failed", reason))."""
+    many were embedded, kept, reused or resumed (items of hash "", objects hashed by the read that decodes
+    them, can turn out to hold content `have` knows: hash -> ("row", source, index) for the cache's rows,
+    ("resumed", chunk, index) for the journal's, or ("failed", reason))."""
     have, old_hash_of = have or {}, old_hash_of or {}
     done: dict[str, np.ndarray] = {}  # hash -> vector, not yet committed
     reason_for: dict[str, str] = {}  # hash -> why the file decoded for it was skipped
@@ -393,7 +399,7 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
         reporter.finish()
     # Files sharing content were decoded once: give each its row, or its copy of the failure.
     failed_keys = {key for key, _, _ in failed}
-    rows, counts = [], {"embedded": 0, "kept": 0, "reused": 0}
+    rows, counts = [], {"embedded": 0, "kept": 0, "reused": 0, "resumed": 0}
     for ref, h in keys_for:
         h = h or hash_of.get(id(ref), "")
         if h in committed:
@@ -404,9 +410,9 @@ def _embed_into_journal(todo, stream_for, journal, reporter, class_index, failed
             continue
         elif h in reason_for:
             failed.append((ref.key, reason_for[h], "" if reason_for[h] == CHANGED else h))
-        elif h in have and have[h][0] == "row":
+        elif h in have and have[h][0] in ("row", "resumed"):
             rows.append(cache.Row(ref.key, h, class_index[ref.label], have[h][1], have[h][2]))
-            counts["kept" if old_hash_of.get(ref.key) == h else "reused"] += 1
+            counts["resumed" if have[h][0] == "resumed" else "kept" if old_hash_of.get(ref.key) == h else "reused"] += 1
         elif h in have:
             failed.append((ref.key, have[h][1], h))
     return rows, counts

@@ -1,11 +1,24 @@
 """Classifier heads trained on cached vectors. All are scikit-learn estimators: `__init__` only stores
-parameters, learned state ends in `_`, `fit` returns self, and each works inside a sklearn Pipeline."""
+parameters, learned state ends in `_`, `fit` returns self, and each works inside a sklearn Pipeline.
 
-from .dense import DenseHead, dense_head_from_keras, keras_from_bytes, keras_to_bytes
-from .kinds import DEFAULTS, HEAD_KINDS, MIN_PER_CLASS, check_head_params, check_trainable, dumps_sklearn, head_params, make_head
-from .knn import LDA_TOLERANCE, KNNHead
-from .linear_svm import LinearSVMHead
+DEFAULTS (each head's default hyper-parameters) imports nothing heavy, so the CLI's help can show it; the
+estimators (and scikit-learn) are imported on first use."""
+
+from .defaults import DEFAULTS
+
+_LAZY = {"DenseHead": "dense", "dense_head_from_keras": "dense", "keras_from_bytes": "dense", "keras_to_bytes": "dense",
+         "HEAD_KINDS": "kinds", "MIN_PER_CLASS": "kinds", "check_head_params": "kinds", "check_trainable": "kinds",
+         "dumps_sklearn": "kinds", "head_params": "kinds", "make_head": "kinds",
+         "LDA_TOLERANCE": "knn", "KNNHead": "knn", "LinearSVMHead": "linear_svm"}
 
 __all__ = ["DEFAULTS", "DenseHead", "dense_head_from_keras", "HEAD_KINDS", "KNNHead", "LDA_TOLERANCE", "LinearSVMHead", "MIN_PER_CLASS", "check_head_params",
            "check_trainable", "dumps_sklearn", "head_params",
            "keras_from_bytes", "keras_to_bytes", "make_head"]
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

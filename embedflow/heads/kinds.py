@@ -7,6 +7,7 @@ import io
 import numpy as np
 
 from ..errors import DatasetError, UsageError
+from .defaults import DEFAULTS, SVM_DEFAULT_C, SVM_RBF_MAX_CLASSES
 from .dense import DenseHead
 from .knn import KNNHead
 from .linear_svm import CALIBRATION as LINEAR_CALIBRATION, HOLD_OUT, LinearSVMHead
@@ -15,31 +16,11 @@ from .linear_svm import CALIBRATION as LINEAR_CALIBRATION, HOLD_OUT, LinearSVMHe
 HEAD_KINDS = ("logreg", "svm", "dense", "knn")
 
 
-# Defaults chosen on flowers-dev by 5-fold cross-validation (logreg: standardised, C in 0.01..1, best
-# 0.01-0.03 at 89.1%; svm: L2-normalised RBF beat standardised, C in 1..30, best 10 at 89.8%).
-# svm C None: SVM_DEFAULT_C of the kernel used; kernel "auto": RBF up to SVM_RBF_MAX_CLASSES classes, linear above.
-DEFAULTS = {
-    "logreg": {"C": 0.03},
-    "svm": {"C": None, "kernel": "auto"},
-    "dense": {"dropout": 0.2, "learning_rate": 1e-3, "epochs": 200, "batch_size": None, "patience": 10},
-    # flowers-dev, cosine, distance-weighted, mean accuracy over 6 seeded 80/20 splits: raw vectors k=7
-    # 85.4% (5-fold CV: k=3 85.6%, 5 85.9%, 7 86.9%, 9 87.0%, 15 86.3%); in the LDA space k=7 88.6%
-    # (88.3% with LDAProjection, benchmarks/results/readme_numbers.json).
-    "knn": {"k": 7, "space": "auto"},
-}
-
-
 # Training images each class needs for a head to train: the RBF SVM's Platt calibration cross-validates
 # (stratified folds, at most SVM_CALIBRATION_FOLDS, never more than the smallest class holds); the linear
 # SVM's temperature is fitted on a held-out 20% that needs two per class too.
 MIN_PER_CLASS = {"logreg": 1, "svm": 2, "dense": 1, "knn": 1}
 SVM_CALIBRATION_FOLDS = 5
-# The RBF SVM is one-vs-one (classes^2 / 2 machines) and its Platt calibration refits it per fold: on 102
-# classes x 8,189 vectors it took 225 s and scored 6 points below logreg. Above this many classes, the svm
-# head is LinearSVMHead (one-vs-rest squared hinge, all classes in one L-BFGS problem, temperature-scaled
-# probabilities: one fit on 80%, then one warm-started refit on all).
-SVM_RBF_MAX_CLASSES = 10
-SVM_DEFAULT_C = {"rbf": 10.0, "linear": 1.0}
 SVM_KERNELS = ("auto", "rbf", "linear")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError, OutputError, OutputLocked, UsageError
-from ..fsio import WriterLock, check_writable_folder, disk_error, staging_stem
+from ..fsio import WriterLock, check_writable_folder, disk_error, scratch_folder, staging_stem
 from . import trust
 
 FORMAT = "embedflow.model"
@@ -386,23 +386,40 @@ def writing(target: str | Path, reporter=None, *, inside: bool = False):
     """Hold the output lock of `target` and check, before any work, that its folder can be written (and,
     with `inside`, the target folder itself: evaluate writes its report there). Raises OutputLocked, or
     OutputError naming the read-only (or full) folder; a model folder target (not `inside`) that is no
-    named folder, a symbolic link or a file is UsageError (check_output_folder)."""
+    named folder, a symbolic link or a file is UsageError (check_output_folder).
+
+    A model folder's writer (not `inside`) also gets a scratch folder beside the target for the block
+    (fsio.scratch_folder): every temporary file (tempfile, TMPDIR: decoded pixels, Keras' saves, the TFLite
+    converter's SavedModel) goes there, never to /tmp, and is removed at the end."""
     target = Path(target) if inside else check_output_folder(target)
     made = _missing_folders(target if inside else target.parent)  # created below (lock file, write check)
     try:
-        with output_lock(target, reporter):
+        with output_lock(target, reporter), contextlib.ExitStack() as stack:
             for folder in ([target] if inside else []) + [target.parent]:
                 err = check_writable_folder(folder)
                 if err is not None:
                     hint = " (--out DIR writes the report elsewhere)" if inside else ""
                     raise OutputError(f"cannot write {target}: {folder} is not writable ({err.strerror or err}); "
                                       f"nothing was done{hint}") from None
+            if not inside:
+                _enter_scratch(stack, target)
             yield target
     except BaseException:  # refused, failed or interrupted: no empty folder of ours is left behind
         for folder in made:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty: another writer's lock file or output keeps it
         raise
+
+
+def _enter_scratch(stack: contextlib.ExitStack, target: Path) -> Path:
+    """Enter fsio.scratch_folder beside `target` on `stack`; a full or read-only folder is OutputError."""
+    try:
+        return stack.enter_context(scratch_folder(target.parent))
+    except OSError as e:
+        if not disk_error(e):
+            raise
+        raise OutputError(f"cannot write {target}: {e.strerror or e} (its scratch folder in {target.parent}); "
+                          "nothing was done") from None
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -157,6 +157,45 @@ def test_missing_weights_is_one_clear_line(cli, tmp_path, monkeypatch):
     assert "mobilenet_v3_large" in text and "960" in text and "missing" in text
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_missing_imagenet_weights_print_only_the_error_line(tmp_path, precision):
+    """The whole output of `embed` (stdout and stderr of the real command, TensorFlow's native logging
+    included) is the one error line when the ImageNet weights are missing and cannot be downloaded."""
+    import os
+    import subprocess
+    import sys
+
+    from embedflow.errors import WeightsError
+
+    empty = tmp_path / "empty-keras-home"
+    empty.mkdir()
+    make_dataset(tmp_path / "data", per_class=2, classes=("apples", "limes"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # TensorFlow's defaults, as a user has
+    env.update(KERAS_HOME=str(empty), HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               EMBEDFLOW_HOME=str(tmp_path / "home"))  # a download fails at once, offline or not
+    done = subprocess.run([sys.executable, "-m", "embedflow.cli", "embed", "data", "--precision", precision],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == WeightsError.exit_code, done.stderr
+    assert done.stdout == "", done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ImageNet weights for mobilenet_v2 not available"), lines
+    assert str(empty / "models") in lines[0]
+
+
+def test_backbones_say_which_take_precision_int8(cli):
+    rows = {r["backbone"]: r for r in json.loads(cli("backbones", "--json").stdout)}
+    assert rows["mobilenet_v2"]["precisions"] == ["fp32", "int8"]
+    assert rows["efficientnet_b0"]["precisions"] == ["fp32", "int8"]
+    assert rows["mobilenet_v2:ALPHA:SIZE"]["precisions"] == ["fp32", "int8"]
+    assert rows["hub:URL_OR_PATH"]["precisions"] == ["fp32"]
+    lines = cli("backbones").stdout.splitlines()
+    header = lines[0].split()
+    assert "precisions" in header, lines[0]
+    column = header.index("precisions")
+    by_name = {line.split()[0]: line.split() for line in lines[1:] if line and not line.startswith((" ", "*"))}
+    assert by_name["mobilenet_v2"][column] == "fp32,int8" and by_name["hub:URL_OR_PATH"][column] == "fp32"
+
+
 # --- TF Hub / SavedModel -----------------------------------------------------------------------------
 
 

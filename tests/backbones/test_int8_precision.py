@@ -171,7 +171,7 @@ def test_an_interrupted_int8_embed_resumes_as_int8_and_another_explicit_precisio
     import json
 
     summary = json.loads(r.stdout)
-    assert summary["reused"] == 8 and summary["embedded"] == 10, summary
+    assert (summary["resumed"], summary["reused"], summary["embedded"]) == (8, 0, 10), summary
     assert not journal.dir.exists()
 
 
@@ -188,3 +188,78 @@ def test_the_throughput_benchmark_never_overwrites_the_fp32_result_by_default():
     out = bench.default_out()
     assert out.parent == ROOT / "benchmarks" / "results" and out.name != "embed_throughput.json"
     assert out.name.startswith("embed_throughput-int8-") and out.suffix == ".json" and not out.exists()
+
+
+def test_predict_says_when_the_cache_it_was_given_is_of_another_backbone(cli, dataset, weights_file):
+    """predict --cache C with C of another fingerprint (here fp32 for an int8 model): one warning naming what
+    differs, then the images are embedded with the model's own backbone (the predictions are unchanged)."""
+    cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8")
+    cli("embed", dataset, "--cache", "c32.h5")
+    cli("fit", "--cache", "c8.h5", "--head", "logreg", "--out", "m8", "--quiet")
+    img = sorted(dataset.rglob("*.jpg"))[0]
+    same = cli("predict", "m8", img, "--cache", "c8.h5", "--json")
+    assert "warning" not in same.stderr, same.stderr
+    other = cli("predict", "m8", img, "--cache", "c32.h5", "--json")
+    warnings = [line for line in other.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "c32.h5" in warnings[0] and "precision" in warnings[0], other.stderr
+    assert "embedded" in warnings[0] or "embedding" in warnings[0], warnings[0]
+    assert json.loads(other.stdout)["predictions"] == json.loads(same.stdout)["predictions"]
+    missing = cli("predict", "m8", img, "--cache", "nowhere.h5", "--json")
+    assert len([line for line in missing.stderr.splitlines() if "nowhere.h5" in line]) == 1, missing.stderr
+
+
+def test_embed_json_and_summary_carry_the_precision(cli, dataset):
+    out8 = json.loads(cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8", "--json").stdout)
+    out32 = json.loads(cli("embed", dataset, "--cache", "c32.h5", "--json").stdout)
+    assert (out8["precision"], out32["precision"]) == ("int8", "fp32")
+    again = json.loads(cli("embed", dataset, "--cache", "c8.h5", "--json").stdout)  # kept from the cache
+    assert again["precision"] == "int8"
+
+
+def test_int8_has_its_own_default_cache_and_commands_find_it(cli, dataset, weights_file):
+    """Without --cache: fp32 writes cache/embeddings.h5, int8 cache/embeddings-int8.h5 (each backbone's
+    default name plus -int8); predict of an int8 model finds the int8 one, fit/info take the fp32 default."""
+    r8 = json.loads(cli("embed", dataset, "--precision", "int8", "--json").stdout)
+    assert r8["cache_path"] == str(Path("cache") / "embeddings-int8.h5") and not Path("cache/embeddings.h5").exists()
+    assert json.loads(cli("info", "--json").stdout)["fingerprint"]["precision"] == "int8"  # the only cache
+    r32 = json.loads(cli("embed", dataset, "--json").stdout)
+    assert r32["cache_path"] == str(Path("cache") / "embeddings.h5") and r32["precision"] == "fp32"
+    again = json.loads(cli("embed", dataset, "--precision", "int8", "--json").stdout)
+    assert again["embedded"] == 0 and again["kept"] == 18  # the same int8 cache, not a mix with fp32
+    cli("fit", "--cache", "cache/embeddings-int8.h5", "--head", "logreg", "--out", "m8", "--quiet")
+    assert api.predict("m8", [str(sorted(dataset.rglob("*.jpg"))[0])], reporter=None).predictions
+    assert api._cache_for_model(api.load_model("m8")) == Path("cache/embeddings-int8.h5")
+    spec = backbones.get_spec("efficientnet_b0", precision="int8")
+    assert api.default_cache_for(spec) == Path("cache/embeddings-efficientnet_b0-int8.h5")
+    assert api.default_cache_for(backbones.get_spec()) == Path("cache/embeddings.h5")
+
+
+def test_vectors_resumed_from_a_journal_are_counted_as_resumed(cli, dataset, weights_file, monkeypatch):
+    import embedflow.embedding.incremental as E
+    from embedflow.embedding import embed_folder
+    from embedflow.errors import Interrupted
+
+    spec = backbones.get_spec("mobilenet_v2", SIZE, str(weights_file))
+    monkeypatch.setattr(E, "COMMIT_ROWS", 4)
+    with pytest.raises(Interrupted):
+        embed_folder(dataset, Path("c.h5"), spec=spec, batch_size=4, workers=1, embedder_factory=interrupting_factory(3))
+    text = cli("embed", dataset, "--cache", "c.h5").stdout
+    assert "embedded 10, kept 0, reused 0, resumed 8, removed 0" in text, text
+    cli("embed", dataset, "--cache", "c.h5", "--rebuild", "--quiet")
+    summary = json.loads(cli("embed", dataset, "--cache", "c.h5", "--json").stdout)
+    assert (summary["resumed"], summary["reused"], summary["kept"]) == (0, 0, 18)
+
+
+def test_the_first_run_says_the_conversion_time_apart_from_the_embedding_rate(cli, dataset, tmp_path, monkeypatch):
+    """The one-time conversion is not counted in the rate: `in Xs, Ys of it converting the backbone once (N
+    img/s embedding)`; --json has conversion_seconds (0 once the converted file is kept)."""
+    import re
+
+    monkeypatch.setenv("EMBEDFLOW_HOME", str(tmp_path / "fresh-home"))
+    text = cli("embed", dataset, "--cache", "c8.h5", "--precision", "int8").stdout
+    found = re.search(r"in ([\d.]+)s, ([\d.]+)s of it converting the backbone once \((\d+) img/s embedding\)", text)
+    assert found and "img/s overall" not in text, text
+    total, conversion, rate = float(found[1]), float(found[2]), int(found[3])
+    assert 0 < conversion < total and rate == pytest.approx(18 / (total - conversion), rel=0.5)
+    again = json.loads(cli("embed", dataset, "--cache", "c8b.h5", "--precision", "int8", "--json").stdout)
+    assert again["conversion_seconds"] == 0 and again["embedded"] == 18

@@ -120,7 +120,7 @@ def test_sigint_stops_within_seconds_commits_and_resumes(tmp_path, converted, si
                               "--json", *converted], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["reused"] == kept and summary["embedded"] == 64 - kept and summary["total"] == 64
+    assert summary["resumed"] == kept and summary["embedded"] == 64 - kept and summary["total"] == 64
     assert not journal.exists()
 
 
@@ -229,7 +229,7 @@ def test_journal_write_failure_is_one_clear_error_and_loses_nothing(cli, dataset
     assert not list((dataset.parent / "cache" / "embeddings.h5.journal").glob("*.tmp*"))
     monkeypatch.setattr(cache.journal.np, "savez", real_savez)
     again = json.loads(cli("embed", dataset, "--json").stdout)
-    assert (again["reused"], again["embedded"], again["total"]) == (4, 8, 30)
+    assert (again["resumed"], again["embedded"], again["total"]) == (4, 8, 30)
 
 
 def test_damaged_journal_chunk_is_only_lost_work(dataset, tiny_spec, tmp_path):

@@ -98,3 +98,20 @@ def test_fit_json_reports_the_options_it_used(cli, tmp_path):
     manifest, svm = saved("models/svm")
     assert svm.named_steps["clf"].estimator.C == 3 and svm.named_steps["clf"].estimator.random_state == 2
     assert manifest["split"]["seed"] == 2 and out["report"]["accuracy"] == manifest["metrics"]["accuracy"]
+
+
+def test_fit_help_gives_each_heads_defaults_from_the_heads_table():
+    """--C, --epochs and --k depend on the head: the help says each head's default, from heads.DEFAULTS (and
+    the svm's per-kernel C); the README synopsis does not claim logreg's C for every head."""
+    from embedflow.heads import DEFAULTS
+    from embedflow.heads.kinds import SVM_DEFAULT_C
+
+    from ..conftest import ROOT, invoke
+
+    text = " ".join(invoke("fit", "--help").stdout.split())
+    for words in (f"logreg {DEFAULTS['logreg']['C']:g}", f"{SVM_DEFAULT_C['rbf']:g} with the rbf kernel",
+                  f"{SVM_DEFAULT_C['linear']:g} with the linear kernel", f"dense {DEFAULTS['dense']['epochs']}",
+                  f"knn; default {DEFAULTS['knn']['k']}"):
+        assert words in text, (words, text)
+    synopsis = (ROOT / "README.md").read_text().split("### fit", 1)[1].split("```")[1]
+    assert "[--C 0.03]" not in synopsis and "[--C C]" in synopsis, synopsis

@@ -155,7 +155,7 @@ def test_an_interrupted_driver_resumes_without_embedding_committed_vectors_again
     assert kept and not cache_path.exists()
     runs.append(second := Run(data, cache_path, weights_file, tmp_path))
     summary = second.finish()
-    assert summary["reused"] >= len(kept)  # every committed vector came back from the journal ...
-    assert summary["embedded"] + summary["reused"] == 120  # ... and only the rest was embedded
+    assert summary["resumed"] >= len(kept)  # every committed vector came back from the journal ...
+    assert summary["embedded"] + summary["resumed"] == 120  # ... and only the rest was embedded
     held = cache.load(cache_path)
     assert len(held.keys) == 120 and not journal.exists()

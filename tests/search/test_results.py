@@ -90,9 +90,9 @@ def test_info_and_embed_results_keep_their_json(cli, tmp_path, weights_file):
     summary = api.embed_folder(data, "cache/embeddings.h5", image_size=SIZE, weights=str(weights_file), reporter=None)
     assert (summary.embedded, summary.failed) == (9, [("plums/bad.jpg", "empty file (0 bytes)")])
     embedded = json.loads(json.dumps(summary.to_dict()))
-    assert list(embedded) == ["cache_path", "total", "embedded", "kept", "reused", "removed", "failed", "classes",
-                              "layout", "unlabelled", "split_counts", "dropped", "skipped", "labels_csv", "seconds",
-                              "runtime", "fingerprint_id"]
+    assert list(embedded) == ["cache_path", "total", "embedded", "kept", "reused", "resumed", "removed", "failed",
+                              "classes", "layout", "unlabelled", "split_counts", "dropped", "skipped", "labels_csv",
+                              "seconds", "conversion_seconds", "runtime", "fingerprint_id", "precision"]
     assert (embedded["layout"], embedded["unlabelled"], embedded["dropped"]) == ("class-folders", 0, [])
     held = api.info()
     assert held.per_class == {"apples": 3, "limes": 3, "plums": 3} and held.count == 9 and held.dim == 1280
