@@ -132,7 +132,9 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     Raises DatasetError (empty or unlabelled cache, a class too small for the split or below the head's
     minimum of training images, before any training), CacheError (non-finite vectors) and UsageError
     (reject_rate outside [0, 1))."""
-    from .heads import check_trainable, head_params, make_head
+    from threadpoolctl import threadpool_limits
+
+    from .heads import busy_machine_threads, check_trainable, head_params, make_head
     from .reports import add_to_report, classification_report
 
     t0 = time.perf_counter()
@@ -168,7 +170,8 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
     check_trainable(head, estimator, y[train], cache.classes, held_out=bool(val_split) and len(val) > 0
                     and (cache.splits is None or not (np.asarray(cache.splits)[val] == "val").all()))
     reporter.info(f"training {head} on {len(train)} vectors, validating on {len(val)}")
-    estimator.fit(X[train], y[train])
+    with threadpool_limits(busy_machine_threads()):
+        estimator.fit(X[train], y[train])
     report = val_proba = None
     rejector = None
     if len(val) and reject_rate is not None:
@@ -184,7 +187,8 @@ def fit_head(data: Cache | str | os.PathLike, head: str = "logreg", *, val_split
             reporter.info(f"refitting {head} on all {len(pool)} vectors")
             estimator = make_head(head, class_weight=class_weight, seed=seed, **params)
             check_trainable(head, estimator, y[pool], cache.classes)
-            estimator.fit(X[pool], y[pool])
+            with threadpool_limits(busy_machine_threads()):
+                estimator.fit(X[pool], y[pool])
     split = models.split_record(cache.keys, cache.hashes, train, val, val_split=val_split, seed=seed,
                                 refit_on_all=bool(refit and len(val)))
     if cache.splits is not None:

@@ -7,11 +7,11 @@ estimators (and scikit-learn) are imported on first use."""
 from .defaults import DEFAULTS
 
 _LAZY = {"DenseHead": "dense", "dense_head_from_keras": "dense", "keras_from_bytes": "dense", "keras_to_bytes": "dense",
-         "HEAD_KINDS": "kinds", "MIN_PER_CLASS": "kinds", "check_head_params": "kinds", "check_trainable": "kinds",
+         "HEAD_KINDS": "kinds", "busy_machine_threads": "kinds", "MIN_PER_CLASS": "kinds", "check_head_params": "kinds", "check_trainable": "kinds",
          "dumps_sklearn": "kinds", "head_params": "kinds", "make_head": "kinds",
          "LDA_TOLERANCE": "knn", "KNNHead": "knn", "LinearSVMHead": "linear_svm"}
 
-__all__ = ["DEFAULTS", "DenseHead", "dense_head_from_keras", "HEAD_KINDS", "KNNHead", "LDA_TOLERANCE", "LinearSVMHead", "MIN_PER_CLASS", "check_head_params",
+__all__ = ["DEFAULTS", "busy_machine_threads", "DenseHead", "dense_head_from_keras", "HEAD_KINDS", "KNNHead", "LDA_TOLERANCE", "LinearSVMHead", "MIN_PER_CLASS", "check_head_params",
            "check_trainable", "dumps_sklearn", "head_params",
            "keras_from_bytes", "keras_to_bytes", "make_head"]
 
