@@ -284,7 +284,7 @@ def to_tflite(model, quantize: str, representative: np.ndarray | None = None) ->
     # (a failed conversion still raises, with its message)
     with contextlib.redirect_stdout(io.StringIO()), backbones.stderr_fd_silenced(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+        return backbones.space_guarded(converter.convert, model)
 
 
 def parity(proba: np.ndarray, source_proba: np.ndarray, labels: np.ndarray) -> dict:

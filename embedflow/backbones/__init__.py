@@ -11,7 +11,7 @@ from .hub import HubEmbedder, hub_spec, resolve_hub
 from .registry import get_spec, listing, parse_backbone, resolve_weights
 from .runtimes import (CONVERTER_VERSION, KerasEmbedder, LiteRTEmbedder, build_keras_backbone, convert_to_tflite,
                        has_gpu, make_embedder, make_interpreter, min_cosine, preprocessing_layers, run_tflite,
-                       tflite_backbone_path)
+                       space_guarded, tflite_backbone_path)
 from .silence import quiet_tensorflow, stderr_fd_silenced
 from .spec import (DEFAULT_BACKBONE, DEFAULT_PRECISION, EMBEDDING_VERSION, PRECISIONS, HUB_PREFIX, HUB_PREPROCESSING, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,
                    MOBILENET_V2_ALPHAS, MOBILENET_V2_SIZES, REGISTRY, BackboneSpec, NotFineTunable,
@@ -25,4 +25,4 @@ __all__ = ["BackboneSpec", "CONVERTER_VERSION", "DEFAULT_BACKBONE", "DEFAULT_PRE
            "fingerprint", "fingerprint_id", "get_spec", "has_gpu", "hub_spec", "listing", "local_weights",
            "make_embedder", "make_interpreter", "min_cosine", "parse_backbone", "preprocessing_layers",
            "quiet_tensorflow", "require_fine_tunable", "resolve_hub", "resolve_weights", "run_tflite", "same_backbone",
-           "spec_from_fingerprint", "stderr_fd_silenced", "tflite_backbone_path", "upgrade", "weights_digest"]
+           "space_guarded", "spec_from_fingerprint", "stderr_fd_silenced", "tflite_backbone_path", "upgrade", "weights_digest"]

@@ -62,15 +62,50 @@ def build_keras_backbone(spec: BackboneSpec, weights_path: Path | None = None, i
     return keras.Model(inputs, outputs, name=f"embedflow_{spec.name}")
 
 
+def space_guarded(convert, model) -> bytes:
+    """convert() (a TFLite conversion of the Keras `model`), with a full disk reported as one: OSError
+    ENOSPC naming the temporary folder (where the converter writes a SavedModel of the model) when it has
+    less free space than the conversion needs (about 3 x the float32 weights + 16 MB: the SavedModel and
+    the flatbuffer), before converting or after the converter failed. TensorFlow's converter catches the
+    "No space left on device" of its SavedModel writer and falls back to a path that fails with an
+    unrelated TypeError under Keras 3, so without this a full disk was a 110-line traceback."""
+    import shutil
+
+    folder = tempfile.gettempdir()
+    need = 3 * 4 * int(model.count_params()) + (16 << 20)
+
+    def full() -> bool:
+        try:
+            return shutil.disk_usage(folder).free < need
+        except OSError:
+            return False
+
+    def enospc() -> OSError:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (a TFLite conversion needs about "
+                                     f"{need >> 20} MB free there)", folder)
+
+    if full():
+        raise enospc()
+    try:
+        return convert()
+    except OSError:
+        raise
+    except Exception as e:
+        if full():
+            raise enospc() from e
+        raise
+
+
 def convert_to_tflite(model) -> bytes:
-    """TFLite flatbuffer of a Keras model (weights frozen into constants, so XNNPACK can pack them)."""
+    """TFLite flatbuffer of a Keras model (weights frozen into constants, so XNNPACK can pack them).
+    Raises OSError ENOSPC when the temporary folder is too full for the conversion (space_guarded)."""
     import contextlib
     import io
 
     import tensorflow as tf
 
     with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints every captured variable
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        return space_guarded(tf.lite.TFLiteConverter.from_keras_model(model).convert, model)
 
 
 CONVERTER_VERSION = 2  # part of the converted file's name: a new conversion recipe never reuses old files
@@ -97,7 +132,7 @@ def convert_to_int8(model, representative: np.ndarray) -> bytes:
     converter.inference_output_type = tf.float32
     with contextlib.redirect_stdout(io.StringIO()), _native_stderr_silenced(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+        return space_guarded(converter.convert, model)
 
 
 # Per probe image, int8 against Keras fp32: catches a broken conversion. ImageNet weights measure 0.996 on

@@ -260,6 +260,9 @@ def test_the_first_run_says_the_conversion_time_apart_from_the_embedding_rate(cl
     found = re.search(r"in ([\d.]+)s, ([\d.]+)s of it converting the backbone once \((\d+) img/s embedding\)", text)
     assert found and "img/s overall" not in text, text
     total, conversion, rate = float(found[1]), float(found[2]), int(found[3])
-    assert 0 < conversion < total and rate == pytest.approx(18 / (total - conversion), rel=0.5)
+    # shown to 0.1 s: 18 tiny images can embed in under 0.05 s, so the two may print equal
+    assert 0 < conversion <= total and rate > 0
+    if total - conversion >= 1:
+        assert rate == pytest.approx(18 / (total - conversion), rel=0.5)
     again = json.loads(cli("embed", dataset, "--cache", "c8b.h5", "--precision", "int8", "--json").stdout)
     assert again["conversion_seconds"] == 0 and again["embedded"] == 18
