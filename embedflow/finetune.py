@@ -202,6 +202,9 @@ def make_callbacks(stage: str, epochs: int, reporter: Reporter, times: list):
         best = np.inf
         weights = None
 
+        def on_train_begin(self, logs=None):  # what Ctrl-C before the first epoch ends puts back, not a
+            self.weights = self.model.get_weights()  # model cut in the middle of an epoch
+
         def on_epoch_end(self, epoch, logs=None):
             loss = (logs or {}).get("val_loss", (logs or {}).get("loss"))
             if loss is not None and loss < self.best:
@@ -352,7 +355,8 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
         history["stage1"] = _train_head(head, features, train_rows, val_rows, data.labels, p, len(data.classes),
                                         reporter, times["stage1"])
         n_trainable = set_trainable(base, p["unfreeze_top"], p["unfreeze_from"])
-        reporter.info(f"stage 2: {n_trainable} layers of the base unfrozen (BatchNormalization frozen), "
+        reporter.info(f"stage 2: the base's top layers unfrozen ({_unfrozen_what(p)}; {n_trainable} of them with "
+                      "weights, BatchNormalization frozen), "
                       f"learning rate {p['fine_tune_learning_rate']:g}")
         history["stage2"] = _train_end_to_end(model, train, val, p, seed, len(data.classes), reporter, times["stage2"])
     except KeyboardInterrupt as e:
@@ -391,6 +395,10 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
 def _final(model, p: dict):
     """The model as saved and scored: wrapped for flip test-time augmentation unless that is off."""
     return with_flip_tta(model) if p["flip_tta"] else model
+
+
+def _unfrozen_what(p: dict) -> str:
+    return f"from {p['unfreeze_from']} on" if p["unfreeze_from"] else f"the top {p['unfreeze_top']}"
 
 
 def _check_params(p: dict) -> None:
@@ -486,8 +494,7 @@ def _save(out_dir: Path, model, data, train, val, fp, p, val_split, seed, histor
             "split": split, "hyperparameters": p, "interrupted": interrupted,
             "test_time_augmentation": ("horizontal flip: the mean of the probabilities for the image and its mirror "
                                        "image, inside the model") if p["flip_tta"] else None,
-            "stage2_weights": (f"mean of the weights after stage 2 epochs {average_start(p)}-{p['fine_tune_epochs']}"
-                               if average_start(p) else "the epoch with the best validation loss"),
+            "stage2_weights": stage2_weights(p, len(history["stage2"].get("loss", [])), interrupted),
             "refit": refit,  # None: the saved model is the one the metrics score
             "metrics": {k: report[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")} if report else {},
             "metrics_of": ("the same recipe trained on the training split only (the saved model was then refit on "
@@ -511,6 +518,22 @@ def _page_audit(features, data: Decoded, val_rows, root):
     if features is None or not len(val_rows) or len(features) != len(data.refs):
         return "compute"
     return page_audit(features, data.labels, [r.key for r in data.refs], data.classes, str(Path(root).resolve()))
+
+
+def stage2_weights(p: dict, completed: int, interrupted: bool) -> str:
+    """Which weights of stage 2 the saved model holds, in words (the manifest's stage2_weights), given the
+    stage 2 epochs that completed."""
+    start = average_start(p)
+    if not p["fine_tune_epochs"]:
+        return "none: no stage 2 (--fine-tune-epochs 0), the weights at the end of stage 1"
+    if not interrupted:
+        return (f"mean of the weights after stage 2 epochs {start}-{p['fine_tune_epochs']}" if start
+                else "the epoch with the best validation loss")
+    if not completed:
+        return "the weights at the end of stage 1 (interrupted before a stage 2 epoch completed)"
+    if start and completed >= start:
+        return f"mean of the weights after stage 2 epochs {start}-{completed} (interrupted)"
+    return f"the stage 2 epoch with the best validation loss of the {completed} that completed (interrupted)"
 
 
 def html_page(manifest: dict, report: dict, history: dict, *, proba, val_rows, features, data: Decoded, root,

@@ -113,7 +113,7 @@ def test_unfreeze_from_names_the_first_trained_layer(runs, start):
     _, names, base = start
     cut = names.index("block_16_expand")
     n = sum(1 for layer in base.layers[cut:] if layer.weights and not isinstance(layer, keras.layers.BatchNormalization))
-    assert f"stage 2: {n} layers of the base unfrozen" in runs.b_stderr
+    assert f"stage 2: the base's top layers unfrozen (from block_16_expand on; {n} of them with weights" in runs.b_stderr
     assert read(runs.b, "manifest.json")["hyperparameters"]["unfreeze_from"] == "block_16_expand"
 
 
@@ -202,3 +202,19 @@ def test_ctrl_c_before_training_leaves_the_old_folder_and_says_what_happened(run
         assert {p.name: p.read_bytes() for p in out.iterdir()} == old
     # no staging folder left beside it (the writer's lock file `.ft.lock` stays, as a cache's .lock does)
     assert not [p for p in tmp_path.iterdir() if p.name not in ("ft", ".ft.lock")]
+
+
+def test_the_manifest_says_which_stage_2_weights_an_interrupted_run_saved():
+    """A fresh tester's Ctrl-C during the first stage 2 epoch saved a manifest saying "mean of the weights
+    after stage 2 epochs 1-1" while no stage 2 epoch had completed: the words follow what was saved."""
+    from embedflow.finetune import DEFAULTS, stage2_weights
+
+    averaged = {**DEFAULTS, "fine_tune_epochs": 10, "average_from": 4}
+    best = {**DEFAULTS, "fine_tune_epochs": 10, "average_from": 0}
+    assert stage2_weights(averaged, 10, False) == "mean of the weights after stage 2 epochs 4-10"
+    assert stage2_weights(best, 10, False) == "the epoch with the best validation loss"
+    assert stage2_weights(averaged, 0, True) == ("the weights at the end of stage 1 (interrupted before a stage 2 "
+                                                 "epoch completed)")
+    assert stage2_weights(averaged, 6, True) == "mean of the weights after stage 2 epochs 4-6 (interrupted)"
+    assert stage2_weights(averaged, 2, True).startswith("the stage 2 epoch with the best validation loss of the 2")
+    assert stage2_weights({**best, "fine_tune_epochs": 0}, 0, False).startswith("none: no stage 2")
