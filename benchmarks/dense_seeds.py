@@ -66,25 +66,14 @@ def main() -> None:
     sys.path.insert(0, str(HERE.parent))
     import tempfile
 
-    from heads_scale import synthetic, write_set
+    from heads_scale import vector_sets, write_set
 
     commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     out = {"numpy_code": str(HERE.parent), "numpy_commit": commit, "keras_code": str(args.keras_code),
            "cpus": os.cpu_count(), "load_average": os.getloadavg(), "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        sets = []
-        for name in args.sets:
-            n, c = name.lower().split("x")
-            sets.append((name, lambda n=int(float(n[:-1]) * 1000) if n.endswith("k") else int(n), c=int(c): synthetic(n, c)))
-        if args.cache:
-            def real(path=args.cache):
-                from embedflow.cache import open_cache
-
-                held = open_cache(path, vectors=True)
-                return held.X.astype("float32"), held.y
-            sets.append((args.cache.stem, real))
-        for name, make in sets:
+        for name, make in vector_sets(args.sets, args.cache):
             X, y = make()
             data = write_set(Path(tmp) / f"{name}.npz", X, y)
             seeds = args.seeds_large if len(y) >= 10_000 else args.seeds

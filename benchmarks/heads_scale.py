@@ -76,6 +76,24 @@ def synthetic(n: int, classes: int, dim: int = 1280, seed: int = 0, noise: float
     return np.maximum(X, 0).astype(np.float32), y
 
 
+def vector_sets(names: list[str], cache: Path | None = None) -> list[tuple]:
+    """(name, make) per set: "NkxC" names a synthetic set of N vectors in C classes (e.g. 10kx100), and
+    `cache` a real cache (its stem); make() returns (X float32 (N, D), y (N,))."""
+    sets = []
+    for name in names:
+        n, c = name.lower().split("x")
+        n = int(float(n[:-1]) * 1000) if n.endswith("k") else int(n)
+        sets.append((name, lambda n=n, c=int(c): synthetic(n, c)))
+    if cache:
+        def real(path=cache):
+            from embedflow.cache import open_cache
+
+            held = open_cache(path, vectors=True)
+            return held.X.astype("float32"), held.y
+        sets.append((cache.stem, real))
+    return sets
+
+
 def write_set(path: Path, X, y) -> Path:
     import numpy as np
     from sklearn.model_selection import train_test_split
@@ -111,19 +129,7 @@ def main() -> None:
     print("| set | head | fit s | x sklearn LogisticRegression | peak RSS MB | accuracy |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
-        sets = []
-        for name in args.sets:
-            n, c = name.lower().split("x")
-            n = int(float(n[:-1]) * 1000) if n.endswith("k") else int(n)
-            sets.append((name, lambda n=n, c=int(c): synthetic(n, c)))
-        if args.cache:
-            def real(path=args.cache):
-                from embedflow.cache import open_cache
-
-                held = open_cache(path, vectors=True)
-                return held.X.astype("float32"), held.y
-            sets.append((args.cache.stem, real))
-        for name, make in sets:
+        for name, make in vector_sets(args.sets, args.cache):
             X, y = make()
             data = write_set(Path(tmp) / f"{name}.npz", X, y)
             entry = {"vectors": int(len(y)), "classes": int(y.max()) + 1, "dim": int(X.shape[1]), "heads": {}}
