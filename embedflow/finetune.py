@@ -23,6 +23,7 @@ estimate for the saved one, which saw 25% more data.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -329,6 +330,7 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
     check_unfreeze_from(split_parts(backbone)[1], p["unfreeze_from"])  # before decoding any image
     data = decode_streamed(root, spec.image_size, scratch / "images.u8", reporter)
     model, backbone, base, head = build_model(spec, len(data.classes), p["dropout"], backbone=backbone)
+    check_room_for_model(model, scratch)  # before hours of training whose model could not be written
     features, grouping = None, None
     if data.splits is not None:  # train/ val/ test/ folders are the split; test/ is never trained on
         keep, train_rows, val_rows, n_test = models.without_test_rows(data.splits, data.labels, data.hashes,
@@ -395,6 +397,24 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
 def _final(model, p: dict):
     """The model as saved and scored: wrapped for flip test-time augmentation unless that is off."""
     return with_flip_tta(model) if p["flip_tta"] else model
+
+
+def check_room_for_model(model, folder: Path) -> None:
+    """OSError ENOSPC, before any training, when `folder`'s file system (the scratch beside --out, the same
+    as the model folder's) has less free space than the saved model needs: about 2 x its float32 weights
+    (model.keras, and the TFLite-free report files) + 16 MB. A fresh tester's 12 MB output disk held the
+    pixel file, trained for 27 s, then could not write the model."""
+    import errno
+    import shutil
+
+    need = 2 * 4 * int(model.count_params()) + (16 << 20)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the model needs about {need >> 20} MB free "
+                                    f"there, {free >> 20} MB are (checked before training)", str(folder))
 
 
 def _unfrozen_what(p: dict) -> str:
