@@ -34,8 +34,8 @@ ft = importlib.import_module("embedflow.finetune")
 steps = int(sys.argv[4])
 if steps:
     plain = ft.image_dataset
-    def capped(pixels, onehot, batch_size, augment=None, shuffle_seed=None):
-        ds = plain(pixels, onehot, batch_size, augment=augment, shuffle_seed=shuffle_seed)
+    def capped(pixels, onehot, batch_size, augment=None, shuffle_seed=None, **kw):
+        ds = plain(pixels, onehot, batch_size, augment=augment, shuffle_seed=shuffle_seed, **kw)
         return ds.take(steps) if augment is not None else ds  # the training batches of stage 2
     ft.image_dataset = capped
 params = {"epochs": 1, "fine_tune_epochs": 1, "refit": False, "average_from": 0, "patience": 0}

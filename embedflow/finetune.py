@@ -149,27 +149,34 @@ def augmenter(p: dict, seed: int):
     return augment
 
 
-def image_dataset(pixels, onehot: np.ndarray, batch_size: int, augment=None, shuffle_seed=None):
+def image_dataset(pixels, onehot: np.ndarray, batch_size: int, augment=None, shuffle_seed=None, rows=None):
     """A tf.data pipeline of (x, onehot) batches, reshuffled every epoch when `shuffle_seed` is given.
     `pixels`: an array held in memory (features, or small image arrays), or a models.pixel_file.PixelFile
     whose rows are read from disk batch by batch. Either way only the row numbers are shuffled and rows
     are gathered per batch, so the pipeline holds no copy of the data: a tensor of every row, plus a
     shuffle buffer of every row, took 330 MB of stage 1's features at 20,000 images. The order is the one
-    `Dataset.from_tensor_slices(...).shuffle(n, seed)` gives (the shuffle permutes positions)."""
+    `Dataset.from_tensor_slices(...).shuffle(n, seed)` gives (the shuffle permutes positions). `rows`
+    (optional, int (M,)): use only these rows of `pixels`, in this order, as if pixels[rows] had been
+    given (onehot then has M rows), without that copy."""
     import tensorflow as tf
 
     labels = tf.constant(onehot)
     shape = tuple(pixels.shape[1:])
     dtype = tf.as_dtype(pixels.dtype)
+    chosen = None if rows is None else np.asarray(rows, dtype=np.int64)
 
-    def load(rows):
-        x = tf.numpy_function(lambda r: np.asarray(pixels[r]), [rows], dtype, stateful=False)
+    def read(positions):
+        return np.asarray(pixels[positions if chosen is None else chosen[positions]])
+
+    def load(positions):
+        x = tf.numpy_function(read, [positions], dtype, stateful=False)
         x.set_shape((None, *shape))
-        return x, tf.gather(labels, rows)
+        return x, tf.gather(labels, positions)
 
-    ds = tf.data.Dataset.range(len(pixels))
+    n = len(pixels) if chosen is None else len(chosen)
+    ds = tf.data.Dataset.range(n)
     if shuffle_seed is not None:
-        ds = ds.shuffle(len(pixels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(n, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(load, num_parallel_calls=2)
     if augment is not None:
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
@@ -342,7 +349,7 @@ def _finetune(root, out, *, spec, val_split: float, seed: int, params: dict | No
                       f"{len(val_rows)}; the {n_test} test/ image(s) are left for `evaluate --split test`")
     if p["epochs"]:
         reporter.info("stage 1: computing the frozen base's features once")
-        features = predict_pixels(backbone, data.pixels)
+        features = predict_pixels(backbone, data.pixels, dtype=np.float32)
     if grouping is None:  # the frozen base's pooled features are the cache's vectors: as in fit
         train_rows, val_rows, grouping = models.leak_free_split(features, data.labels, data.hashes, data.classes,
                                                                 val_split, seed, reporter)
@@ -445,8 +452,8 @@ def _train_head(head, features, train_rows, val_rows, labels, p, n_classes, repo
     head_model = keras.Model(inputs, x)
     compile_model(head_model, p["learning_rate"], p["label_smoothing"])
     val_data = (features[val_rows], _onehot(labels[val_rows], n_classes)) if len(val_rows) else None
-    train_data = image_dataset(features[train_rows], _onehot(labels[train_rows], n_classes), p["batch_size"],
-                               shuffle_seed=0)
+    train_data = image_dataset(features, _onehot(labels[train_rows], n_classes), p["batch_size"], shuffle_seed=0,
+                               rows=train_rows)
     return fit_stage(head_model, train_data, val_data, p["epochs"], 0, stage, reporter, times, False)
 
 

@@ -19,7 +19,8 @@ def checker():
 
 
 def docs(module) -> dict[str, str]:
-    return {name: module.normalise((ROOT / name).read_text()) for name in ("README.md", "docs/performance.md")}
+    names = {claim.doc for claim in module.CLAIMS} | {"README.md"}  # every document a claim is about
+    return {name: module.normalise((ROOT / name).read_text()) for name in names}
 
 
 def test_every_readme_number_matches_its_result_file():

@@ -63,11 +63,16 @@ def assemble(pre_layers, base, head_layers, size: int, name: str):
     return keras.Model(inputs, x, name=name)
 
 
-def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Model outputs for a uint8 array, batch by batch (inference mode)."""
-    outs = [np.asarray(model.predict_on_batch(pixels[i:i + batch_size]))
-            for i in range(0, len(pixels), batch_size)]
-    return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, model.output_shape[-1]))
+def predict_pixels(model, pixels: np.ndarray, batch_size: int = 64, dtype=np.float64) -> np.ndarray:
+    """Model outputs (N, outputs) of `dtype` for a uint8 array (N, S, S, 3), batch by batch (inference
+    mode). dtype float32 for features: float64 doubled stage 1's 20,000 x 1280 features to 205 MB."""
+    out = None
+    for i in range(0, len(pixels), batch_size):
+        batch = np.asarray(model.predict_on_batch(pixels[i:i + batch_size]))
+        if out is None:
+            out = np.empty((len(pixels), batch.shape[1]), dtype=dtype)
+        out[i:i + len(batch)] = batch
+    return out if out is not None else np.zeros((0, model.output_shape[-1]), dtype=dtype)
 
 
 def load_keras_bytes(data: bytes, name: str, n_classes: int, *, compile: bool = False):

@@ -70,13 +70,27 @@ def test_the_streamed_pipeline_gives_the_batches_of_the_in_memory_one(tree, tmp_
 
     finetune = importlib.import_module("embedflow.finetune")
 
+    import tensorflow as tf
+
+    def in_memory(x, y, seed):  # the pipeline of every row held as a tensor (what finetune used before)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        if seed is not None:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        return list(ds.batch(4).as_numpy_iterator())
+
     data = finetune.decode_streamed(tree, 16, tmp_path / "images.u8")
+    X = np.asarray(data.pixels)
     onehot = np.eye(3, dtype=np.float32)[data.labels]
+    rows = np.array([7, 0, 3, 9, 1, 4, 10])  # a subset, as stage 1 trains on the training rows
     for seed in (None, 3):
-        a = list(finetune.image_dataset(np.asarray(data.pixels), onehot, 4, shuffle_seed=seed).as_numpy_iterator())
-        b = list(finetune.image_dataset(data.pixels, onehot, 4, shuffle_seed=seed).as_numpy_iterator())
-        assert len(a) == len(b) == 3
-        for (xa, ya), (xb, yb) in zip(a, b):
-            assert xb.dtype == np.uint8 and xb.shape == xa.shape
-            np.testing.assert_array_equal(xa, xb)
-            np.testing.assert_array_equal(ya, yb)
+        cases = ((in_memory(X, onehot, seed), finetune.image_dataset(data.pixels, onehot, 4, shuffle_seed=seed)),
+                 (in_memory(X, onehot, seed), finetune.image_dataset(X, onehot, 4, shuffle_seed=seed)),
+                 (in_memory(X[rows], onehot[rows], seed),
+                  finetune.image_dataset(X, onehot[rows], 4, shuffle_seed=seed, rows=rows)))
+        for want, pipeline in cases:
+            got = list(pipeline.as_numpy_iterator())
+            assert len(got) == len(want) >= 2
+            for (xa, ya), (xb, yb) in zip(want, got):
+                assert xb.dtype == np.uint8 and xb.shape == xa.shape
+                np.testing.assert_array_equal(xa, xb)
+                np.testing.assert_array_equal(ya, yb)
