@@ -406,18 +406,24 @@ def has_gpu() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or bool(os.environ.get("EMBEDFLOW_ASSUME_GPU"))
 
 
+def check_runtime(spec: BackboneSpec, runtime: str) -> None:
+    """UsageError when `runtime` is not auto, keras or litert, or cannot run this backbone (an int8 one runs
+    on LiteRT only). Cheap: callers check before they take a lock or create a file."""
+    if runtime not in ("auto", "keras", "litert"):
+        raise UsageError(f"unknown runtime '{runtime}': use auto, keras or litert")
+    if spec.precision == "int8" and runtime == "keras":
+        raise UsageError("an int8 backbone runs on LiteRT only: use --runtime auto or litert (--runtime keras "
+                         "runs fp32 backbones)")
+
+
 def make_embedder(spec: BackboneSpec, fp: dict, runtime: str = "auto", reporter=None, threads: int | None = None):
     """runtime: 'litert' (fast on CPU), 'keras' (reference; right on a GPU), or 'auto' (keras on a GPU).
 
     Hub backbones: 'keras' runs the SavedModel on TensorFlow; 'auto' converts it to LiteRT when that
     conversion passes the parity check, and otherwise (remembered) runs it on TensorFlow."""
-    if runtime not in ("auto", "keras", "litert"):
-        raise UsageError(f"unknown runtime '{runtime}': use auto, keras or litert")
+    check_runtime(spec, runtime)
     asked_for_litert = runtime == "litert"
     if spec.precision == "int8":  # a full-integer TFLite model: LiteRT is the only runtime that runs it
-        if runtime == "keras":
-            raise UsageError("an int8 backbone runs on LiteRT only: use --runtime auto or litert (--runtime keras "
-                             "runs fp32 backbones)")
         return LiteRTEmbedder(spec, fp, threads=threads, reporter=reporter)
     if runtime == "auto":
         runtime = "keras" if has_gpu() else "litert"

@@ -151,6 +151,7 @@ def embed_folder(
     t0, started_ns = time.perf_counter(), time.time_ns()
     reporter = as_reporter(reporter)
     spec = spec or backbones.get_spec()
+    backbones.check_runtime(spec, runtime)  # before the lock file and the cache folder are made
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)
     if labels is None and unlabelled is None and not rebuild:

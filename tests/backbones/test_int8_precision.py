@@ -266,3 +266,11 @@ def test_the_first_run_says_the_conversion_time_apart_from_the_embedding_rate(cl
         assert rate == pytest.approx(18 / (total - conversion), rel=0.5)
     again = json.loads(cli("embed", dataset, "--cache", "c8b.h5", "--precision", "int8", "--json").stdout)
     assert again["conversion_seconds"] == 0 and again["embedded"] == 18
+
+
+def test_a_refused_runtime_leaves_no_cache_folder_and_no_lock(cli, dataset, tmp_path):
+    """A fresh tester's `embed --precision int8 --runtime keras` was refused (exit 2) after it had made
+    cache/ and cache/embeddings-int8.h5.lock: the runtime is checked before anything is written."""
+    r = cli("embed", dataset, "--precision", "int8", "--runtime", "keras", expect=2)
+    assert "LiteRT only" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "cache").exists()
