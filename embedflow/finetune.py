@@ -412,14 +412,11 @@ def check_room_for_model(model, folder: Path) -> None:
     (model.keras, and the TFLite-free report files) + 16 MB. A fresh tester's 12 MB output disk held the
     pixel file, trained for 27 s, then could not write the model."""
     import errno
-    import shutil
+
+    from .fsio import free_bytes_short
 
     need = 2 * 4 * int(model.count_params()) + (16 << 20)
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return
-    if free < need:
+    if (free := free_bytes_short(folder, need)) is not None:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the model needs about {need >> 20} MB free "
                                     f"there, {free >> 20} MB are (checked before training)", str(folder))
 

@@ -267,6 +267,17 @@ def check_writable_folder(folder: Path) -> OSError | None:
     return None
 
 
+def free_bytes_short(folder: str | os.PathLike, need: int) -> int | None:
+    """The free bytes of `folder`'s file system when they are fewer than `need` bytes, else None (None too
+    when the file system cannot say: the write itself then reports a full disk). The one free-space check
+    before a large write (cache, TFLite conversion, fine-tuned model)."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return free if free < need else None
+
+
 # --- scratch folders ----------------------------------------------------------------------------------
 
 SCRATCH_PREFIX = ".embedflow-scratch-"

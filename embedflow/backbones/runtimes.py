@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
-from ..fsio import READ_ONLY, check_writable_folder, disk_error, scratch_folder
+from ..fsio import READ_ONLY, check_writable_folder, disk_error, free_bytes_short, scratch_folder
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -69,16 +69,11 @@ def space_guarded(convert, model) -> bytes:
     the flatbuffer), before converting or after the converter failed. TensorFlow's converter catches the
     "No space left on device" of its SavedModel writer and falls back to a path that fails with an
     unrelated TypeError under Keras 3, so without this a full disk was a 110-line traceback."""
-    import shutil
-
     folder = tempfile.gettempdir()
     need = 3 * 4 * int(model.count_params()) + (16 << 20)
 
     def full() -> bool:
-        try:
-            return shutil.disk_usage(folder).free < need
-        except OSError:
-            return False
+        return free_bytes_short(folder, need) is not None
 
     def enospc() -> OSError:
         return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (a TFLite conversion needs about "

@@ -56,7 +56,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ import numpy as np
 
 from .. import backbones
 from ..errors import CacheDamaged, CacheError, EmbedflowError
-from ..fsio import sibling, staging_stem
+from ..fsio import free_bytes_short, sibling, staging_stem
 
 FORMAT = "embedflow.cache"
 SCHEMA_VERSION = 3  # the newest single-file schema read and written (2 is written when 3 is not needed)
@@ -833,11 +832,7 @@ def check_space(path: Path, need: int) -> None:
 
 def _check_space(path: Path, need: int) -> None:
     """Refuse before writing a byte when the folder's filesystem cannot hold the new file."""
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        return
-    if free < need:
+    if (free := free_bytes_short(path.parent, need)) is not None:
         raise CacheError(f"could not write cache {path}: No space left on device (it needs about {_mb(need)}, "
                          f"{path.parent} has {_mb(free)} free); {kept_note(path)}")
 

@@ -162,7 +162,7 @@ def test_a_failed_first_write_does_not_claim_a_previous_cache_is_intact(dataset,
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(cache.store.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(cache.CacheError, match="no cache was written") as e:
         embed_folder(dataset, path, spec=tiny_spec)
     assert "intact" not in str(e.value)
