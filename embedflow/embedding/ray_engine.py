@@ -130,6 +130,21 @@ def _ray_batches(items, spec, fp, address, workers, batch_size, runtime, threads
                     vectors.append(v)
             vecs = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, spec.output_dim), np.float32)
             yield BatchResult(ok, checked(vecs, len(ok), spec.output_dim), bad, notes, seen_known)
+    except Exception as e:
+        if _caused_by_interrupt(e):  # Ray Data may wrap a Ctrl-C that arrived in one of its threads
+            raise KeyboardInterrupt from None
+        raise
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _caused_by_interrupt(e: BaseException | None) -> bool:
+    """Whether a KeyboardInterrupt is in e's chain of causes and contexts (a wrapped Ctrl-C)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False

@@ -40,3 +40,24 @@ def test_ray_engine_matches_local(cli, tmp_path, ray_cluster):
     make_image(data / "plums" / "late.jpg", (90, 50, 160), 4242)
     again = json.loads(cli("embed", data, "--cache", "ray.h5", "--engine", "ray", "--json").stdout)
     assert (again["embedded"], again["kept"]) == (1, 24)
+
+
+def test_a_ctrl_c_that_ray_wrapped_is_still_a_ctrl_c():
+    """Ray Data may re-raise a Ctrl-C caught in one of its threads as another exception: the engine gives the
+    KeyboardInterrupt back, so embed commits its journal and exits 130 (not a traceback and exit 1)."""
+    from embedflow.embedding.ray_engine import _caused_by_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise RuntimeError("executor shut down") from inner
+    except RuntimeError as wrapped:
+        assert _caused_by_interrupt(wrapped)
+    try:
+        try:
+            raise ValueError("a real failure")
+        except ValueError:
+            raise RuntimeError("while handling it")  # noqa: B904
+    except RuntimeError as other:
+        assert not _caused_by_interrupt(other)

@@ -146,7 +146,7 @@ def test_an_interrupted_driver_resumes_without_embedding_committed_vectors_again
     first.proc.send_signal(sig)
     _, err = first.proc.communicate(timeout=300)
     if sig == signal.SIGINT:
-        assert first.proc.returncode == 130
+        assert first.proc.returncode == 130, err[-3000:]
         assert "new vectors are kept in" in err and "run the same command again to resume" in err
         assert wait_gone(first.tag) == []  # Ctrl-C still stops the cluster it started
     else:
