@@ -299,22 +299,15 @@ def fit_rejector(X_train, y_train, X_val, *, rate: float = REJECT_RATE, method: 
 # ---------------------------------------------------------------------------------------------- near duplicates
 
 def near_duplicate_pairs(X, threshold: float = 0.92, *, max_block_bytes: int = 32 << 20):
-    """(i, j, cosine) arrays of all pairs i < j with cosine >= threshold, computed in row blocks so the
-    similarity block held at once stays under max_block_bytes (float32)."""
+    """(i, j, cosine) arrays (int64, int64, float32) of all pairs i < j with cosine >= threshold, computed in
+    row blocks so the similarity block held at once stays under max_block_bytes (float32)."""
+    from .models.split import similar_pairs
+
     U = _unit(X)
     n = len(U)
-    block = max(1, min(n, max_block_bytes // max(1, 4 * n)))
-    rows, cols, sims = [], [], []
-    for start in range(0, n, block):
-        S = U[start:start + block] @ U[start:].T            # columns >= start only: each pair once
-        hit = S >= threshold
-        hit &= np.arange(S.shape[1])[None, :] > np.arange(S.shape[0])[:, None]   # j > i
-        i, j = np.nonzero(hit)
-        rows.append(start + i)
-        cols.append(start + j)
-        sims.append(S[i, j])
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
-    return cat(rows, np.int64), cat(cols, np.int64), cat(sims, np.float32)
+    found = list(similar_pairs(U, threshold, max(1, min(n, max_block_bytes // max(1, 4 * n)))))
+    cat = (lambda k, dt: np.concatenate([f[k] for f in found]).astype(dt) if found else np.zeros(0, dt))
+    return cat(0, np.int64), cat(1, np.int64), cat(2, np.float32)
 
 
 def near_duplicate_groups(X, threshold: float = 0.92) -> np.ndarray:

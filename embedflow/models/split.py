@@ -157,17 +157,26 @@ def near_duplicate_groups(X: np.ndarray, hashes: list[str] | None = None,
         i, j = (np.array(side, dtype=np.int64) for side in zip(*pairs))
         root = _merged(root, i[i != j], j[i != j])
     block = max(min(64, n), block_entries // n) if block_entries > 1 else 1
-    for start in range(0, n, block):
-        S = U[start:start + block] @ U[start:].T  # columns from `start` on: each pair once
-        i, j = np.nonzero(S >= threshold)
-        del S
-        keep = j > i  # (the block's own diagonal and below are pairs seen already, or self-pairs)
-        if keep.any():
-            root = _merged(root, start + i[keep], start + j[keep])
+    for i, j, _ in similar_pairs(U, threshold, block):
+        if len(i):
+            root = _merged(root, i, j)
     _, first, inverse = np.unique(root, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
     return rank[inverse.ravel()]
+
+
+def similar_pairs(U: np.ndarray, threshold: float, block_rows: int):
+    """Yield, per block of `block_rows` rows of U ((N, D) float32 unit vectors), the (i, j, cosine) arrays
+    (int64, int64, float32) of its pairs i < j with cosine >= threshold: each pair once, and only one
+    (block_rows, N) similarity block in memory at a time."""
+    n = len(U)
+    for start in range(0, n, max(1, block_rows)):
+        S = U[start:start + block_rows] @ U[start:].T  # columns from `start` on: each pair once
+        i, j = np.nonzero(S >= threshold)
+        keep = j > i  # (the block's own diagonal and below are pairs seen already, or self-pairs)
+        i, j = i[keep], j[keep]
+        yield start + i.astype(np.int64), start + j.astype(np.int64), S[i, j].astype(np.float32)
 
 
 def _merged(root: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
