@@ -44,7 +44,7 @@ class EmbedSummary:
     labels_csv: str = ""  # the labels file of a csv layout (given, or recorded in the cache by an earlier run)
     seconds: float = 0.0
     conversion_seconds: float = 0.0  # of `seconds`: converting the backbone to LiteRT once (0 once it is kept)
-    runtime: str = ""
+    runtime: str = ""  # what embedded this run's images: litert, keras, ray (litert), ...; "none" when nothing was embedded
     fingerprint_id: str = ""
     precision: str = ""  # of the backbone: fp32 or int8
 
@@ -266,6 +266,7 @@ def embed_folder(
             summary.embedded, summary.reused = counts["embedded"], summary.reused + counts["reused"]
             summary.kept, summary.resumed = summary.kept + counts["kept"], summary.resumed + counts["resumed"]
             rows.extend(pending_rows)
+        summary.runtime = summary.runtime or "none"
         summary.failed = [(key, reason) for key, reason, _ in failed]
         summary.skipped = summary.failed + [(d.key, d.reason) for d in found.dropped if d.kind == "file"]
         for row in rows:

@@ -48,6 +48,7 @@ def test_incremental_rerun(cli, dataset, tiny_spec):
     inode = os.stat("cache/embeddings.h5").st_ino
     again = embed_folder(dataset, "cache/embeddings.h5", spec=tiny_spec, embedder_factory=no_backbone)
     assert (again.embedded, again.kept, again.removed) == (0, 18, 0)
+    assert first["runtime"] == "litert" and again.runtime == "none"  # nothing embedded: no runtime ran
     assert os.stat("cache/embeddings.h5").st_ino == inode  # nothing changed: the file is not rewritten
     after = cache.load("cache/embeddings.h5")
     np.testing.assert_array_equal(before.embeddings, after.embeddings)
