@@ -283,15 +283,22 @@ def evaluate(
     from . import api
     from .reports import format_report
 
+    from .fsio import check_writable_folder
+
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
+    if out is None and model.exists() and (why := check_writable_folder(out_dir)) is not None:
+        rep.warn(f"{out_dir} cannot be written ({why.strerror or why}): the report is shown, not saved; "
+                 "pass --out DIR to keep it")
+        out_dir = None
     report = api.evaluate(model, data, cache_path=cache, out=out_dir, runtime=runtime, split=split, trust=trust,
                           reporter=rep).to_dict()
     if as_json:
         emit_json(report)
     else:
         typer.echo(format_report(report))
-        typer.echo(f"wrote {Path(out or model) / 'eval-report.json'}")
+        if out_dir is not None:
+            typer.echo(f"wrote {Path(out_dir) / 'eval-report.json'}")
     skipped = report.get("skipped") or []
     if skipped:
         where = f"; `embedflow info --cache {report['cache']}` lists them" if report.get("cache") else ""

@@ -34,3 +34,29 @@ def test_evaluate_waits_for_no_one_and_names_the_lock_holder(cli, tmp_path, weig
     report = json.loads(cli("evaluate", "models/logreg", test_data, "--cache", eval_cache, "--out", "ev",
                             "--json").stdout)
     assert report["n"] == 9 and eval_cache.is_file() and (tmp_path / "ev" / "eval-report.json").is_file()
+
+
+def test_evaluate_of_a_read_only_model_folder_shows_the_score_and_says_where_to_save_it(tmp_path, weights_file):
+    """A model folder the user cannot write (a shared, read-only models/ mount): without --out, evaluate
+    still scores and prints the report, and one warning says it was not saved and how to keep it. Run as a
+    real process without CAP_DAC_OVERRIDE (setpriv) when the tests run as root, so the kernel refuses."""
+    import os
+
+    embed_and_fit(tmp_path, weights_file)
+    test_data = make_dataset(tmp_path / "test", per_class=3, seed=5)
+    model = tmp_path / "models" / "logreg"
+    before = sorted(p.name for p in model.iterdir())
+    model.chmod(0o555)
+    cmd = [sys.executable, "-m", "embedflow.cli", "evaluate", str(model), str(test_data), "--cache",
+           str(tmp_path / "cache" / "test.h5")]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    finally:
+        model.chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy" in r.stdout.lower() and "wrote" not in r.stdout
+    warning = [line for line in r.stderr.splitlines() if "cannot be written" in line]
+    assert len(warning) == 1 and str(model) in warning[0] and "pass --out DIR" in warning[0], r.stderr
+    assert sorted(p.name for p in model.iterdir()) == before  # nothing written, nothing left behind
