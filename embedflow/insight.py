@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedflow.errors import UsageError
+from embedflow.models.split import unit_rows
 
 # label_issues: logreg C (as the logreg head) and the number of neighbours of the kNN vote; outliers: same-class
 # neighbours; rejector: neighbours averaged by knn_cosine; near_duplicate_pairs: row block
@@ -23,12 +24,6 @@ REJECT_RATE = 0.05
 REJECTOR_FILE = "rejector.npz"
 DUP_BLOCK = 2048
 BLOCK_ENTRIES = 1 << 21  # similarities computed at once by the block-wise searches (8 MB of float32)
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
 
 
 def _check_xy(X, y) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +86,7 @@ def out_of_fold_components(X, y, *, n_splits: int = 5, seed: int = 0, k: int = I
         lr = LogisticRegression(C=LR_C, max_iter=1000).fit(scaler.transform(X_train), y[train])
         del X_train
         logreg[np.ix_(test, lr.classes_)] = lr.predict_proba(scaler.transform(Xf[test]))
-    U = _unit(X)
+    U = unit_rows(X)
     nn, _ = _top_k_cosine(U, U, k, exclude_self=True)
     votes = y[nn]
     knn = np.stack([(votes == c).mean(axis=1) for c in range(n_classes)], axis=1)
@@ -124,7 +119,7 @@ def outliers(X, y, *, k: int = OUTLIER_K) -> np.ndarray:
     same-class neighbours, then robust-standardised per class ((d - median) / (1.4826 MAD)), so scores
     of different classes compare. Higher = more outlying; a class of one vector scores 0."""
     X, y = _check_xy(X, y)
-    U = _unit(X)
+    U = unit_rows(X)
     scores = np.zeros(len(y))
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
@@ -165,7 +160,7 @@ class Rejector:
             raise UsageError(f"expected X (N, D), got {X.shape}")
         if self.method == "knn_cosine":
             ref = self.params["reference"]
-            _, sim = _top_k_cosine(_unit(X), ref, self.k)
+            _, sim = _top_k_cosine(unit_rows(X), ref, self.k)
             return 1.0 - sim.mean(axis=1).astype(np.float64)
         d = _min_mahalanobis(X, self.params["means"], self.params["precision"])
         if self.method == "relative_mahalanobis":
@@ -278,7 +273,7 @@ def fit_rejector(X_train, y_train, X_val, *, rate: float = REJECT_RATE, method: 
     if method == "knn_cosine":
         if k < 1:
             raise UsageError(f"k must be >= 1, got {k}")
-        params = {"reference": _unit(X_train)}
+        params = {"reference": unit_rows(X_train)}
     else:
         X = X_train.astype(np.float64)
         classes = np.unique(y_train)
@@ -303,7 +298,7 @@ def near_duplicate_pairs(X, threshold: float = 0.92, *, max_block_bytes: int = 3
     row blocks so the similarity block held at once stays under max_block_bytes (float32)."""
     from .models.split import similar_pairs
 
-    U = _unit(X)
+    U = unit_rows(X)
     n = len(U)
     found = list(similar_pairs(U, threshold, max(1, min(n, max_block_bytes // max(1, 4 * n)))))
     cat = (lambda k, dt: np.concatenate([f[k] for f in found]).astype(dt) if found else np.zeros(0, dt))

@@ -132,7 +132,7 @@ def test_top_k_in_blocks_bounded_by_entries_equals_one_block(monkeypatch):
     """The k-NN search holds at most BLOCK_ENTRIES similarities at once (a block of 2,048 rows against
     20,000 vectors held 650 MB during a fine-tune's report); the neighbours do not depend on the blocks."""
     X, _, _ = clusters(spread=0.2)
-    U = insight._unit(X)
+    U = insight.unit_rows(X)
     whole = insight._top_k_cosine(U, U, 10, exclude_self=True, block=len(U))
     monkeypatch.setattr(insight, "BLOCK_ENTRIES", 7 * len(U))  # 7 rows a block
     tiny = insight._top_k_cosine(U, U, 10, exclude_self=True)

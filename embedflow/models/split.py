@@ -149,7 +149,7 @@ def near_duplicate_groups(X: np.ndarray, hashes: list[str] | None = None,
     n = len(X)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    U = unit_rows(X)
     root = np.arange(n)
     if hashes is not None:
         first_of: dict[str, int] = {}
@@ -164,6 +164,13 @@ def near_duplicate_groups(X: np.ndarray, hashes: list[str] | None = None,
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
     return rank[inverse.ravel()]
+
+
+def unit_rows(X) -> np.ndarray:
+    """(N, D) float32: the rows of X scaled to unit L2 norm (an all-zero row stays zero), for cosines as dot
+    products (the split's grouping, insight, the report's group cosines)."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def similar_pairs(U: np.ndarray, threshold: float, block_rows: int):

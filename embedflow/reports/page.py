@@ -133,7 +133,9 @@ def embedding_map(X, labels: list[str], keys: list[str], *, marked=(), preds: di
 def lowest_cosine(V: np.ndarray, block_entries: int = 1 << 21) -> float:
     """The lowest cosine between two different rows of V (M >= 2, D), computed in row blocks so memory
     stays about 4 bytes x block_entries however large the group (a group of every image of a burst)."""
-    U = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+    from ..models.split import unit_rows
+
+    U = unit_rows(V)
     low = np.inf
     step = max(1, block_entries // len(U))
     for start in range(0, len(U), step):
