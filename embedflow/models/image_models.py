@@ -37,10 +37,10 @@ class KerasImageClassifier(ImageClassifier):
     def keras_model(self):
         return self.model
 
-    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        from .keras_parts import predict_pixels
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        from .keras_parts import PREDICT_BATCH, predict_pixels
 
-        return predict_pixels(self.model, np.asarray(pixels, dtype=np.uint8), batch_size)
+        return predict_pixels(self.model, np.asarray(pixels, dtype=np.uint8), batch_size or PREDICT_BATCH)
 
 
 class TFLiteImageClassifier(ImageClassifier):
