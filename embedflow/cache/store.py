@@ -40,7 +40,8 @@ schema 2 the next time `embed` writes them (or at once with `--rebuild`).
 
 Schema 4 is the sharded cache (see shards.py): the same columns plus /shards, /shard_rows and /mask in an
 index file whose /embeddings is a virtual dataset over immutable shard files in `<cache>.d/`; readers
-here read the shards directly and return only live (unmasked) rows.
+here read the shards directly and return only live (unmasked) rows. Its /hashes may be fixed-length
+(64-byte) ascii strings: any string column may be variable- or fixed-length to a reader.
 
 Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
 atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
@@ -109,6 +110,14 @@ class CacheData:
     path: str = ""
     file_stats: np.ndarray | None = None  # (N, 4) int64, see the schema; None when the cache has none
     splits: list[str] | None = None  # (N,) "train" | "val" | "test", see the schema; None when the cache has none
+    schema_version: int = 0
+    created_utc: str = ""
+    labels_csv: dict | None = None  # see `labels_csv`
+    # file_identity of the file these columns were read from, and (a sharded cache) its validated index:
+    # cache.write(..., read=this) uses the index instead of reading and checking it again while the file
+    # at `path` still has this identity (see shards.write_cache)
+    snapshot: tuple = ()
+    index: object = field(default=None, repr=False, compare=False)
 
     @property
     def labelled(self) -> bool:
@@ -706,6 +715,11 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
             path=str(path),
             file_stats=v.file_stats,
             splits=v.splits,
+            schema_version=int(v.attrs.get("schema_version") or 0),
+            created_utc=str(v.attrs.get("created_utc") or ""),
+            labels_csv=json.loads(v.attrs["labels_csv"]) if v.attrs.get("labels_csv") else None,
+            snapshot=file_identity(os.fstat(f.id.get_vfd_handle())),
+            index=v if v.shards is not None else None,
         )
 
 
@@ -773,6 +787,12 @@ def label_names(labels, classes: list[str]) -> list[str | None]:
 
 def _identity(st: os.stat_result) -> tuple:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def file_identity(st: os.stat_result) -> tuple:
+    """What tells one cache file from another, or from itself modified: a new file (a writer renames one
+    over the cache) has another inode, and any change in place moves ctime, which no program can set."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def load_columns(path: str | os.PathLike) -> CacheColumns:

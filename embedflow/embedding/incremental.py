@@ -180,6 +180,7 @@ def embed_folder(
     split_of = found.split_of
 
     with cache.CacheLock(cache_path, reporter) as lock:
+        old = None  # the old cache's columns, read (and checked) once: the writer reuses its index
         old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
         old_by_hash: dict[str, int] = {}
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
@@ -196,14 +197,12 @@ def embed_folder(
             old_failed = {k: (h, r) for k, r, h in old.failed if h}
             if old.file_stats is not None:
                 known = {k: (tuple(st), h) for k, h, st in zip(old.keys, old.hashes, old.file_stats.tolist())}
-            meta = cache.read_meta(cache_path)
-            created, sharded = meta["created_utc"], meta["schema_version"] >= cache.SHARDED_SCHEMA
+            created, sharded = old.created_utc, old.schema_version >= cache.SHARDED_SCHEMA
             if old.root and source_id(root) != old.root:
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {source_id(root)}")
             old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
-                            old_tags, cache.labels_csv(cache_path))
-            del old
+                            old_tags, old.labels_csv)
         journal = cache.Journal(cache_path, fp["id"], spec.precision)  # opened for writing by its first append only
         if foreign := journal.foreign_chunks():
             reporter.warn(f"{journal.dir} holds {foreign} chunk(s) of an interrupted run of another "
@@ -273,7 +272,7 @@ def embed_folder(
             row.split = split_of.get(row.key, "")
         if must_write:
             cache.write(cache_path, rows, classes, fp, source_id(root), failed, spec.output_dim, created,
-                        labels_source)
+                        labels_source, read=old)
         if lock.writable:
             journal.clear()
 
