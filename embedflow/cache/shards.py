@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import itertools
+import operator
 import os
 import re
 import time
@@ -146,7 +147,7 @@ def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: di
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer
         stale.unlink(missing_ok=True)
-    write(path, sorted(rows, key=lambda r: r.key), classes, fingerprint, root, sorted(failed), dim, created_utc, old,
+    write(path, sorted(rows, key=_KEY), classes, fingerprint, root, sorted(failed), dim, created_utc, old,
           labels_csv)
 
 
@@ -166,8 +167,8 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
         at = _kept(rows, old, path)
         keep = (at >= 0).tolist()
         kept_at = at[at >= 0]
-        kept_rows = [r for r, k in zip(rows, keep) if k]
-        fresh = [r for r, k in zip(rows, keep) if not k]
+        kept_rows = list(itertools.compress(rows, keep))
+        fresh = list(itertools.compress(rows, (not k for k in keep)))
         n_all = len(old.all_keys) + len(fresh)
         n_shards = len(old.shards) + -(-len(fresh) // SHARD_ROWS)
         compact = (n_all - len(rows) > COMPACT_MASKED * n_all
@@ -225,28 +226,34 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
 def _kept(rows: list[Row], old, path: Path) -> np.ndarray:
     """For each row (sorted by key), the virtual row of the old cache it keeps where it is: its source is
     that cache, and the live row it names there has its key and hash (each virtual row kept once, by the
-    first such row); -1 for a row whose vector goes into a new shard."""
-    same, verdict = os.path.abspath(path), {}
-
-    def from_old(source) -> bool:
-        v = verdict.get(source)
-        if v is None:
-            v = verdict[source] = os.path.abspath(source) == same
-        return v
-
-    n = len(rows)
-    index = np.fromiter((r.index for r in rows), np.int64, n)
-    ok = np.fromiter(map(from_old, (r.source for r in rows)), bool, n) & (index >= 0) & (index < len(old.live))
+    first such row); -1 for a row whose vector goes into a new shard. Per-row work stays in C (map,
+    numpy): ~0.5 s at 1M rows."""
+    n, same = len(rows), os.path.abspath(path)
+    sources = list(map(_SOURCE, rows))
+    verdict = {id(s): os.path.abspath(s) == same for s in {id(s): s for s in sources}.values()}
+    index = np.fromiter(map(_INDEX, rows), np.int64, n)
+    ok = np.fromiter(map(verdict.__getitem__, map(id, sources)), bool, n) & (index >= 0) & (index < len(old.live))
     cand = np.flatnonzero(ok)
     virtual = old.live[index[cand]]
-    keys, hashes = old.all_keys, old.all_hashes
-    same_row = np.fromiter((rows[i].key == keys[a] and rows[i].hash == hashes[a]
-                            for i, a in zip(cand.tolist(), virtual.tolist())), bool, len(cand))
+    same_row = ((_objects(map(_KEY, rows))[cand] == _objects(old.all_keys)[virtual])
+                & (_objects(map(_HASH, rows))[cand] == _objects(old.all_hashes)[virtual]))
     cand, virtual = cand[same_row], virtual[same_row]
     _, first = np.unique(virtual, return_index=True)
     at = np.full(n, -1, np.int64)
     at[cand[first]] = virtual[first]
     return at
+
+
+_SOURCE, _INDEX, _KEY, _HASH, _LABEL, _STAT = (operator.attrgetter(a) for a in ("source", "index", "key", "hash",
+                                                                              "label", "stat"))
+
+
+def _objects(values) -> np.ndarray:
+    """A 1-d object array of the values (strings compare element-wise in C)."""
+    values = list(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def _columns(all_keys: list[str], all_hashes: list[str], kept_at: np.ndarray, kept_rows: list[Row],
@@ -260,8 +267,8 @@ def _columns(all_keys: list[str], all_hashes: list[str], kept_at: np.ndarray, ke
     mask[:n_old] = 1
     mask[kept_at] = 0
     labels = np.full(n, -1, np.int32)
-    labels[kept_at] = np.fromiter((r.label for r in kept_rows), np.int32, len(kept_rows))
-    labels[n_old:] = np.fromiter((r.label for r in fresh), np.int32, len(fresh))
+    labels[kept_at] = np.fromiter(map(_LABEL, kept_rows), np.int32, len(kept_rows))
+    labels[n_old:] = np.fromiter(map(_LABEL, fresh), np.int32, len(fresh))
     stats = np.zeros((n, 4), np.int64)
     stats[kept_at] = _stats(kept_rows)
     stats[n_old:] = _stats(fresh)
@@ -278,7 +285,7 @@ def _columns(all_keys: list[str], all_hashes: list[str], kept_at: np.ndarray, ke
 
 
 def _stats(rows: list[Row]) -> np.ndarray:
-    return np.fromiter(itertools.chain.from_iterable(r.stat for r in rows), np.int64, 4 * len(rows)).reshape(-1, 4)
+    return np.fromiter(itertools.chain.from_iterable(map(_STAT, rows)), np.int64, 4 * len(rows)).reshape(-1, 4)
 
 
 def _write_shard(shard: Path, rows: list[Row], dim: int, fingerprint: dict, written: list[Path]) -> np.ndarray:
