@@ -119,13 +119,9 @@ def passed_index(path: Path, read):
     """The validated index of the cache at `path` as `read` (a cache.load of that file) holds it, when the
     file is still the one read (same store.file_identity): None for a single-file cache, False (read it
     again) for anything else: no `read`, another path, or a file replaced or modified since."""
-    if read is None or not read.snapshot or os.path.abspath(read.path) != os.path.abspath(path):
+    if read is None or os.path.abspath(read.path) != os.path.abspath(path) or not read.unchanged():
         return False
-    try:
-        now = store.file_identity(os.stat(path))
-    except OSError:
-        return False
-    return read.index if now == read.snapshot else False
+    return read.index
 
 
 def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,

@@ -127,6 +127,14 @@ class CacheData:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def unchanged(self) -> bool:
+        """The file at `path` is still the one this was read from (same file_identity): neither replaced
+        by a writer's rename nor modified in place since."""
+        try:
+            return bool(self.snapshot) and file_identity(os.stat(self.path)) == self.snapshot
+        except OSError:
+            return False
+
 
 def _damaged(path, what: str) -> CacheDamaged:
     return CacheDamaged(path, [{"problem": what}])
@@ -381,7 +389,9 @@ def _validated(f, path, found: list | None = None) -> _Validated | None:
     if sharded is not None and complete and not found:  # from here on only live rows: masked ones are history
         live = np.flatnonzero(sharded[2] == 0)
         all_keys, all_hashes = keys, hashes
-        if len(live) < len(keys):  # else every row is live: the columns stay as they are
+        if len(live) == len(keys):  # every row is live: the same columns, in lists of their own
+            keys, hashes = list(keys), list(hashes)
+        else:
             pick = live.tolist()
             keys, hashes, labels = [keys[i] for i in pick], [hashes[i] for i in pick], labels[live]
             file_stats = None if file_stats is None else file_stats[live]

@@ -154,8 +154,9 @@ def embed_folder(
     backbones.check_runtime(spec, runtime)  # before the lock file and the cache folder are made
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)
+    read_early = None  # the old cache, read for its recorded labels: reused under the lock while unchanged
     if labels is None and unlabelled is None and not rebuild:
-        labels = _recorded_labels(cache_path, reporter)
+        labels, read_early = _recorded_labels(cache_path, reporter)
     found = discover(root, labels_csv=labels, unlabelled=unlabelled)
     labels_source = None
     if labels is not None:
@@ -180,7 +181,7 @@ def embed_folder(
     split_of = found.split_of
 
     with cache.CacheLock(cache_path, reporter) as lock:
-        old = None  # the old cache's columns, read (and checked) once: the writer reuses its index
+        old = None  # the old cache's columns, read (and checked) once per run: the writer reuses its index
         old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
         old_by_hash: dict[str, int] = {}
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
@@ -189,7 +190,9 @@ def embed_folder(
         sharded = False  # the old cache is sharded: a write adds shards for new rows only
         unchanged_if: tuple | None = None  # what the new cache must equal for the write to be skipped
         if cache_path.exists() and not rebuild:
-            old = cache.load(cache_path, vectors=False)  # memory stays flat however large the cache
+            old = read_early if read_early is not None and read_early.unchanged() else cache.load(
+                cache_path, vectors=False)  # memory stays flat however large the cache
+            read_early = None
             backbones.check_compatible(old.fingerprint, fp, f"cache {cache_path}",
                                        "pass --rebuild to replace it, or --cache to write another file")
             old_by_key = {k: (h, i) for i, (k, h) in enumerate(zip(old.keys, old.hashes))}
@@ -286,25 +289,26 @@ def embed_folder(
     return summary
 
 
-def _recorded_labels(cache_path: Path, reporter: Reporter) -> Path | None:
+def _recorded_labels(cache_path: Path, reporter: Reporter) -> tuple[Path | None, cache.CacheData | None]:
     """The labels file an existing cache was labelled from (embed --labels), for a rerun that names none:
     kept, with a warning saying so; None when the cache has none (or cannot be read: loading it later says
-    why). Raises DatasetError when the recorded file is gone."""
+    why). With it, the cache's columns as read here (cache.load without vectors), or None. Raises
+    DatasetError when the recorded file is gone."""
     if not cache_path.exists():
-        return None
+        return None, None
     try:
-        recorded = cache.labels_csv(cache_path)
+        held = cache.load(cache_path, vectors=False)
     except cache.CacheError:
-        return None
-    if not recorded:
-        return None
-    path = Path(recorded["path"])
+        return None, None
+    if not held.labels_csv:
+        return None, held
+    path = Path(held.labels_csv["path"])
     if not path.is_file():
         raise DatasetError(f"cache {cache_path} holds the labels of {path} (embed --labels), which is gone: give "
                            "--labels FILE again, or --unlabelled, or --rebuild to start over from the folder's layout")
     reporter.warn(f"labels from {path}, as recorded in {cache_path} by an earlier `embed --labels` (--labels FILE "
                   "takes another file, --unlabelled drops the labels, --rebuild starts over)")
-    return path
+    return path, held
 
 
 def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary,

@@ -263,8 +263,13 @@ def test_embed_incremental_run_writes_one_new_shard(tmp_path, tiny_spec, monkeyp
     make_image(root / "limes" / "new.jpg", (10, 220, 30), seed=99)
     (root / "apples" / "0.jpg").unlink()
     calls = counted_index_reads(monkeypatch)
+    checks = []
+    real_validated = cache.store._validated
+    monkeypatch.setattr(cache.store, "_validated", lambda *a, **k: checks.append(a[1]) or real_validated(*a, **k))
     summary = embed_folder(root, cache_path=path, spec=tiny_spec)
     assert calls == []  # the writer reused the index embed had read (and checked) to plan the run
+    assert checks == [path]  # ... and embed read and checked the old cache once
+    monkeypatch.setattr(cache.store, "_validated", real_validated)
     after = shard_files(path)
     assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
     held = cache.load(path)
