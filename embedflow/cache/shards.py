@@ -19,8 +19,7 @@ keep their key and hash; their label is -1. /vector_crc32 holds each shard's blo
 after another, and content_sha256 covers the shard table and the mask too.
 
 Writing (under the cache lock): a run whose old cache is sharded keeps every old row whose key and
-content are unchanged where it is (the old index is read and checked once per run: `embed` hands the
-writer the columns it read to plan the run, used while the file keeps its identity, see passed_index), masks the others, writes the new vectors as new shard files (each
+content are unchanged where it is, masks the others, writes the new vectors as new shard files (each
 written to a temporary name, fsynced, renamed) and then a new index file, renamed over the old one: the
 rename is the commit, exactly as for a single-file cache. When more than COMPACT_MASKED of the rows would
 be masked, or the shards would outnumber what the rows need by more than MAX_EXTRA_SHARDS, the run
@@ -29,7 +28,11 @@ new index is renamed in, and only then are the old shards removed. Shard files t
 (left by a killed run, or by a compaction whose removal did not finish) are removed by the next writer.
 
 A cache is written sharded from SHARD_MIN_ROWS rows on (env EMBEDFLOW_SHARD_MIN_ROWS), and stays
-sharded once it is; smaller caches are one file, as before (schemas 2-3)."""
+sharded once it is; smaller caches are one file, as before (schemas 2-3).
+
+The old index is read and checked once per run: `embed` hands the writer the columns it read to plan
+the run (cache.write(..., read=)), whose checked index is used while the file keeps its identity (see
+passed_index); otherwise the writer reads and checks it again."""
 
 from __future__ import annotations
 
@@ -115,7 +118,7 @@ def remove_unreferenced(path: Path, keep: set[str], folder_too: bool = False) ->
             folder.rmdir()
 
 
-def passed_index(path: Path, read):
+def passed_index(path: Path, read: store.CacheData | None):
     """The validated index of the cache at `path` as `read` (a cache.load of that file) holds it, when the
     file is still the one read (same store.file_identity): None for a single-file cache, False (read it
     again) for anything else: no `read`, another path, or a file replaced or modified since."""
@@ -126,7 +129,7 @@ def passed_index(path: Path, read):
 
 def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
                 failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None,
-                labels_csv: dict | None = None, read=None) -> None:
+                labels_csv: dict | None = None, read: store.CacheData | None = None) -> None:
     """`cache.write`: a sharded cache (write, below) from shard_min_rows() rows on or when the cache at
     `path` is sharded already, else a single file (store.write). `read`: the CacheData the caller loaded
     from `path` (cache.load), whose index is used instead of reading and checking it a second time while
@@ -223,7 +226,7 @@ def _kept(rows: list[Row], old, path: Path) -> np.ndarray:
     """For each row (sorted by key), the virtual row of the old cache it keeps where it is: its source is
     that cache, and the live row it names there has its key and hash (each virtual row kept once, by the
     first such row); -1 for a row whose vector goes into a new shard. Per-row work stays in C (map,
-    numpy): ~0.5 s at 1M rows."""
+    numpy): ~1 s at 1M rows."""
     n, same = len(rows), os.path.abspath(path)
     sources = list(map(_SOURCE, rows))
     verdict = {id(s): os.path.abspath(s) == same for s in {id(s): s for s in sources}.values()}
