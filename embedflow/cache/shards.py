@@ -8,6 +8,8 @@
         /shards       utf-8 str (S,)     shard file names, in row order ("shard-00012.h5")
         /shard_rows   int64 (S,)         rows of each shard
         /mask         uint8 (N,)         1: the row was removed or replaced by a later run (masked), 0: live
+        /hashes       ascii str (N,)     fixed-length 64-byte strings (variable-length in index files written
+                                         before 2026-12-02; both read the same, in plain h5py too)
     cache/embeddings.h5.d/shard-NNNNN.h5 /embeddings float32 (n, D) (chunks of 1024 rows, fletcher32),
                                          /vector_crc32, attrs format "embedflow.cache-shard"
 
@@ -26,12 +28,18 @@ new index is renamed in, and only then are the old shards removed. Shard files t
 (left by a killed run, or by a compaction whose removal did not finish) are removed by the next writer.
 
 A cache is written sharded from SHARD_MIN_ROWS rows on (env EMBEDFLOW_SHARD_MIN_ROWS), and stays
-sharded once it is; smaller caches are one file, as before (schemas 2-3)."""
+sharded once it is; smaller caches are one file, as before (schemas 2-3).
+
+The old index is read and checked once per run: `embed` hands the writer the columns it read to plan
+the run (cache.write(..., read=)), whose checked index is used while the file keeps its identity (see
+passed_index); otherwise the writer reads and checks it again."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
+import operator
 import os
 import re
 import time
@@ -110,13 +118,26 @@ def remove_unreferenced(path: Path, keep: set[str], folder_too: bool = False) ->
             folder.rmdir()
 
 
+def passed_index(path: Path, read: store.CacheData | None):
+    """The validated index of the cache at `path` as `read` (a cache.load of that file) holds it, when the
+    file is still the one read (same store.file_identity): None for a single-file cache, False (read it
+    again) for anything else: no `read`, another path, or a file replaced or modified since."""
+    if read is None or os.path.abspath(read.path) != os.path.abspath(path) or not read.unchanged():
+        return False
+    return read.index
+
+
 def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, root: str,
                 failed: list[tuple[str, str, str]], dim: int, created_utc: str | None = None,
-                labels_csv: dict | None = None) -> None:
+                labels_csv: dict | None = None, read: store.CacheData | None = None) -> None:
     """`cache.write`: a sharded cache (write, below) from shard_min_rows() rows on or when the cache at
-    `path` is sharded already, else a single file (store.write). Raises CacheError as those do."""
+    `path` is sharded already, else a single file (store.write). `read`: the CacheData the caller loaded
+    from `path` (cache.load), whose index is used instead of reading and checking it a second time while
+    the file is unchanged (passed_index). Raises CacheError as those do."""
     path = Path(path)
-    old = old_index(path) if path.exists() else None
+    old = passed_index(path, read)
+    if old is False:
+        old = old_index(path) if path.exists() else None
     if old is None and len(rows) < shard_min_rows():
         store.write(path, rows, classes, fingerprint, root, failed, dim, created_utc, labels_csv)
         if shard_folder(path).exists():  # shards no index names any more (a killed sharded write, say)
@@ -125,7 +146,7 @@ def write_cache(path: Path, rows: list[Row], classes: list[str], fingerprint: di
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(staging_stem(path.name))}.tmp*"):  # left by a killed writer
         stale.unlink(missing_ok=True)
-    write(path, sorted(rows, key=lambda r: r.key), classes, fingerprint, root, sorted(failed), dim, created_utc, old,
+    write(path, sorted(rows, key=_KEY), classes, fingerprint, root, sorted(failed), dim, created_utc, old,
           labels_csv)
 
 
@@ -140,21 +161,13 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     folder.mkdir(parents=True, exist_ok=True)
     if old is not None:  # room first: what a killed run left (an unreadable index deletes nothing before the commit)
         remove_unreferenced(path, {name for name, _ in old.shards})
-    same = os.path.abspath(path)
-    kept: dict[int, Row] = {}  # virtual row of the old cache -> the row that keeps it
-    fresh: list[Row] = []
+    kept_at, kept_rows, fresh = np.zeros(0, np.int64), [], list(rows)
     if old is not None:
-        is_old: dict[str, bool] = {}  # per source (a few: the old cache, journal chunks)
-        for r in rows:
-            src = str(r.source)
-            if src not in is_old:
-                is_old[src] = os.path.abspath(src) == same
-            if is_old[src] and 0 <= r.index < len(old.live):
-                at = int(old.live[r.index])
-                if at not in kept and old.all_keys[at] == r.key and old.all_hashes[at] == r.hash:
-                    kept[at] = r
-                    continue
-            fresh.append(r)
+        at = _kept(rows, old, path)
+        keep = (at >= 0).tolist()
+        kept_at = at[at >= 0]
+        kept_rows = list(itertools.compress(rows, keep))
+        fresh = list(itertools.compress(rows, (not k for k in keep)))
         n_all = len(old.all_keys) + len(fresh)
         n_shards = len(old.shards) + -(-len(fresh) // SHARD_ROWS)
         compact = (n_all - len(rows) > COMPACT_MASKED * n_all
@@ -162,7 +175,7 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
     else:
         compact = True
     if compact:
-        kept, fresh, table = {}, list(rows), []
+        kept_at, kept_rows, fresh, table = np.zeros(0, np.int64), [], list(rows), []
     else:
         table = list(old.shards)
     _check_space(path, store.estimated_bytes([r.key for r in fresh], failed, classes, dim)
@@ -181,10 +194,10 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
             table.append((name, len(part)))
         _fsync_dir(folder)
         if compact or old is None:
-            columns = _columns([], {}, fresh)
+            columns = _columns([], [], kept_at, kept_rows, fresh)
             crc = np.concatenate(crc_new) if crc_new else np.zeros(0, np.uint32)
         else:
-            columns = _columns(old.all_keys, kept, fresh, old.all_hashes)
+            columns = _columns(old.all_keys, old.all_hashes, kept_at, kept_rows, fresh)
             crc = np.concatenate([old.vector_crc32, *crc_new])
         store.write_through_sink(tmp, lambda sink: _write_index(sink, folder.name, table, crc, columns, classes,
                                                                  fingerprint, root, failed, dim, created_utc,
@@ -209,22 +222,69 @@ def write(path: Path, rows: list[Row], classes: list[str], fingerprint: dict, ro
             "compacted": bool(compact and old is not None)}
 
 
-def _columns(all_keys: list[str], kept: dict[int, Row], fresh: list[Row], all_hashes: list[str] | None = None) -> dict:
-    """Every column of the new index, old virtual rows first (kept or masked), then the fresh rows."""
-    old_rows: list[Row | None] = [kept.get(i) for i in range(len(all_keys))]
-    nowhere = Path()
-    order = [r if r is not None else Row(all_keys[i], all_hashes[i], -1, nowhere, 0)
-             for i, r in enumerate(old_rows)] + fresh
-    mask = np.array([r is None for r in old_rows] + [False] * len(fresh), dtype=np.uint8)
-    splits = [r.split for r in order] if any(r.split for r in order) else None
-    if splits is not None:
-        live_splits = {s for s, m in zip(splits, mask) if not m}
-        if not live_splits <= set(SPLITS):
+def _kept(rows: list[Row], old, path: Path) -> np.ndarray:
+    """For each row (sorted by key), the virtual row of the old cache it keeps where it is: its source is
+    that cache, and the live row it names there has its key and hash (each virtual row kept once, by the
+    first such row); -1 for a row whose vector goes into a new shard. Per-row work stays in C (map,
+    numpy): ~1 s at 1M rows."""
+    n, same = len(rows), os.path.abspath(path)
+    sources = list(map(_SOURCE, rows))
+    verdict = {id(s): os.path.abspath(s) == same for s in {id(s): s for s in sources}.values()}
+    index = np.fromiter(map(_INDEX, rows), np.int64, n)
+    ok = np.fromiter(map(verdict.__getitem__, map(id, sources)), bool, n) & (index >= 0) & (index < len(old.live))
+    cand = np.flatnonzero(ok)
+    virtual = old.live[index[cand]]
+    same_row = ((_objects(map(_KEY, rows))[cand] == _objects(old.all_keys)[virtual])
+                & (_objects(map(_HASH, rows))[cand] == _objects(old.all_hashes)[virtual]))
+    cand, virtual = cand[same_row], virtual[same_row]
+    _, first = np.unique(virtual, return_index=True)
+    at = np.full(n, -1, np.int64)
+    at[cand[first]] = virtual[first]
+    return at
+
+
+_SOURCE, _INDEX, _KEY, _HASH, _LABEL, _STAT = (operator.attrgetter(a) for a in ("source", "index", "key", "hash",
+                                                                              "label", "stat"))
+
+
+def _objects(values) -> np.ndarray:
+    """A 1-d object array of the values (strings compare element-wise in C)."""
+    values = list(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _columns(all_keys: list[str], all_hashes: list[str], kept_at: np.ndarray, kept_rows: list[Row],
+             fresh: list[Row]) -> dict:
+    """Every column of the new index: the old virtual rows first (all_keys, all_hashes; those at kept_at
+    live, with kept_rows' labels, stats and splits; the others masked: label -1, zero stats, no split),
+    then the fresh rows."""
+    n_old = len(all_keys)
+    n = n_old + len(fresh)
+    mask = np.zeros(n, np.uint8)
+    mask[:n_old] = 1
+    mask[kept_at] = 0
+    labels = np.full(n, -1, np.int32)
+    labels[kept_at] = np.fromiter(map(_LABEL, kept_rows), np.int32, len(kept_rows))
+    labels[n_old:] = np.fromiter(map(_LABEL, fresh), np.int32, len(fresh))
+    stats = np.zeros((n, 4), np.int64)
+    stats[kept_at] = _stats(kept_rows)
+    stats[n_old:] = _stats(fresh)
+    splits = None
+    if any(r.split for r in kept_rows) or any(r.split for r in fresh):
+        if not {r.split for r in kept_rows} | {r.split for r in fresh} <= set(SPLITS):
             raise ValueError(f"every row of a cache with splits needs one of {SPLITS}")
-    return {"keys": [r.key for r in order], "hashes": [r.hash for r in order],
-            "labels": np.array([r.label for r in order], dtype=np.int32),
-            "file_stats": np.array([r.stat for r in order], dtype=np.int64).reshape(len(order), 4),
-            "splits": splits, "mask": mask}
+        splits = [""] * n
+        for a, r in zip(kept_at.tolist(), kept_rows):
+            splits[a] = r.split
+        splits[n_old:] = [r.split for r in fresh]
+    return {"keys": list(all_keys) + [r.key for r in fresh], "hashes": list(all_hashes) + [r.hash for r in fresh],
+            "labels": labels, "file_stats": stats, "splits": splits, "mask": mask}
+
+
+def _stats(rows: list[Row]) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(map(_STAT, rows)), np.int64, 4 * len(rows)).reshape(-1, 4)
 
 
 def _write_shard(shard: Path, rows: list[Row], dim: int, fingerprint: dict, written: list[Path]) -> np.ndarray:
@@ -275,7 +335,7 @@ def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.n
             f.create_dataset("embeddings", shape=(0, dim), dtype="float32")
         f.create_dataset("keys", data=columns["keys"], dtype=str_t)
         f.create_dataset("labels", data=columns["labels"])
-        f.create_dataset("hashes", data=columns["hashes"], dtype=ascii_t)
+        _hash_column(f, columns["hashes"])
         f.create_dataset("file_stats", data=columns["file_stats"])
         f.create_dataset("classes", data=list(classes), dtype=str_t)
         if columns["splits"] is not None:
@@ -292,6 +352,17 @@ def _write_index(sink, folder_name: str, table: list[tuple[str, int]], crc: np.n
                                                  columns["hashes"], classes, failed, columns["file_stats"], crc,
                                                  columns["splits"], (names, counts, columns["mask"]))
         f.attrs.update(attrs)
+
+
+def _hash_column(f, hashes: list[str]) -> None:
+    """/hashes as fixed-length 64-byte ascii strings (written and read at once, where variable-length
+    strings cost a second per million rows each way); variable-length where a hash is not 64 ascii
+    characters (never in a cache embedflow wrote, whose hashes are sha256 hex; readers refuse it anyway)."""
+    if set(map(len, hashes)) <= {64}:
+        with contextlib.suppress(UnicodeEncodeError):
+            f.create_dataset("hashes", data=np.array(hashes, dtype="S64"), dtype=_h5py().string_dtype("ascii", 64))
+            return
+    f.create_dataset("hashes", data=hashes, dtype=_h5py().string_dtype("ascii"))
 
 
 __all__ = ["COMPACT_MASKED", "MAX_EXTRA_SHARDS", "SHARD_MIN_ROWS", "SHARD_ROWS", "is_sharded", "old_index",

@@ -40,7 +40,8 @@ schema 2 the next time `embed` writes them (or at once with `--rebuild`).
 
 Schema 4 is the sharded cache (see shards.py): the same columns plus /shards, /shard_rows and /mask in an
 index file whose /embeddings is a virtual dataset over immutable shard files in `<cache>.d/`; readers
-here read the shards directly and return only live (unmasked) rows.
+here read the shards directly and return only live (unmasked) rows. Its /hashes may be fixed-length
+(64-byte) ascii strings: any string column may be variable- or fixed-length to a reader.
 
 Crash safety: the cache file is never modified in place. A run writes a complete new file beside it and
 atomically renames it over the old one, so a reader, a crash or a full disk only ever sees the old or
@@ -85,7 +86,12 @@ def _h5py():
 
 
 def _strings(ds) -> list[str]:
-    return list(ds.asstr()[()]) if len(ds) else []
+    """A 1-d string dataset (variable or fixed length) as str, decoded strictly with its own encoding: the
+    bytes are read at once and decoded here (h5py's asstr() takes twice as long at a million rows)."""
+    if not len(ds):
+        return []
+    encoding = _h5py().check_string_dtype(ds.dtype).encoding
+    return [b.decode(encoding) for b in ds[()].tolist()]
 
 
 @dataclass
@@ -103,6 +109,14 @@ class CacheData:
     path: str = ""
     file_stats: np.ndarray | None = None  # (N, 4) int64, see the schema; None when the cache has none
     splits: list[str] | None = None  # (N,) "train" | "val" | "test", see the schema; None when the cache has none
+    schema_version: int = 0
+    created_utc: str = ""
+    labels_csv: dict | None = None  # see `labels_csv`
+    # file_identity of the file these columns were read from, and (a sharded cache) its validated index:
+    # cache.write(..., read=this) uses the index instead of reading and checking it again while the file
+    # at `path` still has this identity (see shards.write_cache)
+    snapshot: tuple = ()
+    index: object = field(default=None, repr=False, compare=False)
 
     @property
     def labelled(self) -> bool:
@@ -111,6 +125,14 @@ class CacheData:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def unchanged(self) -> bool:
+        """The file at `path` is still the one this was read from (same file_identity): neither replaced
+        by a writer's rename nor modified in place since."""
+        try:
+            return bool(self.snapshot) and file_identity(os.stat(self.path)) == self.snapshot
+        except OSError:
+            return False
 
 
 def _damaged(path, what: str) -> CacheDamaged:
@@ -245,11 +267,31 @@ def _vectors_dataset(f, path):
 _UNSAFE_KEY = re.compile(r"(?:^|\0)(?:/|[A-Za-z]:[/\\]|\0|$)|(?:^|\0|/|\\)\.{1,2}(?:/|\\|\0|$)|//|/(?:\0|$)")
 
 
+# What every match of _UNSAFE_KEY contains (or starts or ends the joined keys): searched for first, as plain
+# substrings (a 1M-key search with the pattern itself takes seconds, these milliseconds).
+_SUSPECT = ("\0/", "//", "/\0", "\0\0", ":/", ":\\", "\0.", "/.", "\\.")
+
+
 def _unsafe_key(keys: list[str]) -> str | None:
     """The first key that would leave the dataset root (or name no file in it), or None."""
-    if not keys or not _UNSAFE_KEY.search("\0".join(keys)):
+    if not keys:
+        return None
+    joined = "\0".join(keys)
+    if (joined and joined[0] not in "/.\0" and joined[-1] not in "/\0"
+            and not any(s in joined for s in _SUSPECT)) or not _UNSAFE_KEY.search(joined):
         return None
     return next(k for k in keys if _UNSAFE_KEY.search(k))
+
+
+def _all_sha256(hashes: list[str]) -> bool:
+    """Every hash is 64 lower-case hex digits (checked at once, not hash by hash)."""
+    if set(map(len, hashes)) - {64}:
+        return False
+    try:
+        data = "".join(hashes).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return not data.translate(None, b"0123456789abcdef")
 
 
 @dataclass
@@ -346,9 +388,13 @@ def _validated(f, path, found: list | None = None) -> _Validated | None:
     if sharded is not None and complete and not found:  # from here on only live rows: masked ones are history
         live = np.flatnonzero(sharded[2] == 0)
         all_keys, all_hashes = keys, hashes
-        keys, hashes, labels = [keys[i] for i in live], [hashes[i] for i in live], labels[live]
-        file_stats = None if file_stats is None else file_stats[live]
-        splits = None if splits is None else [splits[i] for i in live]
+        if len(live) == len(keys):  # every row is live: the same columns, in lists of their own
+            keys, hashes = list(keys), list(hashes)
+        else:
+            pick = live.tolist()
+            keys, hashes, labels = [keys[i] for i in pick], [hashes[i] for i in pick], labels[live]
+            file_stats = None if file_stats is None else file_stats[live]
+            splits = None if splits is None else [splits[i] for i in pick]
         n, shape = len(live), (len(live), shape[1])
     fingerprint = None
     try:
@@ -386,7 +432,7 @@ def _validated(f, path, found: list | None = None) -> _Validated | None:
         if unsafe is not None:
             fail(f"key {unsafe!r} leaves the dataset root", [i for i, k in enumerate(keys) if _UNSAFE_KEY.search(k)],
                  many="keys whose path leaves the dataset root")
-    if hashes is not None and (not all(len(h) == 64 for h in hashes) or not _HEX.fullmatch("".join(hashes))):
+    if hashes is not None and not _all_sha256(hashes):
         fail("a content hash is not a sha256", [i for i, h in enumerate(hashes) if len(h) != 64 or not _HEX.fullmatch(h)],
              many="content hashes that are not a sha256")
     if found:
@@ -678,6 +724,11 @@ def load(path: str | os.PathLike, vectors: bool = True) -> CacheData:
             path=str(path),
             file_stats=v.file_stats,
             splits=v.splits,
+            schema_version=int(v.attrs.get("schema_version") or 0),
+            created_utc=str(v.attrs.get("created_utc") or ""),
+            labels_csv=json.loads(v.attrs["labels_csv"]) if v.attrs.get("labels_csv") else None,
+            snapshot=file_identity(os.fstat(f.id.get_vfd_handle())),
+            index=v if v.shards is not None else None,
         )
 
 
@@ -745,6 +796,12 @@ def label_names(labels, classes: list[str]) -> list[str | None]:
 
 def _identity(st: os.stat_result) -> tuple:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def file_identity(st: os.stat_result) -> tuple:
+    """What tells one cache file from another, or from itself modified: a new file (a writer renames one
+    over the cache) has another inode, and any change in place moves ctime, which no program can set."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def load_columns(path: str | os.PathLike) -> CacheColumns:

@@ -154,8 +154,9 @@ def embed_folder(
     backbones.check_runtime(spec, runtime)  # before the lock file and the cache folder are made
     cache_path = Path(cache_path)
     workers = workers or max(2, os.cpu_count() or 2)
+    read_early = None  # the old cache, read for its recorded labels: reused under the lock while unchanged
     if labels is None and unlabelled is None and not rebuild:
-        labels = _recorded_labels(cache_path, reporter)
+        labels, read_early = _recorded_labels(cache_path, reporter)
     found = discover(root, labels_csv=labels, unlabelled=unlabelled)
     labels_source = None
     if labels is not None:
@@ -180,6 +181,7 @@ def embed_folder(
     split_of = found.split_of
 
     with cache.CacheLock(cache_path, reporter) as lock:
+        old = None  # the old cache's columns, read (and checked) once per run: the writer reuses its index
         old_by_key: dict[str, tuple[str, int]] = {}  # key -> (hash, row)
         old_by_hash: dict[str, int] = {}
         old_failed: dict[str, tuple[str, str]] = {}  # key -> (hash, reason)
@@ -188,7 +190,9 @@ def embed_folder(
         sharded = False  # the old cache is sharded: a write adds shards for new rows only
         unchanged_if: tuple | None = None  # what the new cache must equal for the write to be skipped
         if cache_path.exists() and not rebuild:
-            old = cache.load(cache_path, vectors=False)  # memory stays flat however large the cache
+            old = read_early if read_early is not None and read_early.unchanged() else cache.load(
+                cache_path, vectors=False)  # memory stays flat however large the cache
+            read_early = None
             backbones.check_compatible(old.fingerprint, fp, f"cache {cache_path}",
                                        "pass --rebuild to replace it, or --cache to write another file")
             old_by_key = {k: (h, i) for i, (k, h) in enumerate(zip(old.keys, old.hashes))}
@@ -196,14 +200,12 @@ def embed_folder(
             old_failed = {k: (h, r) for k, r, h in old.failed if h}
             if old.file_stats is not None:
                 known = {k: (tuple(st), h) for k, h, st in zip(old.keys, old.hashes, old.file_stats.tolist())}
-            meta = cache.read_meta(cache_path)
-            created, sharded = meta["created_utc"], meta["schema_version"] >= cache.SHARDED_SCHEMA
+            created, sharded = old.created_utc, old.schema_version >= cache.SHARDED_SCHEMA
             if old.root and source_id(root) != old.root:
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {source_id(root)}")
             old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
-                            old_tags, cache.labels_csv(cache_path))
-            del old
+                            old_tags, old.labels_csv)
         journal = cache.Journal(cache_path, fp["id"], spec.precision)  # opened for writing by its first append only
         if foreign := journal.foreign_chunks():
             reporter.warn(f"{journal.dir} holds {foreign} chunk(s) of an interrupted run of another "
@@ -274,7 +276,7 @@ def embed_folder(
             row.split = split_of.get(row.key, "")
         if must_write:
             cache.write(cache_path, rows, classes, fp, source_id(root), failed, spec.output_dim, created,
-                        labels_source)
+                        labels_source, read=old)
         if lock.writable:
             journal.clear()
 
@@ -288,25 +290,26 @@ def embed_folder(
     return summary
 
 
-def _recorded_labels(cache_path: Path, reporter: Reporter) -> Path | None:
+def _recorded_labels(cache_path: Path, reporter: Reporter) -> tuple[Path | None, cache.CacheData | None]:
     """The labels file an existing cache was labelled from (embed --labels), for a rerun that names none:
     kept, with a warning saying so; None when the cache has none (or cannot be read: loading it later says
-    why). Raises DatasetError when the recorded file is gone."""
+    why). With it, the cache's columns as read here (cache.load without vectors), or None. Raises
+    DatasetError when the recorded file is gone."""
     if not cache_path.exists():
-        return None
+        return None, None
     try:
-        recorded = cache.labels_csv(cache_path)
+        held = cache.load(cache_path, vectors=False)
     except cache.CacheError:
-        return None
-    if not recorded:
-        return None
-    path = Path(recorded["path"])
+        return None, None
+    if not held.labels_csv:
+        return None, held
+    path = Path(held.labels_csv["path"])
     if not path.is_file():
         raise DatasetError(f"cache {cache_path} holds the labels of {path} (embed --labels), which is gone: give "
                            "--labels FILE again, or --unlabelled, or --rebuild to start over from the folder's layout")
     reporter.warn(f"labels from {path}, as recorded in {cache_path} by an earlier `embed --labels` (--labels FILE "
                   "takes another file, --unlabelled drops the labels, --rebuild starts over)")
-    return path
+    return path, held
 
 
 def _stream_factory(spec, fp, engine, runtime, batch_size, workers, address, reporter, embedder_factory, summary,

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import h5py
@@ -261,7 +262,14 @@ def test_embed_incremental_run_writes_one_new_shard(tmp_path, tiny_spec, monkeyp
     before = shard_files(path)
     make_image(root / "limes" / "new.jpg", (10, 220, 30), seed=99)
     (root / "apples" / "0.jpg").unlink()
+    calls = counted_index_reads(monkeypatch)
+    checks = []
+    real_validated = cache.store._validated
+    monkeypatch.setattr(cache.store, "_validated", lambda *a, **k: checks.append(a[1]) or real_validated(*a, **k))
     summary = embed_folder(root, cache_path=path, spec=tiny_spec)
+    assert calls == []  # the writer reused the index embed had read (and checked) to plan the run
+    assert checks == [path]  # ... and embed read and checked the old cache once
+    monkeypatch.setattr(cache.store, "_validated", real_validated)
     after = shard_files(path)
     assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
     held = cache.load(path)
@@ -285,3 +293,72 @@ def test_free_space_to_add_rows_to_a_sharded_cache_does_not_grow_with_the_cache(
     add = cache.estimated_write_bytes(True, keys, keys[:10], [], ["c"], 1280)
     assert whole > 5e9 and add < 0.4e9
     assert add >= cache.estimated_bytes(keys[:10], [], ["c"], 1280) + 128 * (len(keys) + len(keys) // 3)
+
+
+def counted_index_reads(monkeypatch) -> list:
+    calls: list = []
+    real = shards.old_index
+
+    def counting(path):
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(shards, "old_index", counting)
+    return calls
+
+
+def test_the_index_a_caller_read_is_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    """cache.write(..., read=cache.load(...)) checks the old index once, not twice; a file replaced or
+    touched since the read is read and checked again (its shard table is the one the new index extends)."""
+    path, want = first_cache(tmp_path)
+    calls = counted_index_reads(monkeypatch)
+    old = cache.load(path, vectors=False)
+    rows = [cache.Row(k, h, lab, path, i) for i, (k, h, lab) in enumerate(zip(old.keys, old.hashes, old.labels.tolist()))]
+    new_vectors, new_hashes = vectors_for("passed", 5)
+    np.savez(tmp_path / "passed.npz", hashes=np.array(new_hashes, dtype="S64"), vectors=new_vectors)
+    added = [cache.Row(f"c/p{i}.png", new_hashes[i], 0, tmp_path / "passed.npz", i) for i in range(5)]
+    cache.write(path, rows + added, ["a", "b"], FP, "/data", [], DIM, read=old)
+    assert calls == []
+    want.update({r.key: new_vectors[i] for i, r in enumerate(added)})
+    assert_content(path, want)
+
+    stale = cache.load(path, vectors=False)  # then another run appends 3 rows: the file is replaced
+    rerun(path, set(), {f"d/q{i}.png": (h, v) for i, (h, v) in enumerate(zip(*reversed(vectors_for("q", 3))))},
+          tmp_path, "between")
+    calls.clear()
+    kept = [cache.Row(k, h, lab, path, i) for i, (k, h, lab) in enumerate(zip(stale.keys, stale.hashes,
+                                                                             stale.labels.tolist()))]
+    cache.write(path, kept, ["a", "b"], FP, "/data", [], DIM, read=stale)
+    assert calls == [path]
+    with h5py.File(path, "r") as f:  # the current table (with the 3 rows, masked), not the stale one
+        assert list(f["shard_rows"][:]) == [256, 256, 88, 5, 3] and int(f["mask"][:].sum()) == 3
+    assert_content(path, want)
+
+    touched = cache.load(path, vectors=False)
+    st = path.stat()
+    time.sleep(0.05)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same inode, size and mtime; ctime moves
+    assert shards.passed_index(path, touched) is False
+    assert shards.passed_index(path, cache.load(path, vectors=False)) is not False
+    assert shards.passed_index(tmp_path / "other.h5", touched) is False and shards.passed_index(path, None) is False
+
+
+def test_sharded_cache_with_variable_length_hashes_still_opens_and_grows(tmp_path):
+    """Schema 4 as first written (variable-length /hashes) opens unchanged; new index files hold the hashes
+    as fixed 64-byte ascii strings, which plain h5py reads the same way."""
+    path, want = first_cache(tmp_path)
+    with h5py.File(path, "r") as f:
+        assert f["hashes"].dtype == h5py.string_dtype("ascii", 64)
+        hashes = list(f["hashes"].asstr()[()])
+    with h5py.File(path, "r+") as f:  # what an index written before fixed-length hashes holds
+        del f["hashes"]
+        f.create_dataset("hashes", data=hashes, dtype=h5py.string_dtype("ascii"))
+    assert cache.load(path, vectors=False).hashes == hashes
+    assert_content(path, want)
+    new_vectors, new_hashes = vectors_for("vlen", 2)
+    rerun(path, {"a/k0000.png"}, {"c/v0.png": (new_hashes[0], new_vectors[0])}, tmp_path, "vlen")
+    del want["a/k0000.png"]
+    want["c/v0.png"] = new_vectors[0]
+    assert_content(path, want)
+    with h5py.File(path, "r") as f:
+        assert f["hashes"].dtype == h5py.string_dtype("ascii", 64) and h5py.check_string_dtype(f["hashes"].dtype)
