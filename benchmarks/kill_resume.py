@@ -13,7 +13,9 @@
    failed table, vectors within float tolerance; no journal or temporary file left behind.
 
 Exit 0 and a JSON report when every check held; exit 1 and the first failure otherwise.
-The test suite runs this on a small synthetic folder (tests/cache/test_cache_crash_safety.py).
+The test suite runs this on a small synthetic folder (tests/cache/test_cache_crash_safety.py), as a
+single-file cache and as a sharded one (EMBEDFLOW_SHARD_MIN_ROWS=1: the shard files are written, then the
+index renamed in; a kill may leave shard temporaries in NAME.d/, which the next writer removes).
 """
 
 from __future__ import annotations
@@ -46,6 +48,31 @@ def child_env(commit_seconds: float, env: dict | None = None) -> dict:
     out["EMBEDFLOW_COMMIT_SECONDS"] = str(commit_seconds)
     out.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return out
+
+
+def temp_files(cache_path: Path) -> list[str]:
+    """A writer's temporary files: the cache's own (`.NAME.tmpPID`) and, for a sharded cache, those of its
+    shard files in NAME.d/ (`.shard-NNNNN.h5.tmpPID`)."""
+    found = [p.name for p in cache_path.parent.glob(f".{cache_path.name}.tmp*")]
+    shard_dir = Path(str(cache_path) + ".d")
+    if shard_dir.is_dir():
+        found += [f"{shard_dir.name}/{p.name}" for p in shard_dir.glob(".shard-*.tmp*")]
+    return sorted(found)
+
+
+def stray_shards(cache_path: Path) -> list[str]:
+    """Shard files in NAME.d/ that the cache's index does not name (none may be left by a finished run)."""
+    import h5py
+
+    shard_dir = Path(str(cache_path) + ".d")
+    if not shard_dir.is_dir():
+        return []
+    named: set[str] = set()
+    if cache_path.exists():
+        with h5py.File(cache_path, "r", locking=False) as f:
+            if "shards" in f:
+                named = {s.decode() if isinstance(s, bytes) else str(s) for s in f["shards"][()]}
+    return sorted(p.name for p in shard_dir.glob("shard-*.h5") if p.name not in named)
 
 
 def committed_chunks(cache_path: Path) -> list[Path]:
@@ -140,7 +167,7 @@ def check_after_kill(cache_path: Path, ref: Reference, before: set[str]) -> tupl
     lost = before - committed
     if lost:
         raise CheckFailed(f"{len(lost)} committed vector(s) were lost by the kill")
-    temps = sorted(p.name for p in cache_path.parent.glob(f".{cache_path.name}.tmp*"))
+    temps = temp_files(cache_path)
     return {"cache_rows": len(in_cache), "journal_vectors": len(in_journal), "committed": len(committed),
             "temp_files": temps}, committed
 
@@ -162,7 +189,7 @@ def kill_when(proc: subprocess.Popen, cache_path: Path, trigger: str, delay: flo
         if trigger == "progress" and len(set(committed_chunks(cache_path)) - chunks0) >= chunks:
             time.sleep(delay)
             break
-        if trigger == "cache-write" and any(cache_path.parent.glob(f".{cache_path.name}.tmp*")):
+        if trigger == "cache-write" and temp_files(cache_path):
             time.sleep(delay)
             break
         if trigger == "cache-renamed" and cache_path.exists() and cache_path.stat().st_mtime_ns != mtime0:
@@ -203,7 +230,7 @@ def compare_final(cache_path: Path, ref: Reference) -> None:
         raise CheckFailed("final cache: labels differ from the uninterrupted run")
     if not np.allclose(got.embeddings, ref.data.embeddings, rtol=RTOL, atol=ATOL):
         raise CheckFailed(f"final cache: vectors differ (max {np.abs(got.embeddings - ref.data.embeddings).max():.2e})")
-    leftovers = [p.name for p in cache_path.parent.glob(f".{cache_path.name}.tmp*")]
+    leftovers = temp_files(cache_path) + stray_shards(cache_path)
     if Path(str(cache_path) + ".journal").exists() or leftovers:
         raise CheckFailed(f"final run left a journal or temporary files behind: {leftovers}")
 

@@ -54,15 +54,20 @@ def embed_proc(data, cache_path, args, **kw):
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, converted):
+@pytest.mark.parametrize("layout", ["single-file", "sharded"])
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, converted, layout):
     """8 SIGKILLs (first journal commit, random moments while embedding, cache write, right after the rename): after each
     the cache opens and agrees with an uninterrupted run, committed vectors are never lost, and the
-    resumed run ends with exactly the uninterrupted run's content (the harness raises otherwise)."""
+    resumed run ends with exactly the uninterrupted run's content (the harness raises otherwise). Sharded:
+    the same with every cache written as shard files plus an index (EMBEDFLOW_SHARD_MIN_ROWS=1); the final
+    run leaves no shard the index does not name."""
     kr = _kill_resume_module()
     data = synthetic(tmp_path / "data", per_class=80)
     lines = []
+    env = {**os.environ, "EMBEDFLOW_SHARD_MIN_ROWS": "1" if layout == "sharded" else str(10**9)}
     report = kr.kill_resume(data, tmp_path / "work", kills=8, seed=3, extra=converted, commit_seconds=0.2,
-                            log=lines.append)
+                            env=env, log=lines.append)
+    assert (tmp_path / "work" / "crash.h5.d").is_dir() == (layout == "sharded")
     log = "\n".join(lines)
     assert report["ok"] and report["images"] == 321 and report["skipped"] == 2
     killed = {e["trigger"]: e for e in report["events"] if e["outcome"].startswith("killed")}
