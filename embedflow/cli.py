@@ -281,9 +281,8 @@ def evaluate(
 ):
     """Score a model on a held-out labelled folder or cache; writes the same report as fit."""
     from . import api
-    from .reports import format_report
-
     from .fsio import check_writable_folder
+    from .reports import format_report
 
     rep = CliReporter(quiet or as_json)
     out_dir = out or (model if model.is_dir() else model.parent)
