@@ -6,8 +6,9 @@
 
 Vectors are clustered (cluster centres + a 64-d shared low-rank variation + isotropic noise, non-negative
 like pooled ReLU features), written as a real embedflow cache. Each (size, kind) runs in its own process,
-so the peak memory (ru_maxrss) is that run's own. `embedflow` is what the library does (faiss IVF-flat
-index beside the cache, rebuilt when the cache changes); recall@10 is measured against exact search with
+so the peak memory (ru_maxrss) is that run's own. `embedflow` is what the library does (its faiss index
+beside the cache: IVF-flat below 20,000 vectors, PCA + IVF-PQ + float16 re-ranking from there on; see
+embedflow/search/index.py); recall@10 is measured against exact search with
 the same queries (200 cache rows, self excluded). Prints a table; writes benchmarks/results/neighbors-*.json.
 """
 
