@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# make test: pytest-xdist workers (tests/conftest.py groups each file, and the Ray files, on one worker)
+# make test: pytest-xdist workers, each test file on one worker (--dist loadfile: its module fixtures are
+# built once). Not loadgroup: pytest-xdist 3.8 marks a group by rewriting item._nodeid, which pytest 9 no
+# longer reads, so every file's tests were spread over both workers and heavy module fixtures built twice.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast install bench clean
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -47,10 +47,11 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
 
 
-# `make test` runs the suite on 2 pytest-xdist workers with `--dist loadgroup`: each test file is one group
-# (its module fixtures are built once, on one worker), and every file that starts a local Ray cluster is in
-# one "ray" group, so two clusters never start at once on the same machine.
-RAY_FILES = {"test_embedding_ray_engine.py", "test_ray_cli.py", "test_s3_inputs.py", "test_cli_option_ranges.py"}
+# `make test` runs the suite on 2 pytest-xdist workers with `--dist loadfile`: each test file runs on one
+# worker, so its module fixtures are built once. (`--dist loadgroup` with xdist_group marks did not work:
+# pytest-xdist 3.8 applies a group by rewriting item._nodeid, which pytest 9 ignores.) The files that start
+# a local Ray cluster may run beside each other on the two workers; each cluster is started and stopped by
+# its own test.
 
 
 # The longest files start first, so that the two workers finish together (times of a CI run on 2 cores).
@@ -60,12 +61,9 @@ LONG_FILES = ("tests/models/test_output_safety.py", "tests/test_deploy.py",
 
 
 def pytest_collection_modifyitems(config, items):
-    """Group each test for xdist (see RAY_FILES) and put the LONG_FILES first (a stable sort)."""
+    """Put the LONG_FILES first (a stable sort): with --dist loadfile the workers take files in this order."""
     order = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: order.get(item.path.relative_to(ROOT).as_posix(), len(order)))
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else str(item.path.relative_to(ROOT))))
 
 
 @pytest.fixture(scope="session", autouse=True)
