@@ -57,7 +57,11 @@ def pytest_runtest_makereport(item, call):
 # The longest files start first, so that the two workers finish together (times of a CI run on 2 cores).
 LONG_FILES = ("tests/models/test_output_safety.py", "tests/test_deploy.py",
               "tests/finetune/test_finetune_export_explain.py", "tests/finetune/test_finetune_options.py",
-              "tests/finetune/test_export_options.py", "tests/embedding/test_ray_cli.py")
+              "tests/finetune/test_export_options.py", "tests/embedding/test_ray_cli.py",
+              "tests/test_scratch_folders.py", "tests/test_export_quantized_parity.py",
+              "tests/backbones/test_int8_precision.py", "tests/api/test_notebook.py",
+              "tests/embedding/test_s3_inputs.py", "tests/embedding/test_embedding_ray_engine.py",
+              "tests/cli/test_cli_layouts.py", "tests/cli/test_cli_flowers_heads_realdata.py")
 
 
 def pytest_collection_modifyitems(config, items):

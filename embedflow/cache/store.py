@@ -272,13 +272,18 @@ _UNSAFE_KEY = re.compile(r"(?:^|\0)(?:/|[A-Za-z]:[/\\]|\0|$)|(?:^|\0|/|\\)\.{1,2
 _SUSPECT = ("\0/", "//", "/\0", "\0\0", ":/", ":\\", "\0.", "/.", "\\.")
 
 
+def _may_be_unsafe(joined: str) -> bool:
+    """False when no match of _UNSAFE_KEY can be in the NUL-joined keys: its anchors (a key starting with
+    "/", "." or empty; one ending in "/" or empty) and every _SUSPECT substring are absent."""
+    return not joined or joined[0] in "/.\0" or joined[-1] in "/\0" or any(s in joined for s in _SUSPECT)
+
+
 def _unsafe_key(keys: list[str]) -> str | None:
     """The first key that would leave the dataset root (or name no file in it), or None."""
     if not keys:
         return None
     joined = "\0".join(keys)
-    if (joined and joined[0] not in "/.\0" and joined[-1] not in "/\0"
-            and not any(s in joined for s in _SUSPECT)) or not _UNSAFE_KEY.search(joined):
+    if not _may_be_unsafe(joined) or not _UNSAFE_KEY.search(joined):
         return None
     return next(k for k in keys if _UNSAFE_KEY.search(k))
 
@@ -553,7 +558,7 @@ class _Matrix:
             return
         folder, start, first_block = shard_folder(path), 0, 0
         self.segments = []
-        identity = _identity(os.fstat(f.id.get_vfd_handle()))
+        identity = file_identity(os.fstat(f.id.get_vfd_handle()))
         for name, rows in v.shards:
             sf = _open_shard(folder / name, path, identity)
             stack.enter_context(sf)
@@ -614,12 +619,11 @@ def _open_shard(shard: Path, path: Path, identity: tuple):
         sf = _h5py().File(shard, "r", locking=False)
     except Exception as e:
         try:
-            replaced = _identity(os.stat(path)) != identity
+            replaced = file_identity(os.stat(path)) != identity
         except OSError:
             replaced = True
         if replaced:
-            raise CacheError(f"cache {path} was replaced by another run while it was being read; "
-                             "run the command again") from None
+            raise _replaced(path) from None
         raise _damaged(path, f"its shard {shard.name} cannot be read ({_reason(e)})") from None
     try:
         if sf.attrs.get("format") != SHARD_FORMAT:
@@ -781,12 +785,11 @@ class CacheColumns:
         """Raise CacheError if the cache file was replaced since these columns were read: vectors read
         by a later open would belong to another snapshot (a writer renames a new file over the old)."""
         try:
-            now = _identity(os.stat(self.path))
+            now = file_identity(os.stat(self.path))
         except OSError:
             now = None
         if self.snapshot and now != self.snapshot:
-            raise CacheError(f"cache {self.path} was replaced by another run while it was being read; "
-                             "run the command again")
+            raise _replaced(self.path)
 
 
 def label_names(labels, classes: list[str]) -> list[str | None]:
@@ -794,8 +797,8 @@ def label_names(labels, classes: list[str]) -> list[str | None]:
     return [classes[i] if i >= 0 else None for i in np.asarray(labels).tolist()]
 
 
-def _identity(st: os.stat_result) -> tuple:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+def _replaced(path: Path) -> CacheError:
+    return CacheError(f"cache {path} was replaced by another run while it was being read; run the command again")
 
 
 def file_identity(st: os.stat_result) -> tuple:
@@ -813,7 +816,7 @@ def load_columns(path: str | os.PathLike) -> CacheColumns:
             keys=v.keys, hashes=v.hashes, labels=v.labels, classes=v.classes, fingerprint=v.fingerprint,
             root=str(v.attrs.get("root") or ""), dim=int(v.shape[1]),
             updated_utc=str(v.attrs.get("updated_utc") or ""), path=str(path),
-            snapshot=_identity(os.fstat(f.id.get_vfd_handle())),
+            snapshot=file_identity(os.fstat(f.id.get_vfd_handle())),
         )
 
 
@@ -824,9 +827,8 @@ def iter_vector_blocks(path: str | os.PathLike, rows: int = BLOCK_ROWS, snapshot
     file replaced since (a writer renamed a new cache over it) raises CacheError before any block."""
     path = Path(path)
     with _reading(path) as f, contextlib.ExitStack() as stack:
-        if snapshot and _identity(os.fstat(f.id.get_vfd_handle())) != snapshot:
-            raise CacheError(f"cache {path} was replaced by another run while it was being read; "
-                             "run the command again")
+        if snapshot and file_identity(os.fstat(f.id.get_vfd_handle())) != snapshot:
+            raise _replaced(path)
         yield from _Matrix(f, path, _matrix_columns(f, path), stack).blocks(rows)
 
 

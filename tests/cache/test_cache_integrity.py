@@ -500,3 +500,19 @@ def test_every_reader_racing_a_writer_is_exit_0_or_one_line(cli, tmp_path):
                 outcomes["refused"] += 1
     assert writer.wait() == 0
     assert outcomes["ok"] >= 10, outcomes
+
+
+def test_the_joined_key_check_finds_what_the_key_by_key_check_finds():
+    """store._unsafe_key searches all keys at once behind a substring prefilter (_may_be_unsafe); on random
+    keys made of the characters that matter (separators, dots, drive colons) it must name the same first
+    unsafe key as the pattern applied to each key alone."""
+    from embedflow.cache import store
+
+    rng = np.random.default_rng(7)
+    alphabet = list("ab./\\:C") + ["..", "x/y", "é"]
+    for _ in range(3000):
+        keys = ["".join(rng.choice(alphabet, size=rng.integers(0, 6))) for _ in range(rng.integers(1, 5))]
+        expected = next((k for k in keys if store._UNSAFE_KEY.search(k)), None)
+        assert store._unsafe_key(keys) == expected, keys
+    assert store._unsafe_key(["a/b.png", "c/d.jpg"]) is None
+    assert store._unsafe_key(["a/b.png", "c/../d.jpg"]) == "c/../d.jpg"
