@@ -260,13 +260,53 @@ def dense_head_from_keras(model, n_classes: int, params: dict | None = None) -> 
     0..n_classes-1, n_features_in_ = the kernel's rows; `params` (the manifest's hyperparameters) set the
     ones DenseHead takes. Raises ValueError when the model has not exactly one softmax Dense layer of
     n_classes units."""
+    return dense_head_from_weights(*keras_dense_weights(model), n_classes, params)
+
+
+def dense_head_from_weights(coef: np.ndarray, intercept: np.ndarray, n_classes: int,
+                            params: dict | None = None) -> DenseHead:
+    """A fitted DenseHead with coef_ (n_classes, D) and intercept_ (n_classes,) float32, classes_ =
+    0..n_classes-1; `params` (the manifest's hyperparameters) set the ones DenseHead takes. Raises
+    ValueError when coef has not n_classes rows."""
     head = DenseHead(**{k: v for k, v in (params or {}).items() if k in DenseHead().get_params()})
-    coef, intercept = keras_dense_weights(model)
     if coef.shape[0] != n_classes:
         raise ValueError(f"the Keras head has {coef.shape[0]} outputs, not {n_classes}")
     head.coef_, head.intercept_ = coef, intercept
     head.classes_, head.n_features_in_ = np.arange(n_classes), int(coef.shape[1])
     return head
+
+
+def keras_file_dense_weights(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(coef float32 (classes, D), intercept float32 (classes,)) read from the bytes of a .keras file of
+    an old embedflow dense head (input -> [Dropout] -> one softmax Dense with a bias) without importing
+    Keras: its config.json names the layers and model.weights.h5 holds the Dense layer's kernel and bias
+    under layers/dense/vars/0 and 1 (Keras 3's file layout, keras/src/saving/saving_lib.py). None when
+    the file is anything else (other layers, another layout): the caller then loads it with Keras."""
+    import io
+    import json
+    import zipfile
+
+    import h5py
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            config = json.loads(z.read("config.json"))
+            weights = z.read("model.weights.h5")
+        layers = config["config"]["layers"]
+        kinds = [layer["class_name"] for layer in layers]
+        if kinds not in (["InputLayer", "Dropout", "Dense"], ["InputLayer", "Dense"]):
+            return None
+        dense = layers[-1]["config"]
+        if dense.get("activation") != "softmax" or not dense.get("use_bias", True):
+            return None
+        with h5py.File(io.BytesIO(weights), "r") as f:
+            kernel = np.asarray(f["layers/dense/vars/0"], np.float32)
+            bias = np.asarray(f["layers/dense/vars/1"], np.float32)
+    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    if kernel.ndim != 2 or bias.shape != (kernel.shape[1],) or kernel.shape[1] != dense.get("units"):
+        return None
+    return np.ascontiguousarray(kernel.T), bias
 
 
 def keras_dense_weights(model) -> tuple[np.ndarray, np.ndarray]:

@@ -172,6 +172,16 @@ def test_a_model_folder_with_a_keras_dense_head_still_loads_and_predicts_the_sam
     np.testing.assert_array_equal(head.intercept_, bias)
     assert head_model._n_features(head) == 24
 
+    # In a new process (as `embedflow predict` runs) the old folder loads and predicts without Keras or TensorFlow.
+    np.save(tmp_path / "X.npy", X)
+    code = ("import sys, numpy as np; from embedflow import load_model; "
+            f"m = load_model({str(tmp_path / 'old')!r}); p = m.predict_proba_vectors(np.load({str(tmp_path / 'X.npy')!r})); "
+            f"np.save({str(tmp_path / 'p.npy')!r}, p); print(sorted(k for k in ('keras', 'tensorflow') if k in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), got)
+
     loaded.save(tmp_path / "new")  # saved again: the numpy head, as head.joblib
     again = json.loads((tmp_path / "new" / "manifest.json").read_text())
     assert again["head_file"] == "head.joblib" and again["head"] == "dense"
@@ -188,3 +198,27 @@ def test_a_keras_head_file_for_another_head_kind_is_refused(tmp_path):
     with pytest.raises(ModelError, match="head_file"):
         manifest_mod.validate_manifest(m, tmp_path)
     manifest_mod.validate_manifest({**m, "head": "dense"}, tmp_path)  # an old dense folder: valid
+
+
+def test_a_keras_head_file_of_another_shape_is_left_to_keras(tmp_path):
+    """keras_file_dense_weights reads only input -> [Dropout] -> one softmax Dense; any other .keras file
+    (two Dense layers, no softmax, damaged bytes) gives None, so the loader falls back to Keras itself."""
+    import keras
+
+    from embedflow.heads.dense import keras_file_dense_weights
+
+    def saved(model) -> bytes:
+        model.save(tmp_path / "m.keras")
+        return (tmp_path / "m.keras").read_bytes()
+
+    inp = keras.Input((6,))
+    plain = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.2)(inp)))
+    coef, intercept = keras_file_dense_weights(saved(plain))
+    kernel, bias = plain.layers[-1].get_weights()
+    np.testing.assert_array_equal(coef, kernel.T)
+    np.testing.assert_array_equal(intercept, bias)
+    two = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(4)(inp)))
+    assert keras_file_dense_weights(saved(two)) is None
+    linear = keras.Model(inp, keras.layers.Dense(3)(inp))
+    assert keras_file_dense_weights(saved(linear)) is None
+    assert keras_file_dense_weights(b"not a zip") is None
