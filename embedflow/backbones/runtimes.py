@@ -8,12 +8,13 @@ import errno
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
-from ..fsio import READ_ONLY, check_writable_folder, disk_error, free_bytes_short, scratch_folder
+from ..fsio import READ_ONLY, WriterLock, check_writable_folder, disk_error, free_bytes_short, scratch_folder
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -159,13 +160,49 @@ def tflite_backbone_path(spec: BackboneSpec, fp: dict, reporter=None) -> Path:
         elif reporter:
             reporter.info(f"{path}: {problem}; converting it again once")
     _check_writable(path.parent)  # before a conversion of tens of seconds whose result could not be kept
+    with _converting(path, reporter):
+        if path.is_file() and _unverified(path) is None:  # converted by the run we waited for
+            return path
+        try:
+            with scratch_folder(path.parent):  # the converter's SavedModel and Keras' files, never left in /tmp
+                return _convert(spec, path, kind, reporter)
+        except OSError as e:  # a full or read-only EMBEDFLOW_HOME under the scratch folder (the kept file's
+            if not disk_error(e):  # own writes are CacheError already)
+                raise
+            raise _home_write_error(path.parent, e) from None
+
+
+CONVERSION_WAIT_S = 1800  # how long a run waits for another one converting the same backbone
+
+
+class _ConversionBusy(CacheError):
+    """Another process holds the conversion lock (raised by WriterLock; waited on, never shown)."""
+
+
+@contextlib.contextmanager
+def _converting(path: Path, reporter=None):
+    """Hold `.<converted file>.lock` beside it while converting, so that two first runs at once convert
+    once: the second waits (saying so once, for at most CONVERSION_WAIT_S; then CacheError) and finds the
+    file. The lock file is removed on release (a killed holder's is reused and removed by the next run);
+    on a filesystem without locks the reporter is warned and the runs may both convert."""
+    lock, told, deadline = path.with_name(f".{path.name}.lock"), False, time.monotonic() + CONVERSION_WAIT_S
+    while True:
+        held = WriterLock(lock, path.name, _ConversionBusy, CacheError, reporter, remove=True,
+                          hint="another run is converting it")
+        try:
+            held.__enter__()
+            break
+        except _ConversionBusy as e:
+            if time.monotonic() > deadline:
+                raise CacheError(f"{e}; waited {CONVERSION_WAIT_S // 60} min: stop that run or remove {lock}") from None
+            if reporter and not told:
+                reporter.info(f"waiting for another run converting {path.name} (in use: {lock})")
+            told = True
+            time.sleep(0.5)
     try:
-        with scratch_folder(path.parent):  # the converter's SavedModel and Keras' files, never left in /tmp
-            return _convert(spec, path, kind, reporter)
-    except OSError as e:  # a full or read-only EMBEDFLOW_HOME under the scratch folder (the kept file's
-        if not disk_error(e):  # own writes are CacheError already)
-            raise
-        raise _home_write_error(path.parent, e) from None
+        yield
+    finally:
+        held.__exit__(None, None, None)
 
 
 def _convert(spec: BackboneSpec, path: Path, kind: str, reporter=None) -> Path:

@@ -131,3 +131,46 @@ def test_an_embedflow_home_that_is_a_file_is_refused_before_converting(cli, data
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "Not a directory" in lines[0] and "must be a writable folder" in lines[0], lines
     assert "free space" not in lines[0]
+
+
+def test_two_first_runs_at_once_convert_once_and_leave_no_lock(home, tiny_spec, monkeypatch):
+    """Two conversions of the same backbone at once (threads: each holds its own flock) run the converter
+    once; the second waits, says so, and takes the kept file. The lock file beside it is removed."""
+    import threading
+    import time
+
+    fp = backbones.fingerprint(tiny_spec)
+    plain, calls = runtimes._reference_and_flatbuffer, []
+
+    def slow(spec):
+        calls.append(threading.get_ident())
+        time.sleep(1.5)
+        return plain(spec)
+
+    monkeypatch.setattr(runtimes, "_reference_and_flatbuffer", slow)
+    results, reporters = [None, None], [ListReporter(), ListReporter()]
+
+    def run(i):
+        results[i] = backbones.tflite_backbone_path(tiny_spec, fp, reporter=reporters[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    threads[0].start()
+    time.sleep(0.3)
+    threads[1].start()
+    for t in threads:
+        t.join(60)
+    assert len(calls) == 1
+    assert results[0] == results[1] and results[0].is_file()
+    assert any("waiting for another run converting" in m for m in reporters[1].infos), reporters[1].infos
+    assert sorted(p.name for p in results[0].parent.iterdir()) == [results[0].name, _sidecar(results[0]).name]
+
+
+def test_a_lock_file_left_by_a_killed_conversion_does_not_stop_the_next(home, tiny_spec):
+    """SIGKILL leaves the lock file (the flock itself dies with the process): the next run converts and removes it."""
+    fp = backbones.fingerprint(tiny_spec)
+    target = runtimes.converted_path(tiny_spec, fp)
+    target.parent.mkdir(parents=True)
+    lock = target.with_name(f".{target.name}.lock")
+    lock.write_text("12345\n")
+    path = backbones.tflite_backbone_path(tiny_spec, fp)
+    assert path.is_file() and not lock.exists()
