@@ -35,7 +35,7 @@ from . import backbones, models
 from .fsio import disk_error
 from .embedding import Decoded
 from .errors import Interrupted, OutputError, UsageError
-from .models.keras_parts import assemble, predict_pixels, split_parts, with_flip_tta
+from .models.keras_parts import PREDICT_BATCH, assemble, predict_pixels, split_parts, with_flip_tta
 from .progress import SILENT, Reporter
 from .reports import add_to_report, classification_report, deploy_files, write_report
 from .reports.page import write_html
@@ -489,7 +489,9 @@ def _train_end_to_end(model, train: Decoded, val: Decoded, p, seed, n_classes, r
     compile_model(model, p["fine_tune_learning_rate"], p["label_smoothing"])
     train_data = image_dataset(train.pixels, _onehot(train.labels, n_classes), p["batch_size"],
                                augment=augmenter(p, seed), shuffle_seed=seed)
-    val_data = image_dataset(val.pixels, _onehot(val.labels, n_classes), 64) if len(val) else None
+    # Validated in batches of PREDICT_BATCH, as every prediction is: at 224 px a batch of 64 held ~0.5 GB of
+    # activations at once, the run's peak (the loss and accuracy do not depend on the batch).
+    val_data = image_dataset(val.pixels, _onehot(val.labels, n_classes), PREDICT_BATCH) if len(val) else None
     return fit_stage(model, train_data, val_data, p["fine_tune_epochs"], p["patience"], stage, reporter,
                      times, True, average_start(p))
 
