@@ -44,8 +44,10 @@ def thumbnail_uri(path: str | os.PathLike | None, size: int = THUMB) -> str | No
         return None
     from PIL import Image, ImageOps
 
+    from .sheets import openable
+
     try:
-        with Image.open(path) as img:
+        with Image.open(openable(path)) as img:
             img.draft("RGB", (2 * size, 2 * size))  # JPEGs decode at a reduced scale: fast and small
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "P", "PA"):
@@ -62,12 +64,16 @@ def thumbnail_uri(path: str | os.PathLike | None, size: int = THUMB) -> str | No
 
 
 def image_path(root: str | os.PathLike | None, key: str) -> Path | None:
-    """root/key, when root is known and the key stays inside it."""
+    """The file of cache key `key` under `root` (data.key_path: as it is named on disk), or None when root
+    is unknown or the key would leave it."""
+    from ..data import BadImage, key_path
+
     if not root:
         return None
-    base = Path(root).resolve()
-    path = (base / key).resolve()
-    return path if path.is_relative_to(base) and path != base else None
+    try:
+        return key_path(root, key)
+    except BadImage:
+        return None
 
 
 def confused_pairs(matrix, classes: list[str], top: int = TOP_PAIRS) -> list[dict]:

@@ -24,7 +24,7 @@ def source(root, key: str):
         return e
 
 
-def _opened(path):
+def openable(path):
     """What PIL opens: the path, or the bytes of an object (data.RemotePath) read once."""
     import io
 
@@ -44,7 +44,7 @@ def _thumbnail(path):
             raise OSError("refused key")
         if path is None:
             raise OSError("vector query")
-        with Image.open(_opened(path)) as img:
+        with Image.open(openable(path)) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")
             img.thumbnail((CELL, CELL))
             cell.paste(img, ((CELL - img.width) // 2, (CELL - img.height) // 2))

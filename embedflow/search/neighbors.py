@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones, cache
-from ..data import BadImage, discover_inputs, hash_file
+from ..data import BadImage, discover_inputs, hash_file, name_key
 from ..embedding import embed_files
 from ..errors import DatasetError, FingerprintMismatch, UsageError
 from ..progress import SILENT, Reporter
@@ -125,8 +125,11 @@ def image_queries(images, columns: cache.CacheColumns, cache_path, runtime: str,
 
 
 def key_queries(keys, columns: cache.CacheColumns, cache_path):
-    """(keys, hashes, vectors) of cached images named by key; UsageError (with the closest key) for an unknown one."""
+    """(keys, hashes, vectors) of cached images named by key; UsageError (with the closest key) for an unknown one.
+    Keys are compared as the cache stores them (data.name_key: NFC), so a key pasted from a macOS (NFD)
+    listing finds its image."""
     row_of = {k: i for i, k in enumerate(columns.keys)}
+    keys = [name_key(k) if isinstance(k, str) else k for k in keys]
     for key in keys:
         if key not in row_of:
             close = difflib.get_close_matches(key, columns.keys, n=1)

@@ -4,6 +4,7 @@ cache refuses them when opened, and every reader of images by key refuses them a
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -87,3 +88,61 @@ def test_a_crafted_cache_with_such_keys_is_refused_when_opened(tmp_path, secret)
             assert "2 rows, e.g. ../secret.png, " + str(secret) in r.stdout, r.stdout
         else:
             assert "key '../secret.png' leaves the dataset root" in r.stderr
+
+
+def _named_in_nfd(root):
+    """A dataset whose class folder and one file are named in NFD (as macOS writes names) and one file whose
+    name is not UTF-8: (keys as the cache stores them, the files on disk)."""
+    import os
+    import unicodedata
+
+    nfd = lambda s: unicodedata.normalize("NFD", s)  # noqa: E731
+    files = [root / nfd("Café") / "q.png", root / "b" / nfd("Ångström.png")]
+    for i, f in enumerate(files):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), (10, 20 + i, 30)).save(f)
+    raw = os.fsencode(root / "b") + b"/caf\xe9.png"
+    Image.new("RGB", (20, 20), (10, 22, 30)).save(raw.decode(errors="surrogateescape"), format="PNG")
+    files.append(Path(os.fsdecode(raw)))
+    return ["Café/q.png", "b/Ångström.png", "b/caf\\xe9.png"], files
+
+
+def test_every_reader_by_key_finds_files_named_in_nfd_or_not_utf8(tmp_path):
+    """Keys are NFC with non-UTF-8 bytes escaped; the files keep their names. key_path, and every reader that
+    goes through it (contact sheets, the report page's thumbnails, export's and evaluate's refs), finds the
+    file as it is named on disk; the parts of a key that name nothing stay as in the key (the caller says the file is missing)."""
+    from embedflow.reports import page
+
+    root = tmp_path / "data"
+    keys, files = _named_in_nfd(root)
+    for key, f in zip(keys, files):
+        assert key_path(root, key) == f and f.exists()
+        assert sheets.source(str(root), key) == f
+        assert page.image_path(str(root), key) == f
+        assert page.thumbnail_uri(page.image_path(str(root), key)) is not None
+    assert [r.path for r in refs_for_keys(root, keys, ["a"] * 3)] == files
+    assert key_path(root, "Café/gone.png") == files[0].parent / "gone.png"  # the folder as named, the file missing
+    assert key_path(root, "nowhere/x.png") == root / "nowhere" / "x.png"
+
+
+def test_neighbors_by_an_nfd_key_with_a_sheet_of_nfd_named_files(cli, tmp_path):
+    """`neighbors --key` accepts a key pasted in NFD (it is compared in NFC, as stored) and its contact sheet
+    shows the pictures of a class folder named in NFD, not "no image" cells."""
+    import unicodedata
+
+    from ..conftest import make_dataset, make_image
+
+    data = make_dataset(tmp_path / "data", per_class=3)
+    folder = data / unicodedata.normalize("NFD", "Café")
+    for i in range(3):
+        make_image(folder / f"c{i}.png", (250, 5, 250), 500 + i, fmt="PNG")
+    cli("embed", data)
+    nfd_key = unicodedata.normalize("NFD", "Café/c0.png")
+    r = cli("neighbors", "--key", nfd_key, "-k", "2", "--sheet", tmp_path / "sheet.png", "--json")
+    import json
+
+    found = [n["key"] for n in json.loads(r.stdout)["results"][0]["neighbors"]]
+    assert set(found) == {"Café/c1.png", "Café/c2.png"}, found
+    pixels = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB")).reshape(-1, 3).astype(int)
+    magenta = (np.abs(pixels - (250, 5, 250)) < 60).all(axis=1)
+    assert magenta.sum() > 3 * 400, "the NFD-named pictures are not on the sheet"
