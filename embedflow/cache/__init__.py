@@ -6,11 +6,11 @@ from .info import CacheInfo, cache_info
 from .journal import Journal
 from .lock import CacheLock, is_locked
 from .view import Cache, open_cache
-from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, SHARDED_SCHEMA, CacheColumns, CacheData, Row, check_space, estimated_bytes,
+from .store import (BLOCK_ROWS, FORMAT, SCHEMA_VERSION, SHARDED_SCHEMA, CacheColumns, CacheData, Row, check_shards, check_space, estimated_bytes,
                     iter_vector_blocks, label_names, labels_csv, load, load_columns, read_meta, read_vectors, vectors_for_hashes)
 from .shards import estimated_write_bytes, write_cache as write
 
-__all__ = ["BLOCK_ROWS", "Cache", "SHARDED_SCHEMA", "CacheError", "CacheInfo", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns",
+__all__ = ["BLOCK_ROWS", "Cache", "check_shards", "SHARDED_SCHEMA", "CacheError", "CacheInfo", "CacheLocked", "FORMAT", "SCHEMA_VERSION", "CacheColumns",
            "CacheData", "CacheLock", "Journal", "Row", "cache_info", "check_space", "estimated_bytes", "estimated_write_bytes", "is_locked",
            "iter_vector_blocks", "label_names", "labels_csv", "load", "load_columns", "open_cache", "read_meta", "read_vectors",
            "vectors_for_hashes", "write"]

@@ -462,25 +462,50 @@ def diagnose(path: str | os.PathLike) -> list[dict]:
                 with contextlib.suppress(Exception):
                     keys = _string_column(f, "keys", path)
             emb = f.get("embeddings")
+            skip = None
+            if v is not None and v.shards is not None:  # a missing shard reads as NaN rows: name the file instead
+                shard_found, skip = _shard_problems(f, path, v.shards, keys)
+                found.extend(shard_found)
             if v is not None or (emb is not None and not any(p["problem"].startswith("/embeddings") for p in found)):
                 # schema 4's checksums run per shard (readers check them); here: finite values only
                 crc = v.vector_crc32 if v is not None and v.live is None else None
-                found.extend(_vector_problems(emb, crc, keys))
+                found.extend(_vector_problems(emb, crc, keys, skip))
         except Exception as e:  # anything h5py throws at a damaged file
             found.append({"problem": _reason(e)})
     return found
 
 
-def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None) -> list[dict]:
-    """Blocks failing their checksum and non-finite (or absurdly large) vectors of /embeddings."""
+def _shard_problems(f, path: Path, shards: list[tuple[str, int]], keys) -> tuple[list[dict], np.ndarray]:
+    """Shard files of the table that are missing or cannot be opened as shards (one problem each, with
+    their rows' keys), and a bool mask (N,) of the virtual matrix's rows they hold."""
+    folder, identity = shard_folder(path), file_identity(os.fstat(f.id.get_vfd_handle()))
+    skip = np.zeros(sum(rows for _, rows in shards), bool)
+    found, start = [], 0
+    for name, rows in shards:
+        try:
+            _open_shard(folder / name, path, identity).close()
+        except CacheError as e:
+            what = "is missing" if not (folder / name).exists() else f"cannot be read ({e})"
+            found.append({"problem": f"shard file {name} {what}", "count": rows,
+                          "keys": list(keys[start:start + EXAMPLES]) if keys is not None else []})
+            skip[start:start + rows] = True
+        start += rows
+    return found, skip
+
+
+def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None, skip: np.ndarray | None = None) -> list[dict]:
+    """Blocks failing their checksum and non-finite (or absurdly large) vectors of /embeddings; rows where
+    `skip` is True (held by a shard already reported) are not read."""
     unreadable, failing, bad_rows = [], [], []
     n = emb.shape[0]
     for start in range(0, n, BLOCK_ROWS):
         stop = min(start + BLOCK_ROWS, n)
+        if skip is not None and skip[start:stop].all():
+            continue
         try:
             block = np.asarray(emb[start:stop], dtype=np.float32)
         except Exception:  # a chunk failing fletcher32
-            unreadable.extend(range(start, stop))
+            unreadable.extend(r for r in range(start, stop) if skip is None or not skip[r])
             continue
         if crc is not None:
             for b, got in enumerate(block_crc32(block)):
@@ -488,6 +513,8 @@ def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None) -> lis
                     failing.extend(range(start + b * VECTOR_BLOCK, min(start + (b + 1) * VECTOR_BLOCK, stop)))
         with np.errstate(invalid="ignore"):
             bad = ~(np.abs(block) <= MAX_ABS).all(axis=1) if block.size else np.zeros(len(block), bool)
+        if skip is not None:
+            bad &= ~skip[start:stop]
         bad_rows.extend(start + int(i) for i in np.flatnonzero(bad))
 
     def item(what: str, rows: list[int]) -> dict:
@@ -844,6 +871,20 @@ def read_vectors(path: str | os.PathLike, rows) -> np.ndarray:
             raise _damaged(path, f"row {int(rows.max())} asked of a {len(matrix)}-row matrix")
         uniq, inverse = np.unique(rows, return_inverse=True)
         return matrix.rows(uniq)[inverse]
+
+
+def check_shards(path: str | os.PathLike) -> None:
+    """Raise CacheError (damaged, naming the file) when a shard of a sharded cache is missing or cannot be
+    opened as a shard; nothing for a single-file cache. Opens each shard's header only (no vector is
+    read): cheap enough for every `embed` run, which otherwise never opens the shards it keeps."""
+    path = Path(path)
+    with _reading(path) as f:
+        if int(f.attrs.get("schema_version", 0)) < SHARDED_SCHEMA:
+            return
+        names, _, _ = _shard_table(f, path)
+        identity = file_identity(os.fstat(f.id.get_vfd_handle()))
+        for name in names:
+            _open_shard(shard_folder(path) / name, path, identity).close()
 
 
 def _matrix_columns(f, path) -> _Validated:

@@ -201,7 +201,10 @@ def embed_folder(
             if old.file_stats is not None:
                 known = {k: (tuple(st), h) for k, h, st in zip(old.keys, old.hashes, old.file_stats.tolist())}
             created, sharded = old.created_utc, old.schema_version >= cache.SHARDED_SCHEMA
+            if sharded:  # a missing or unopenable shard: refused now, not "kept" and referenced by a new index
+                cache.check_shards(cache_path)
             if old.root and source_id(root) != old.root:
+                _check_same_images(old, images, root, cache_path)
                 reporter.info(f"cache {cache_path} held {old.root}; it now follows {source_id(root)}")
             old_tags = list(zip(old.keys, cache.label_names(old.labels, old.classes), old.splits or [""] * len(old)))
             unchanged_if = (old.classes, sorted(old.failed), old.root, len(old.keys), old.file_stats is not None,
@@ -288,6 +291,20 @@ def embed_folder(
             summary.split_counts[split] = n
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _check_same_images(old: cache.CacheData, images, root, cache_path: Path) -> None:
+    """Before a cache made from another folder follows `root`: UsageError (exit 2) when the images found
+    keep at most half of its keys (a mistyped folder, another dataset) and the run would remove the rest.
+    A dataset folder moved or renamed (its keys kept) goes on; --rebuild or another --cache says what is meant."""
+    if not len(old.keys):
+        return
+    found = {ref.key for ref in images}
+    kept = sum(1 for key in old.keys if key in found)
+    if kept * 2 <= len(old.keys):
+        raise UsageError(f"cache {cache_path} holds {len(old.keys)} images of {old.root}; {source_id(root)} has "
+                         f"{kept} of them, so embedding it there would remove {len(old.keys) - kept}: use --cache to "
+                         "write another file, or --rebuild to replace that cache")
 
 
 def _recorded_labels(cache_path: Path, reporter: Reporter) -> tuple[Path | None, cache.CacheData | None]:

@@ -179,6 +179,20 @@ def test_missing_or_damaged_shard_is_one_cache_error(tmp_path):
         cache.load(path)
 
 
+def test_info_names_a_missing_shard_and_not_its_rows_as_bad_vectors(tmp_path):
+    """The virtual matrix reads a missing shard's rows as NaN: diagnose (what `info` lists) names the missing
+    file with its rows' count and keys instead of calling those rows non-finite vectors."""
+    path, _ = first_cache(tmp_path)
+    assert cache.store.diagnose(path) == []
+    with h5py.File(path, "r") as f:
+        table = [s.decode() if isinstance(s, bytes) else s for s in f["shards"][:]]
+        counts = [int(r) for r in f["shard_rows"][:]]
+    (cache.store.shard_folder(path) / table[1]).unlink()
+    problems = cache.store.diagnose(path)
+    assert [p["problem"] for p in problems] == [f"shard file {table[1]} is missing"], problems
+    assert problems[0]["count"] == counts[1] and len(problems[0]["keys"]) == cache.store.EXAMPLES
+
+
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
@@ -284,6 +298,30 @@ def test_embed_incremental_run_writes_one_new_shard(tmp_path, tiny_spec, monkeyp
     assert cache.read_meta(rebuilt)["schema_version"] == 2 and sorted(single.keys) == sorted(held.keys)
     by_key = {k: v for k, v in zip(held.keys, held.embeddings)}
     assert all(np.allclose(by_key[k], v, atol=1e-5) for k, v in zip(single.keys, single.embeddings))
+
+
+def test_embed_refuses_a_sharded_cache_with_a_missing_shard_instead_of_keeping_its_rows(tmp_path, tiny_spec):
+    """An unchanged or incremental `embed` rerun never reads the shards it keeps; it still opens each one,
+    so a missing or unreadable shard is one CacheError naming it (exit 4), not "kept N" and a new index
+    pointing at a file no reader can open. The cache and its other shards are left as they were."""
+    root = tmp_path / "photos"
+    for ci, c in enumerate(("apples", "limes")):
+        for i in range(4):
+            make_image(root / c / f"{i}.jpg", (200 * (1 - ci), 150, 40), seed=10 * ci + i)
+    path = tmp_path / "cache" / "embeddings.h5"
+    embed_folder(root, cache_path=path, spec=tiny_spec)
+    make_image(root / "limes" / "new.jpg", (10, 220, 30), seed=99)
+    embed_folder(root, cache_path=path, spec=tiny_spec)  # a second shard
+    shards = sorted(cache.store.shard_folder(path).glob("shard-*.h5"))
+    assert len(shards) == 2
+    shards[0].unlink()
+    index = path.read_bytes()
+    with pytest.raises(CacheError, match=rf"{shards[0].name} cannot be read.*--rebuild"):
+        embed_folder(root, cache_path=path, spec=tiny_spec)
+    make_image(root / "limes" / "newer.jpg", (10, 200, 60), seed=98)
+    with pytest.raises(CacheError, match=rf"{shards[0].name} cannot be read"):
+        embed_folder(root, cache_path=path, spec=tiny_spec)
+    assert path.read_bytes() == index and shards[1].exists()
 
 
 def test_free_space_to_add_rows_to_a_sharded_cache_does_not_grow_with_the_cache():

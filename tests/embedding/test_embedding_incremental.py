@@ -259,3 +259,23 @@ def test_a_journal_of_another_precision_is_replaced_with_a_warning(dataset, tiny
     assert any("1 chunk(s) of an interrupted run of another backbone or precision (int8)" in w
                for w in rep.warnings), rep.warnings
     assert not cache.Journal(path, "").chunks()
+
+
+def test_another_folder_into_a_cache_is_refused_when_it_would_remove_most_of_it(cli, dataset, tmp_path):
+    """A mistyped or other folder embedded into an existing cache would drop its rows: one line, exit 2, the
+    cache untouched; a moved copy of the same folder (same keys) is followed; --rebuild replaces on purpose."""
+    cli("embed", dataset)
+    before = cache.load("cache/embeddings.h5", vectors=False)
+    other = tmp_path / "other"
+    for i, colour in enumerate([(200, 10, 10), (10, 10, 200)]):
+        make_image(other / f"k{i}" / f"x{i}.png", colour, 900 + i, fmt="PNG")
+    r = cli("embed", other, expect=2)
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cache cache/embeddings.h5 holds") and "would remove" in line and "--rebuild" in line
+    after = cache.load("cache/embeddings.h5", vectors=False)
+    assert after.keys == before.keys and after.root == before.root
+    moved = shutil.copytree(dataset, tmp_path / "moved")
+    r = cli("embed", moved)
+    assert "embedded 0" in r.stdout and "it now follows" in r.stderr
+    cli("embed", other, "--rebuild")
+    assert sorted(cache.load("cache/embeddings.h5", vectors=False).keys) == ["k0/x0.png", "k1/x1.png"]
