@@ -94,6 +94,14 @@ def blocks_around(text: str, passage: str) -> list[str]:
     return []
 
 
+DECODE = "embedflow/data/decode.py"
+
+
+def decode_limit(name: str) -> int:
+    """A pixel limit as embedflow/data/decode.py sets it (`MAX_PIXELS = 100_000_000`)."""
+    return int(re.search(rf"^{name} = ([\d_]+)$", (ROOT / DECODE).read_text(), re.M).group(1))
+
+
 AUDIT = "audit.json"
 VARIANTS = "audit_variants.json"
 NUMBERS = "readme_numbers.json"
@@ -212,6 +220,11 @@ CLAIMS: list[Claim] = [
       for label, grows, head, big, small in HEADS_SCALE_ROWS
       for src in ["heads_scale-r5.json" if head == "dense" else HEADS_SCALE]],
     Claim("README.md", "the saved model saw 25% more images", None, {"25%": lambda: f"{1449 / 1159 - 1:.0%}"}),
+    Claim("README.md", "Images over 100 megapixels (JPEGs: over 1,000 megapixels) are skipped before decoding", DECODE,
+          {"100": lambda: f"{decode_limit('MAX_PIXELS') // 10**6:,}",
+           "1,000": lambda: f"{decode_limit('MAX_JPEG_PIXELS') // 10**6:,}"}),
+    Claim("README.md", "(Pillow holds up to 4 bytes a pixel: 400 MB at the limit, in each decoding worker)", DECODE,
+          {"400 MB": lambda: f"{4 * decode_limit('MAX_PIXELS') // 10**6} MB"}),
     Claim("README.md", "A float export that agrees on fewer than 99% is reported with a warning",
           "tests/finetune/test_export_options.py::test_a_float_export_below_the_parity_threshold_is_flagged"),
     Claim("README.md", "9 pairs score above it, none across classes", RESULTS + NUMBERS,

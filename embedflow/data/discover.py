@@ -4,6 +4,7 @@ collections, labels from a CSV) and loose inputs, with their keys."""
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,12 +87,32 @@ def is_image_name(name: str) -> bool:
 NOT_AN_IMAGE = "not an image"
 
 
+def _openable(path: str) -> bool:
+    """A regular file that opens for reading: not a symlink loop, a broken link, a file denied to us, a FIFO
+    (reading one would block) or a device."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError:
+        return False
+    return True
+
+
 def _classify(path: str, name: str) -> tuple[str, str | None] | None:
     """How a (not hidden) file is taken: ("image", None) by its extension, ("image", format) by its content,
-    (UNSUPPORTED, format) for a picture embedflow does not decode, None for a file that is not a picture."""
+    (UNSUPPORTED, format) for a picture embedflow does not decode, None for a file that is not a picture.
+    Nothing tells what a file that cannot be read holds: without an extension it is taken as an image, so
+    that reading it skips it with its reason (`cannot read: ...`) as for a named image; with another
+    extension it is named by that extension."""
+    ext = os.path.splitext(name)[1].lower()
     if is_image_name(name):
         return "image", None
-    found = identify_file(path, os.path.splitext(name)[1].lower())
+    if not _openable(path):
+        if not ext:
+            return "image", None
+        return (UNSUPPORTED, UNSUPPORTED_EXTENSIONS[ext]) if ext in UNSUPPORTED_EXTENSIONS else None
+    found = identify_file(path, ext)
     if found is None:
         return None
     return ("image", found[1]) if found[0] == DECODED else found

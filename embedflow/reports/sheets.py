@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from pathlib import Path
 
 from .write import write_atomically
@@ -9,6 +11,36 @@ from .write import write_atomically
 CELL = 160  # thumbnail side in pixels
 CAPTION = 34  # caption height under each thumbnail
 PAD = 6
+FONT_SIZE = 12
+# TrueType fonts with Latin, Greek and Cyrillic glyphs (Pillow's own default font has ASCII only: `café`
+# would show as `caf` and a box), by file name as Pillow finds it in the system's font folders.
+SYSTEM_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "LiberationSans-Regular.ttf", "Arial.ttf", "arial.ttf")
+
+
+def _bundled_dejavu() -> Path | None:
+    """matplotlib's copy of DejaVu Sans (matplotlib is a dependency), found without importing matplotlib."""
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def caption_font():
+    """The captions' font: DejaVu Sans (matplotlib's copy, else the system's), another system font with
+    accented Latin glyphs, else Pillow's default (ASCII glyphs only)."""
+    from PIL import ImageFont
+
+    for name in (_bundled_dejavu(), *SYSTEM_FONTS):
+        if name is None:
+            continue
+        try:
+            return ImageFont.truetype(str(name), FONT_SIZE)
+        except OSError:  # not there, or not a font file Pillow reads
+            continue
+    return ImageFont.load_default(size=FONT_SIZE)
 
 
 def source(root, key: str):
@@ -51,7 +83,7 @@ def _thumbnail(path):
     except Exception as e:  # a missing or unreadable file must not stop the sheet
         cell.paste((200, 200, 200), (0, 0, CELL, CELL))
         text = "refused: outside the data" if isinstance(path, Exception) else "no image" if path else str(e)
-        ImageDraw.Draw(cell).text((8, CELL // 2 - 6), text, fill="black")
+        ImageDraw.Draw(cell).text((8, CELL // 2 - 6), text, fill="black", font=caption_font())
     return cell
 
 
@@ -67,9 +99,9 @@ def render(rows: list[dict], out: str | Path, title: str = "") -> Path:
     """rows: [{"image": Path|None|Exception (the reason it is not shown), "title": str, "detail": str, "neighbors": [{"image", "title", "detail",
     "mismatch"}]}]; each cell is captioned with its title and detail line. Writes a PNG; neighbours whose
     label differs from the query's (mismatch=True; on a row: the first cell) are outlined and captioned in red."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default(size=12)
+    font = caption_font()
     columns = 1 + max((len(r["neighbors"]) for r in rows), default=0)
     top = 24 if title else 0
     width = PAD + columns * (CELL + PAD) + PAD

@@ -42,6 +42,21 @@ def test_strict_exits_7_before_embedding_when_discovery_leaves_something_out(cli
     assert "9 images in 3 classes" in r.stdout
 
 
+def test_an_extensionless_symlink_loop_is_skipped_as_unreadable(cli, tmp_path):
+    """Skipped with the reason a named image gets (`cannot read: ...`), listed in --json and in the cache,
+    never guessed to be "not an image"."""
+    data = make_dataset(tmp_path / "data", per_class=2)
+    (data / "limes" / "lz").symlink_to("lw")
+    (data / "limes" / "lw").symlink_to("lz")
+    r = cli("embed", data, "--json")
+    for key in ("limes/lw", "limes/lz"):
+        assert f"warning: skipped {key}: cannot read: Too many levels of symbolic links" in r.stderr, r.stderr
+    assert "not an image" not in r.stderr and "not embedded, by extension" not in r.stderr
+    assert sorted(key for key, _ in json.loads(r.stdout)["failed"]) == ["limes/lw", "limes/lz"]
+    held = cache.load(tmp_path / "cache" / "embeddings.h5")
+    assert sorted(key for key, _, _ in held.failed) == ["limes/lw", "limes/lz"] and len(held.keys) == 6
+
+
 def test_strict_exits_7_when_a_class_disappears(cli, tmp_path):
     data = make_dataset(tmp_path / "data", per_class=3)
     (data / "scans").mkdir()

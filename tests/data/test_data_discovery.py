@@ -168,6 +168,24 @@ def test_ignored_files_are_counted_per_extension_in_one_note(tmp_path):
     assert sorted(d.key for d in found.dropped) == ["cats/d.psd", "cats/e.raw", "cats/f.RAW"]  # image-like only
 
 
+def test_unreadable_files_without_an_extension_are_read_as_images(tmp_path):
+    """A symlink loop, a broken link or a FIFO without an extension cannot be sniffed: it is taken as an image,
+    so that reading it skips it with its reason as for a named image, never counted as "not an image"; a
+    FIFO is never opened for reading (that would block discovery)."""
+    img(tmp_path / "cats" / "1.jpg")
+    (tmp_path / "cats" / "lz").symlink_to("lw")
+    (tmp_path / "cats" / "lw").symlink_to("lz")
+    (tmp_path / "cats" / "gone").symlink_to("nowhere")
+    os.mkfifo(tmp_path / "cats" / "pipe")
+    os.mkfifo(tmp_path / "cats" / "pipe.txt")  # another extension: named by it, and not opened either
+    (tmp_path / "cats" / "scan.psd").symlink_to("scan.psd")
+    found = discover(tmp_path)
+    assert keys(found) == ["cats/1.jpg", "cats/gone", "cats/lw", "cats/lz", "cats/pipe"]
+    assert found.by_content == []
+    assert found.notes == ["2 file(s) not embedded, by extension: .psd 1 (Photoshop PSD: not supported), "
+                           ".txt 1 (not an image)"]
+
+
 def test_dropped_lists_what_strict_refuses(tmp_path):
     img(tmp_path / "cats" / "1.jpg")
     img(tmp_path / "loose.jpg")
