@@ -264,13 +264,18 @@ def _table(path: Path) -> set[str]:
         return set(f["shards"].asstr()[()])
 
 
-def test_embed_incremental_run_writes_one_new_shard(tmp_path, tiny_spec, monkeypatch):
-    """The real pipeline: a sharded cache from `embed`, one photo added and one removed, a rerun."""
+def photo_tree(tmp_path: Path, per_class: int) -> tuple[Path, Path]:
+    """(a two-class folder of per_class JPEGs each, the cache path beside it)."""
     root = tmp_path / "photos"
     for ci, c in enumerate(("apples", "limes")):
-        for i in range(5):
+        for i in range(per_class):
             make_image(root / c / f"{i}.jpg", (200 * (1 - ci), 150, 40), seed=10 * ci + i)
-    path = tmp_path / "cache" / "embeddings.h5"
+    return root, tmp_path / "cache" / "embeddings.h5"
+
+
+def test_embed_incremental_run_writes_one_new_shard(tmp_path, tiny_spec, monkeypatch):
+    """The real pipeline: a sharded cache from `embed`, one photo added and one removed, a rerun."""
+    root, path = photo_tree(tmp_path, 5)
     embed_folder(root, cache_path=path, spec=tiny_spec)
     first = cache.load(path)
     before = shard_files(path)
@@ -304,11 +309,7 @@ def test_embed_refuses_a_sharded_cache_with_a_missing_shard_instead_of_keeping_i
     """An unchanged or incremental `embed` rerun never reads the shards it keeps; it still opens each one,
     so a missing or unreadable shard is one CacheError naming it (exit 4), not "kept N" and a new index
     pointing at a file no reader can open. The cache and its other shards are left as they were."""
-    root = tmp_path / "photos"
-    for ci, c in enumerate(("apples", "limes")):
-        for i in range(4):
-            make_image(root / c / f"{i}.jpg", (200 * (1 - ci), 150, 40), seed=10 * ci + i)
-    path = tmp_path / "cache" / "embeddings.h5"
+    root, path = photo_tree(tmp_path, 4)
     embed_folder(root, cache_path=path, spec=tiny_spec)
     make_image(root / "limes" / "new.jpg", (10, 220, 30), seed=99)
     embed_folder(root, cache_path=path, spec=tiny_spec)  # a second shard
