@@ -484,13 +484,25 @@ def _shard_problems(f, path: Path, shards: list[tuple[str, int]], keys) -> tuple
     for name, rows in shards:
         try:
             _open_shard(folder / name, path, identity).close()
-        except CacheError as e:
-            what = "is missing" if not (folder / name).exists() else f"cannot be read ({e})"
+        except CacheError:
+            what = "is missing" if not (folder / name).exists() else "cannot be opened as a shard"
             found.append({"problem": f"shard file {name} {what}", "count": rows,
                           "keys": list(keys[start:start + EXAMPLES]) if keys is not None else []})
             skip[start:start + rows] = True
         start += rows
     return found, skip
+
+
+def _read_rows(emb, start: int, stop: int, skip: np.ndarray | None) -> np.ndarray:
+    """Rows start..stop of emb as float32; the rows where `skip` is True are not read (left NaN): a shard
+    already reported as missing or unreadable must not make the rows of its neighbours unreadable too."""
+    if skip is None or not skip.any():
+        return np.asarray(emb[start:stop], dtype=np.float32)
+    block = np.full((stop - start, emb.shape[1]), np.nan, np.float32)
+    edges = np.flatnonzero(np.diff(np.concatenate([[True], skip, [True]]).astype(np.int8)))
+    for a, b in zip(edges[::2], edges[1::2]):  # each run of rows not skipped
+        block[a:b] = emb[start + a:start + b]
+    return block
 
 
 def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None, skip: np.ndarray | None = None) -> list[dict]:
@@ -503,7 +515,7 @@ def _vector_problems(emb, crc: np.ndarray | None, keys: list[str] | None, skip: 
         if skip is not None and skip[start:stop].all():
             continue
         try:
-            block = np.asarray(emb[start:stop], dtype=np.float32)
+            block = _read_rows(emb, start, stop, None if skip is None else skip[start:stop])
         except Exception:  # a chunk failing fletcher32
             unreadable.extend(r for r in range(start, stop) if skip is None or not skip[r])
             continue

@@ -191,6 +191,8 @@ def test_info_names_a_missing_shard_and_not_its_rows_as_bad_vectors(tmp_path):
     problems = cache.store.diagnose(path)
     assert [p["problem"] for p in problems] == [f"shard file {table[1]} is missing"], problems
     assert problems[0]["count"] == counts[1] and len(problems[0]["keys"]) == cache.store.EXAMPLES
+    (cache.store.shard_folder(path) / table[1]).write_bytes(b"not an HDF5 file")
+    assert [p["problem"] for p in cache.store.diagnose(path)] == [f"shard file {table[1]} cannot be opened as a shard"]
 
 
 KILLER = textwrap.dedent("""
