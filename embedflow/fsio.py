@@ -252,6 +252,30 @@ def lock_holder(lock_path: Path) -> int | None:
     return None
 
 
+def new_file_mode() -> int | None:
+    """The permission bits open() gives a new file in this process (0o666 less the umask, e.g. 0o644), read
+    from /proc/self/status (Linux >= 4.7) without changing the umask (process-wide state); None when that
+    cannot be read. tempfile.mkstemp makes files 0o600 whatever the umask: a file it makes that then
+    becomes the user's (renamed into place) gets these bits instead, so a shared EMBEDFLOW_HOME works as
+    the user's umask says (`fchmod_as_umask`)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def fchmod_as_umask(fd: int) -> None:
+    """Give the open file `fd` (from tempfile.mkstemp) the bits a plain open() would (new_file_mode); keeps
+    mkstemp's 0o600 when the umask cannot be read (never more open than asked)."""
+    mode = new_file_mode()
+    if mode is not None:
+        os.fchmod(fd, mode)
+
+
 def check_writable_folder(folder: Path) -> OSError | None:
     """None when a file can be created in `folder` (created if missing), else the OSError that says why.
     Tries for real (a temporary file, removed at once): permission bits say nothing to root, and a

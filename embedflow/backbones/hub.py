@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError, WeightsError
+from ..fsio import fchmod_as_umask
 from .silence import quiet_tensorflow
 from .spec import HUB_PREPROCESSING, BackboneSpec
 from .weights import digest_path, embedflow_home
@@ -76,6 +77,7 @@ def _write_json(path: Path, obj: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        fchmod_as_umask(fd)
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1)
         os.replace(tmp, path)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError, UsageError, WeightsError
-from ..fsio import READ_ONLY, WriterLock, check_writable_folder, disk_error, free_bytes_short, scratch_folder
+from ..fsio import (READ_ONLY, WriterLock, check_writable_folder, disk_error, fchmod_as_umask, free_bytes_short,
+                    scratch_folder)
 from .hub import HubEmbedder
 from .registry import resolve_weights
 from .silence import _native_stderr_silenced, quiet_tensorflow
@@ -298,6 +299,7 @@ def _write_beside(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fchmod_as_umask(fd)  # readable by whoever the umask lets read it (a shared EMBEDFLOW_HOME), not 0o600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -174,3 +174,28 @@ def test_a_lock_file_left_by_a_killed_conversion_does_not_stop_the_next(home, ti
     lock.write_text("12345\n")
     path = backbones.tflite_backbone_path(tiny_spec, fp)
     assert path.is_file() and not lock.exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_converted_files_get_the_bits_the_umask_gives(home, tiny_spec, umask, mode):
+    """A shared EMBEDFLOW_HOME: the converted backbone and its sidecar are written through mkstemp (0o600
+    whatever the umask) and renamed into place; they end with the bits a plain open() gives under the
+    user's umask, like every other file embedflow writes (the sidecar is written by open() itself)."""
+    old = os.umask(umask)
+    try:
+        path = backbones.tflite_backbone_path(tiny_spec, backbones.fingerprint(tiny_spec))
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(mode)
+    assert oct(_sidecar(path).stat().st_mode & 0o777) == oct(mode)
+
+
+def test_new_file_mode_reads_the_umask_without_changing_it():
+    from embedflow.fsio import new_file_mode
+
+    old = os.umask(0o027)
+    try:
+        assert new_file_mode() == 0o640
+        assert os.umask(0o027) == 0o027  # unchanged by the read
+    finally:
+        os.umask(old)
